@@ -1,0 +1,116 @@
+"""Pixel-level helpers for square multi-band cutouts: radii, core masks, radial profiles, host models.
+
+Everything here works on arrays shaped (..., H, W) and knows nothing about Lightning. The same
+functions build training masks, the shortcut-gate features and the residual preprocessing, so the
+model, the gates and the core-sensitivity curve all agree on what "the core" is.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+
+@lru_cache(maxsize=16)
+def radius_grid(size: int) -> np.ndarray:
+    """Distance of every pixel centre from the stamp centre, in pixels.
+
+    Args:
+        size: Side of the square stamp (odd sizes have a central pixel at distance 0).
+
+    Returns:
+        Array of shape (size, size), read-only.
+    """
+    c = (size - 1) / 2.0
+    y, x = np.mgrid[:size, :size]
+    r = np.hypot(y - c, x - c)
+    r.setflags(write=False)
+    return r
+
+
+def core_mask(size: int, radius: float) -> np.ndarray:
+    """Boolean mask of the pixels strictly closer than `radius` to the centre (radius 0 masks nothing)."""
+    return radius_grid(size) < radius
+
+
+def apply_core_mask(images: torch.Tensor, radius: float, fill: float = 0.0) -> torch.Tensor:
+    """Returns a copy of a (N, C, H, W) batch with the central disc of `radius` pixels set to `fill`."""
+    if radius <= 0:
+        return images.clone()
+    mask = torch.from_numpy(core_mask(images.shape[-1], radius)).to(images.device)
+    return images.masked_fill(mask, fill)
+
+
+def _annulus_index(size: int, n_bins: int | None = None) -> tuple[np.ndarray, int]:
+    """Integer radius bin of every pixel (1-pixel-wide annuli), and the number of bins kept."""
+    r = radius_grid(size)
+    ring = np.floor(r + 0.5).astype(np.int64)  # pixel at distance 0.4 belongs to ring 0, 0.6 to ring 1
+    max_ring = (size - 1) // 2  # rings beyond the inscribed circle are incomplete
+    n = max_ring + 1 if n_bins is None else min(n_bins, max_ring + 1)
+    return ring, n
+
+
+def radial_profile(images: np.ndarray, n_bins: int | None = None) -> np.ndarray:
+    """Azimuthally averaged profile of every band.
+
+    Args:
+        images: Array (N, C, H, W) with H == W.
+        n_bins: Number of 1-pixel annuli from the centre outward (default: up to the inscribed circle).
+
+    Returns:
+        Array (N, C, n_bins): mean pixel value in each annulus.
+    """
+    images = np.asarray(images, dtype=np.float64)
+    ring, n = _annulus_index(images.shape[-1], n_bins)
+    flat = images.reshape(*images.shape[:-2], -1)
+    ring_flat = ring.ravel()
+    keep = ring_flat < n
+    # one matrix product instead of a python loop over annuli
+    onehot = np.zeros((keep.sum(), n))
+    onehot[np.arange(keep.sum()), ring_flat[keep]] = 1.0
+    sums = flat[..., keep] @ onehot
+    counts = onehot.sum(axis=0)
+    return sums / counts
+
+
+def radial_median_model(images: np.ndarray) -> np.ndarray:
+    """Smooth, circularly symmetric model of the host galaxy, estimated from each image itself.
+
+    The model is the median pixel value in each 1-pixel annulus, painted back on the stamp. The median
+    (not the mean) keeps a thin arc, which covers a small part of its annulus, out of the host model, so
+    subtracting the model removes the host and leaves the arc. No simulation truth is used.
+
+    Args:
+        images: Array (N, C, H, W).
+
+    Returns:
+        Array of the same shape and dtype float32.
+    """
+    images = np.asarray(images)
+    size = images.shape[-1]
+    ring, _ = _annulus_index(size)
+    n_rings = int(ring.max()) + 1
+    flat = images.reshape(*images.shape[:-2], -1)
+    model = np.empty_like(flat, dtype=np.float32)
+    ring_flat = ring.ravel()
+    for k in range(n_rings):
+        sel = ring_flat == k
+        model[..., sel] = np.median(flat[..., sel], axis=-1, keepdims=True)
+    return model.reshape(images.shape)
+
+
+def robust_background(images: np.ndarray, inner_radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Median and MAD-based sigma of the pixels outside `inner_radius`, per image and band.
+
+    Returns:
+        (median, sigma), each of shape (N, C, 1, 1); sigma is floored to avoid division by zero.
+    """
+    images = np.asarray(images)
+    outer = ~core_mask(images.shape[-1], inner_radius)
+    pix = images[..., outer]
+    med = np.median(pix, axis=-1)
+    mad = np.median(np.abs(pix - med[..., None]), axis=-1)
+    sigma = np.maximum(1.4826 * mad, 1e-12)
+    return med[..., None, None], sigma[..., None, None]

@@ -1,0 +1,282 @@
+"""Paired significance for two models scored on the same samples: McNemar and paired bootstrap CIs.
+
+Score convention: binary ``scores`` are p(class 1) with shape (N,) (accuracy thresholds them at 0.5);
+multiclass scores are (N, C) class probabilities. AUROC only needs the ranking, but accuracy needs
+probabilities, so pass probabilities everywhere.
+
+The bootstrap is vectorised through resample *counts*: a resample is a weight vector w (how often each
+sample was drawn), so accuracy is w . correct / N and AUROC is a weighted Mann-Whitney statistic over the
+score levels (ties count one half, as in sklearn). This keeps 10 000 resamples of ~10^5 samples in
+seconds instead of the minutes a per-resample sklearn call would take.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+from statsmodels.stats.contingency_tables import mcnemar
+
+MetricFn = Callable[[np.ndarray, np.ndarray], float]
+BUILTIN_METRICS = ("accuracy", "balanced_accuracy", "auroc")
+
+# Cap on elements of one (resamples x samples) block, ~32 MB of float64.
+_BLOCK_ELEMENTS = 4_000_000
+
+
+def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:
+    """Exact (binomial) McNemar test of two classifiers on the same samples.
+
+    The chi-square version with continuity correction gives p = 0 when the models never disagree, so
+    only the exact test is offered.
+
+    Args:
+        correct_a: (N,) bool, whether model A got each sample right.
+        correct_b: (N,) bool, same for model B.
+
+    Returns:
+        ``b`` = #(A right, B wrong), ``c`` = #(A wrong, B right), ``p`` (two-sided; 1.0 when b + c = 0),
+        ``n`` = N.
+    """
+    a = np.asarray(correct_a, dtype=bool)
+    b_ = np.asarray(correct_b, dtype=bool)
+    if a.shape != b_.shape or a.ndim != 1:
+        raise ValueError(f"correct_a and correct_b must be 1-D of the same length, got {a.shape} and {b_.shape}")
+    both = int(np.sum(a & b_))
+    b = int(np.sum(a & ~b_))
+    c = int(np.sum(~a & b_))
+    neither = int(np.sum(~a & ~b_))
+    if b + c == 0:
+        p = 1.0  # no discordant pairs: no evidence of any difference
+    else:
+        p = float(mcnemar(np.array([[both, b], [c, neither]]), exact=True).pvalue)
+    return {"b": b, "c": c, "p": min(p, 1.0), "n": int(a.size)}
+
+
+def auroc_safe(targets: np.ndarray, scores: np.ndarray) -> float:
+    """AUROC, or NaN with a warning when it is undefined (never 0.0).
+
+    Args:
+        targets: (N,) integer labels.
+        scores: (N,) scores for a binary problem; (N, C) probabilities for one-vs-rest macro AUROC.
+
+    Returns:
+        sklearn's roc_auc_score, or NaN (with a RuntimeWarning) when a class needed is absent: a single
+        class for binary input; any of the C classes for multiclass input.
+    """
+    targets = np.asarray(targets).astype(np.int64).ravel()
+    scores = np.asarray(scores, dtype=np.float64)
+    present = np.unique(targets)
+    if scores.ndim == 1:
+        if present.size < 2:
+            warnings.warn(f"AUROC undefined: {targets.size} samples of a single class; reporting NaN", RuntimeWarning, stacklevel=2)
+            return float("nan")
+        return float(roc_auc_score(targets, scores))
+    n_classes = scores.shape[1]
+    if present.size < n_classes:
+        warnings.warn(
+            f"AUROC undefined: only classes {present.tolist()} of {n_classes} present; reporting NaN",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return float("nan")
+    return float(roc_auc_score(targets, scores, multi_class="ovr", average="macro", labels=np.arange(n_classes)))
+
+
+def predictions_from_scores(scores: np.ndarray) -> np.ndarray:
+    """Predicted class: p >= 0.5 for (N,) binary scores, argmax for (N, C)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim == 1:
+        if scores.size and (scores.min() < 0 or scores.max() > 1):
+            raise ValueError("binary scores must be probabilities p(class 1) in [0, 1], not logits")
+        return (scores >= 0.5).astype(np.int64)
+    return scores.argmax(axis=1).astype(np.int64)
+
+
+def per_class_accuracy(targets: np.ndarray, preds: np.ndarray, n_classes: int | None = None) -> dict[int, float]:
+    """Accuracy within each true class (recall per class); NaN for a class with no samples.
+
+    Args:
+        targets: (N,) integer labels.
+        preds: (N,) predicted labels.
+        n_classes: Number of classes (default: max label + 1 over both arrays).
+    """
+    targets = np.asarray(targets).astype(np.int64)
+    preds = np.asarray(preds).astype(np.int64)
+    if n_classes is None:
+        n_classes = int(max(targets.max(initial=-1), preds.max(initial=-1)) + 1)
+    out = {}
+    for k in range(n_classes):
+        mask = targets == k
+        out[k] = float(np.mean(preds[mask] == k)) if mask.any() else float("nan")
+    return out
+
+
+def stratified_bootstrap_indices(
+    targets: np.ndarray, n_boot: int, rng: np.random.Generator, stratify: bool = True
+) -> np.ndarray:
+    """Bootstrap resample indices, (n_boot, N).
+
+    With stratify, each class keeps its count: its n_k slots are drawn with replacement from its own
+    samples, so no resample loses a class. Without it, N draws from all samples.
+    """
+    targets = np.asarray(targets).astype(np.int64)
+    n = targets.size
+    if not stratify:
+        return rng.integers(0, n, size=(n_boot, n))
+    idx = np.empty((n_boot, n), dtype=np.int64)
+    for k in np.unique(targets):
+        members = np.flatnonzero(targets == k)
+        idx[:, members] = members[rng.integers(0, members.size, size=(n_boot, members.size))]
+    return idx
+
+
+def _counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """(B, N) draw counts from (B, N) indices."""
+    rows = idx.shape[0]
+    flat = (idx + (np.arange(rows) * n)[:, None]).ravel()
+    return np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(np.float64)
+
+
+def _weighted_binary_auroc(w: np.ndarray, positive: np.ndarray, levels: np.ndarray, n_levels: int) -> np.ndarray:
+    """AUROC for each row of weights w (B, N): weighted Mann-Whitney over score levels, ties = 1/2."""
+    rows = w.shape[0]
+    offset = (np.arange(rows) * n_levels)[:, None]
+    flat = (levels[None, :] + offset).ravel()
+    pos = np.bincount(flat, weights=(w * positive).ravel(), minlength=rows * n_levels).reshape(rows, n_levels)
+    neg = np.bincount(flat, weights=(w * ~positive).ravel(), minlength=rows * n_levels).reshape(rows, n_levels)
+    neg_below = np.cumsum(neg, axis=1) - neg
+    num = np.sum(pos * (neg_below + 0.5 * neg), axis=1)
+    den = pos.sum(axis=1) * neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+class _BatchedMetric:
+    """A built-in metric evaluated on many resample weight vectors at once."""
+
+    def __init__(self, name: str, targets: np.ndarray, scores: np.ndarray) -> None:
+        self.name = name
+        self.targets = targets
+        scores = np.asarray(scores, dtype=np.float64)
+        if scores.ndim == 2 and scores.shape[1] == 1:
+            scores = scores[:, 0]
+        self.classes = np.arange(scores.shape[1]) if scores.ndim == 2 else np.array([0, 1])
+        if name in ("accuracy", "balanced_accuracy"):
+            self.correct = (predictions_from_scores(scores) == targets).astype(np.float64)
+        elif name == "auroc":
+            # One-vs-rest per class for (N, C); a single binary problem for (N,). Macro = plain mean,
+            # which is what sklearn's multi_class="ovr", average="macro" computes.
+            columns = [scores] if scores.ndim == 1 else [scores[:, k] for k in self.classes]
+            positives = [targets == 1] if scores.ndim == 1 else [targets == k for k in self.classes]
+            self.ovr = []
+            for col, pos in zip(columns, positives):
+                uniq, levels = np.unique(col, return_inverse=True)
+                self.ovr.append((pos, levels.ravel(), uniq.size))
+        else:
+            raise ValueError(f"unknown metric {name!r}; expected one of {BUILTIN_METRICS} or a callable")
+
+    def __call__(self, w: np.ndarray) -> np.ndarray:
+        if self.name == "accuracy":
+            return w @ self.correct / w.sum(axis=1)
+        if self.name == "balanced_accuracy":
+            recalls = []
+            for k in np.unique(self.targets):
+                mask = self.targets == k
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    recalls.append(w[:, mask] @ self.correct[mask] / w[:, mask].sum(axis=1))
+            # A class drawn zero times (only without stratification) makes the resample NaN.
+            return np.mean(np.column_stack(recalls), axis=1)
+        values = [_weighted_binary_auroc(w, pos, lev, nl) for pos, lev, nl in self.ovr]
+        return np.mean(np.column_stack(values), axis=1)
+
+
+def paired_bootstrap_ci(
+    targets: np.ndarray,
+    scores_a: np.ndarray,
+    scores_b: np.ndarray,
+    metric: str | MetricFn = "accuracy",
+    n_boot: int = 10000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    stratify: bool = True,
+) -> dict[str, float]:
+    """Percentile bootstrap CI of metric(B) - metric(A) with the same resamples for both models.
+
+    Pairing matters: both models are scored on the SAME resampled indices, so the sample-to-sample
+    difficulty cancels in the difference. Stratified by class (default), every resample keeps each
+    class's count, so no resample loses a class and AUROC/balanced accuracy are always defined.
+
+    Args:
+        targets: (N,) integer labels.
+        scores_a: Model A's probabilities, (N,) p(class 1) or (N, C).
+        scores_b: Model B's probabilities, same shape.
+        metric: "accuracy", "balanced_accuracy", "auroc" (binary, or one-vs-rest macro for (N, C)), or
+            a callable ``f(targets, scores) -> float`` (evaluated per resample, slower).
+        n_boot: Number of resamples.
+        seed: Seed of numpy's default_rng.
+        alpha: 1 - confidence level; the CI is the [alpha/2, 1 - alpha/2] percentiles.
+        stratify: Resample within each class.
+
+    Returns:
+        ``diff`` (B - A on the full data), ``ci_low``, ``ci_high``, ``a`` and ``b`` (full-data values),
+        ``n_boot``, ``n_valid`` (resamples where both values were defined), ``alpha``.
+    """
+    targets = np.asarray(targets).astype(np.int64).ravel()
+    scores_a = np.asarray(scores_a, dtype=np.float64)
+    scores_b = np.asarray(scores_b, dtype=np.float64)
+    n = targets.size
+    if scores_a.shape != scores_b.shape or scores_a.shape[0] != n:
+        raise ValueError(f"scores must have the same shape with {n} rows, got {scores_a.shape} and {scores_b.shape}")
+    if n == 0:
+        raise ValueError("cannot bootstrap zero samples")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    rng = np.random.default_rng(seed)
+
+    if callable(metric):
+        fa = lambda idx: np.array([metric(targets[i], scores_a[i]) for i in idx])  # noqa: E731
+        fb = lambda idx: np.array([metric(targets[i], scores_b[i]) for i in idx])  # noqa: E731
+        value_a, value_b = float(metric(targets, scores_a)), float(metric(targets, scores_b))
+        use_counts = False
+    else:
+        ma, mb = _BatchedMetric(metric, targets, scores_a), _BatchedMetric(metric, targets, scores_b)
+        full = np.ones((1, n))
+        value_a, value_b = float(ma(full)[0]), float(mb(full)[0])
+        fa, fb = ma, mb
+        use_counts = True
+
+    diffs = np.empty(n_boot)
+    block = max(1, min(n_boot, _BLOCK_ELEMENTS // n))
+    for start in range(0, n_boot, block):
+        size = min(block, n_boot - start)
+        idx = stratified_bootstrap_indices(targets, size, rng, stratify)
+        arg = _counts(idx, n) if use_counts else idx
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # undefined resamples are counted below
+            diffs[start : start + size] = fb(arg) - fa(arg)
+
+    valid = np.isfinite(diffs)
+    n_valid = int(valid.sum())
+    if n_valid < n_boot:
+        warnings.warn(
+            f"{n_boot - n_valid} of {n_boot} resamples gave an undefined {metric} and were dropped",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    if n_valid == 0:
+        low = high = float("nan")
+    else:
+        low, high = np.percentile(diffs[valid], [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return {
+        "diff": value_b - value_a,
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "a": value_a,
+        "b": value_b,
+        "n_boot": int(n_boot),
+        "n_valid": n_valid,
+        "alpha": float(alpha),
+    }

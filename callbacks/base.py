@@ -1,0 +1,64 @@
+"""RigorCallback: the small contract shared by Rigor's analysis callbacks.
+
+- ``summary()`` returns the callback's final numbers; train.py merges every callback's summary into
+  metrics.json (callbacks never read each other).
+- ``state()`` / ``restore(state)`` persist the callback's history in checkpoints, so a resumed run ends
+  with the same history; state is restored only when fitting resumes, not when the best checkpoint is
+  loaded for testing (that would roll the history back to the best epoch).
+- ``save_figure`` writes a PNG under ``<run dir>/plots/`` and logs it to W&B when W&B is on.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.trainer.states import TrainerFn
+
+log = logging.getLogger(__name__)
+
+
+class RigorCallback(Callback):
+    """Base class: summary, checkpointed state and figure saving."""
+
+    def summary(self) -> dict[str, Any]:
+        return {}
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        pass
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint.setdefault("rigor_callbacks", {})[type(self).__name__] = self.state()
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            state = checkpoint.get("rigor_callbacks", {}).get(type(self).__name__)
+            if state is not None:
+                self.restore(state)
+
+    @staticmethod
+    def active(trainer: L.Trainer) -> bool:
+        """False during the sanity-check pass, whose numbers mean nothing."""
+        return not trainer.sanity_checking
+
+    @staticmethod
+    def save_figure(trainer: L.Trainer, fig: Any, name: str) -> Path:
+        """Save `fig` as <run dir>/plots/<name>.png and log it to W&B if a W&B logger is attached."""
+        import matplotlib.pyplot as plt
+
+        out = Path(trainer.default_root_dir) / "plots" / f"{name}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if trainer.is_global_zero:
+            fig.savefig(out, dpi=120, bbox_inches="tight")
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    logger.log_image(key=f"plots/{name}", images=[str(out)])
+        plt.close(fig)
+        return out

@@ -1,0 +1,94 @@
+"""Core-sensitivity curve (seed 004 section 5.5): AUROC as the central disc is masked at growing radii."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from analysis.gates import verdict
+from analysis.images import apply_core_mask
+from analysis.metrics import auroc
+from callbacks.base import RigorCallback
+
+
+def sensitivity_curve(pl_module: L.LightningModule, loader: Any, radii: list[float], fill: float) -> dict[float, float]:
+    """AUROC of the model on every batch of `loader` with the core masked at each radius."""
+    scores: dict[float, list[np.ndarray]] = {r: [] for r in radii}
+    targets: list[np.ndarray] = []
+    was_training = pl_module.training
+    pl_module.eval()
+    with torch.inference_mode():
+        for batch in loader:
+            images = batch["image"].to(pl_module.device)
+            targets.append(batch["target"].numpy())
+            for r in radii:
+                scores[r].append(pl_module(apply_core_mask(images, r, fill)).float().cpu().numpy())
+    pl_module.train(was_training)
+    y = np.concatenate(targets)
+    return {r: auroc(y, np.concatenate(scores[r])) for r in radii}
+
+
+class CoreSensitivity(RigorCallback):
+    """Runs after testing (on the best checkpoint) for the validation and test splits.
+
+    ``core_reliance = AUROC(r=0) - AUROC(r=reliance_radius)``; seed 6.2: PASS below 0.03, FAIL above 0.05.
+
+    Args:
+        radii: Mask radii in pixels (0 = no mask).
+        reliance_radius: Radius whose drop defines core_reliance.
+        splits: Splits to evaluate ("val" gives core_sensitivity_*, "test" test_core_sensitivity_*).
+        fill: Value of masked pixels.
+        reliance_pass_below, reliance_fail_above: Verdict thresholds.
+    """
+
+    def __init__(
+        self,
+        radii: list[float] = (0, 3, 5, 7, 10, 15),
+        reliance_radius: float = 7,
+        splits: list[str] = ("val", "test"),
+        fill: float = 0.0,
+        reliance_pass_below: float = 0.03,
+        reliance_fail_above: float = 0.05,
+    ) -> None:
+        self.radii = [float(r) for r in radii]
+        if 0.0 not in self.radii or float(reliance_radius) not in self.radii:
+            raise ValueError(f"callbacks.core_sensitivity.radii must contain 0 and reliance_radius={reliance_radius}, got {self.radii}")
+        self.reliance_radius = float(reliance_radius)
+        self.splits = list(splits)
+        self.fill = fill
+        self.thresholds = (reliance_pass_below, reliance_fail_above)
+        self.curves: dict[str, dict[float, float]] = {}
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        dm = trainer.datamodule
+        for split in self.splits:
+            self.curves[split] = sensitivity_curve(pl_module, dm.split_dataloader(split), self.radii, self.fill)
+        self._plot(trainer)
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for split, curve in self.curves.items():
+            prefix = "" if split == "val" else f"{split}_"
+            for r, v in curve.items():
+                out[f"{prefix}core_sensitivity_r{r:g}"] = v
+            reliance = curve[0.0] - curve[self.reliance_radius]
+            out[f"{prefix}core_reliance"] = reliance
+            out[f"{prefix}core_reliance_verdict"] = verdict(reliance, *self.thresholds)
+        return out
+
+    def _plot(self, trainer: L.Trainer) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for split, curve in self.curves.items():
+            ax.plot(list(curve), list(curve.values()), "o-", label=split)
+        ax.axvline(self.reliance_radius, color="grey", ls=":", lw=1)
+        ax.set(xlabel="core mask radius (pixels)", ylabel="AUROC", title="Core sensitivity (best checkpoint)")
+        ax.legend()
+        self.save_figure(trainer, fig, "core_sensitivity")

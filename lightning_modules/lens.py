@@ -1,0 +1,31 @@
+"""The lens finder of seed 004: a ResNet18 scoring g,r,z cutouts with one logit, trained with BCE."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import MetricCollection
+from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
+
+from lightning_modules.base import BaseTask
+
+
+class LensModule(BaseTask):
+    """Binary lens / non-lens classifier; the best checkpoint is the one with the highest val AUROC."""
+
+    monitor = "val/auroc"
+    mode = "max"
+
+    def configure_metrics(self) -> MetricCollection:
+        # thresholds=None keeps torchmetrics' exact AUROC (no binning)
+        return MetricCollection({"auroc": BinaryAUROC(thresholds=None), "accuracy": BinaryAccuracy()})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+    def compute_loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits.float(), batch["target"].float())
+
+    def metric_inputs(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        # torchmetrics applies a sigmoid to inputs outside [0, 1]; pass probabilities to make that explicit
+        return torch.sigmoid(logits.float()), batch["target"].long()

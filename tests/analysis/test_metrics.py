@@ -1,0 +1,74 @@
+"""Stratified AUROC against sklearn on hand-built bins, including empty and single-class bins."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from analysis.metrics import auroc, spread_summary, stratified_auroc
+
+
+def test_auroc_matches_sklearn_on_random_data():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 500)
+    s = rng.normal(size=500) + y
+    assert auroc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+
+
+def test_auroc_single_class_is_nan_with_warning():
+    with pytest.warns(RuntimeWarning, match="single class"):
+        assert math.isnan(auroc(np.ones(5), np.arange(5.0)))
+    with pytest.warns(RuntimeWarning):
+        assert math.isnan(auroc(np.array([]), np.array([])))
+
+
+def test_stratified_auroc_hand_worked():
+    # negatives (no θ_E) score 0.1, 0.2, 0.6; positives in bin [0.5,1): 0.5, 0.7; bin [1,2): 0.05
+    y = np.array([0, 0, 0, 1, 1, 1])
+    s = np.array([0.1, 0.2, 0.6, 0.5, 0.7, 0.05])
+    theta = np.array([np.nan, np.nan, np.nan, 0.6, 0.9, 1.5])
+    rows = stratified_auroc(y, s, theta, [0.5, 1.0, 2.0, 3.0])
+    # bin 1: pairs (pos, neg): 0.5>{0.1,0.2}, 0.5<0.6, 0.7>all → 5/6
+    assert rows[0]["auroc"] == pytest.approx(5 / 6)
+    assert (rows[0]["n_pos"], rows[0]["n_neg"]) == (2, 3)
+    # bin 2: a single positive below every negative → 0.0 is a real value here
+    assert rows[1]["auroc"] == pytest.approx(0.0)
+    # bin 3: empty → NaN with count 0, never 0.0
+    assert math.isnan(rows[2]["auroc"]) and rows[2]["n_pos"] == 0
+    assert rows[2]["label"] == "2.00-3.00"
+
+
+def test_stratified_auroc_matches_sklearn_per_bin():
+    rng = np.random.default_rng(1)
+    n = 2000
+    y = rng.integers(0, 2, n)
+    theta = np.where(y == 1, rng.uniform(0.5, 3.0, n), np.nan)
+    s = rng.normal(size=n) + y * np.nan_to_num(theta)  # easier at large θ_E
+    edges = [0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0]
+    rows = stratified_auroc(y, s, theta, edges)
+    for row in rows:
+        sel = (y == 0) | ((theta >= row["low"]) & (theta < row["high"]))
+        assert row["auroc"] == pytest.approx(roc_auc_score(y[sel], s[sel]), abs=1e-12)
+    values = [r["auroc"] for r in rows]
+    assert values[-1] > values[0]
+    summary = spread_summary(rows)
+    assert summary["min_auroc"] == pytest.approx(min(values))
+    assert summary["spread"] == pytest.approx(max(values) - min(values))
+
+
+def test_stratified_auroc_no_negatives_is_nan_without_warning_spam():
+    y = np.array([1, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rows = stratified_auroc(y, np.array([0.3, 0.4]), np.array([0.6, 0.7]), [0.5, 1.0])
+    assert math.isnan(rows[0]["auroc"]) and rows[0]["n_neg"] == 0
+    assert math.isnan(spread_summary(rows)["min_auroc"])
+
+
+def test_stratified_auroc_rejects_bad_input():
+    with pytest.raises(ValueError, match="same length"):
+        stratified_auroc(np.array([0, 1]), np.array([0.1]), np.array([1.0, 1.0]), [0, 1])
+    with pytest.raises(ValueError, match="increase"):
+        stratified_auroc(np.array([0, 1]), np.array([0.1, 0.2]), np.array([1.0, 1.0]), [1, 1])

@@ -1,0 +1,33 @@
+"""Shared fixtures: composed configs and a toy lens manifest."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+from tests.helpers import write_toy_lens_data  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def toy_lens_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_toy_lens_data(tmp_path_factory.mktemp("toy_lens"))
+
+
+def compose(overrides: list[str], config_name: str = "train"):
+    """Compose a config the way train.py would (with the hydra node set, so ${hydra:...} resolves)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from rigor.config import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=overrides, return_hydra_config=True)

@@ -1,0 +1,159 @@
+"""Train one run (or, with -m, a sweep of runs) from the Hydra config in conf/train.yaml.
+
+    python train.py                                   # the quick default lens experiment on CPU
+    python train.py experiment=lens_b3 seed=123       # one run of the seed's B3 arm
+    python train.py -m experiment=lens_b3 seed=42,123,456
+
+Flow: config -> datamodule, module, callbacks, loggers, trainer -> fit -> test on the best checkpoint
+-> metrics.json. A run started again in a directory that holds checkpoints/last.ckpt resumes from it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from rigor.config import instantiate_callbacks, instantiate_loggers, register_resolvers
+
+log = logging.getLogger("rigor.train")
+register_resolvers()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        value = value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else value  # JSON has no NaN; null means "undefined"
+    return value
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically, so a crash never leaves a half-written metrics file."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({k: _jsonable(v) for k, v in data.items()}, indent=2, allow_nan=False))
+    tmp.replace(path)
+
+
+def run_dir_of(cfg: DictConfig) -> Path:
+    """The run's output directory (Hydra's, or paths.output_dir when composed without Hydra)."""
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.paths.output_dir)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, test on the best checkpoint and write metrics.json. Returns the metrics.
+
+    Args:
+        cfg: The composed config (conf/train.yaml).
+    """
+    start = time.time()
+    run_dir = run_dir_of(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = run_dir / "checkpoints"
+    L.seed_everything(cfg.seed, workers=True)
+
+    log.info("datamodule <%s>", cfg.data._target_)
+    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    log.info("module <%s>", cfg.model._target_)
+    model: L.LightningModule = hydra.utils.instantiate(cfg.model)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    callbacks.append(
+        ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="best",
+            monitor=model.monitor,
+            mode=model.mode,
+            save_last=True,
+            save_top_k=1,
+            enable_version_counter=False,
+            auto_insert_metric_name=False,
+        )
+    )
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir))
+
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    resume = cfg.get("ckpt_path")
+    last = ckpt_dir / "last.ckpt"
+    if resume is None and last.exists():
+        log.warning("found %s: resuming that run", last)
+        resume = str(last)
+
+    metrics: dict[str, Any] = {"experiment": cfg.experiment_name, "seed": cfg.seed, "run_dir": str(run_dir)}
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+        checkpoint = trainer.checkpoint_callback
+        if checkpoint is not None and checkpoint.best_model_path:
+            metrics[f"best_{model.monitor.replace('/', '_')}"] = _jsonable(checkpoint.best_model_score)
+            best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False, mmap=True)
+            metrics["best_epoch"] = int(best["epoch"])
+        metrics["epochs_trained"] = int(trainer.current_epoch)
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("val/"):
+                metrics[f"last_{key.replace('/', '_')}"] = _jsonable(value)
+
+    if cfg.get("test", True):
+        best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None)
+        for key, value in (results[0] if results else {}).items():
+            metrics[key.replace("/", "_")] = _jsonable(value)
+
+    for cb in callbacks:
+        summary = getattr(cb, "summary", None)
+        if callable(summary):
+            metrics.update({k: _jsonable(v) for k, v in summary().items()})
+    metrics["wall_time_s"] = round(time.time() - start, 2)
+    metrics["status"] = "completed"
+    if trainer.is_global_zero:
+        write_json(run_dir / "metrics.json", metrics)
+        for logger in loggers:
+            logger.log_metrics({f"final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None})
+        log.info("metrics: %s", run_dir / "metrics.json")
+        print(f"metrics.json: {run_dir / 'metrics.json'}")
+    return metrics
+
+
+def close_loggers() -> None:
+    """Finish the W&B run so the next job of a one-process sweep starts a new one."""
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+    except ImportError:
+        pass
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    run_dir = run_dir_of(cfg)
+    try:
+        metrics = train(cfg)
+    except BaseException as err:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        failure = {"status": "failed", "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+        write_json(run_dir / "failure.json", failure)
+        raise
+    finally:
+        close_loggers()
+    value = metrics.get(cfg.get("optimized_metric") or "")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+if __name__ == "__main__":
+    main()
