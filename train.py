@@ -96,7 +96,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     metrics: dict[str, Any] = {"experiment": cfg.experiment_name, "seed": cfg.seed, "run_dir": str(run_dir)}
     if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+        # our own checkpoints hold the config (OmegaConf objects), so they are loaded with weights_only=False
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=False)
         checkpoint = trainer.checkpoint_callback
         if checkpoint is not None and checkpoint.best_model_path:
             metrics[f"best_{model.monitor.replace('/', '_')}"] = _jsonable(checkpoint.best_model_score)
@@ -109,7 +110,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     if cfg.get("test", True):
         best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None)
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, weights_only=False)
         for key, value in (results[0] if results else {}).items():
             metrics[key.replace("/", "_")] = _jsonable(value)
 

@@ -76,7 +76,6 @@ class ThetaEStratifiedAUROC(RigorCallback):
         for r in self.test_rows:
             self.test_summary[f"test_auroc_by_thetae_{r['label']}"] = r["auroc"]
             self.test_summary[f"test_count_by_thetae_{r['label']}"] = r["n_pos"]
-        pl_module.log_dict({f"test/auroc_thetae_{r['label']}": r["auroc"] for r in self.test_rows}, sync_dist=False)
         self._plot(trainer)
 
     def _plot(self, trainer: L.Trainer) -> None:

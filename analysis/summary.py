@@ -1,0 +1,121 @@
+"""Multi-seed summaries: mean, sample std and Student-t CIs per arm, and small table helpers.
+
+An *arm* is one configuration run over several seeds. Runs are grouped by their Hydra overrides minus
+``seed=...``, so ``experiment=lens_b1 seed=1`` and ``experiment=lens_b1 seed=2`` are one arm.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+#: Name of the arm whose overrides were nothing but the seed.
+BASE_ARM = "(base)"
+
+
+def summarize_metric(values: Iterable[float], confidence: float = 0.95) -> dict[str, float]:
+    """Mean, sample std and Student-t confidence interval of one metric over seeds.
+
+    NaN values (a metric a run could not compute) are dropped before counting.
+
+    Args:
+        values: One value per seed.
+        confidence: Confidence level of the interval.
+
+    Returns:
+        ``n``, ``mean``, ``std`` (sample std, ddof=1; NaN for n < 2), ``ci_half`` (t_{1-a/2, n-1} * std /
+        sqrt(n); NaN for n < 2), ``ci_low``, ``ci_high``.
+    """
+    x = np.asarray([float(v) for v in values], dtype=np.float64)
+    x = x[~np.isnan(x)]
+    n = int(x.size)
+    mean = float(x.mean()) if n else float("nan")
+    if n < 2:
+        std = half = float("nan")
+    else:
+        std = float(x.std(ddof=1))
+        half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1) * std / math.sqrt(n))
+    return {"n": n, "mean": mean, "std": std, "ci_half": half, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def _override_key(override: str) -> str:
+    """The key of a Hydra override, without +/++/~ prefixes: '++seed=3' -> 'seed'."""
+    return override.split("=", 1)[0].lstrip("+~").strip()
+
+
+def arm_name(overrides: Sequence[str], experiment: str | None = None) -> str:
+    """Arm key: the overrides except ``seed=...``, sorted and joined with a space.
+
+    Args:
+        overrides: Hydra override strings, e.g. ``["experiment=lens_b1", "seed=42"]``.
+        experiment: Experiment name to add as ``experiment=<name>`` when no override sets it.
+    """
+    kept = [o.strip() for o in overrides if _override_key(o) != "seed"]
+    if experiment and not any(_override_key(o) == "experiment" for o in kept):
+        kept.append(f"experiment={experiment}")
+    return " ".join(sorted(kept)) if kept else BASE_ARM
+
+
+def group_runs(records: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """Group run records into arms.
+
+    Args:
+        records: Dicts ``{job_dir, overrides: list[str], metrics: dict | None, status}``; an optional
+            ``experiment`` key is added to the arm name when no override names the experiment.
+
+    Returns:
+        Arm name -> its records, in input order (arms sorted by name).
+    """
+    arms: dict[str, list[Mapping[str, Any]]] = {}
+    for rec in records:
+        arms.setdefault(arm_name(list(rec.get("overrides") or []), rec.get("experiment")), []).append(rec)
+    return dict(sorted(arms.items()))
+
+
+def numeric_metrics(metrics: Mapping[str, Any] | None, exclude: Sequence[str] = ("seed",)) -> dict[str, float]:
+    """The numeric entries of a metrics.json (bools, strings and the seed left out)."""
+    if not metrics:
+        return {}
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if k not in exclude and isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+    }
+
+
+def summarize_arm(records: Sequence[Mapping[str, Any]], confidence: float = 0.95) -> dict[str, dict[str, float]]:
+    """Per numeric metric summary over an arm's completed records (metric -> summarize_metric)."""
+    values: dict[str, list[float]] = {}
+    for rec in records:
+        for k, v in numeric_metrics(rec.get("metrics")).items():
+            values.setdefault(k, []).append(v)
+    return {k: summarize_metric(v, confidence) for k, v in values.items()}
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A number for a table: fixed digits, 'nan' kept visible, ints as ints."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return "nan"
+        if value != 0 and (abs(value) < 10 ** -digits or abs(value) >= 1e6):
+            return f"{value:.{digits - 1}e}"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 4) -> str:
+    """A GitHub markdown table; numbers formatted with fmt, pipes in cells escaped."""
+    def cell(v: Any) -> str:
+        return fmt(v, digits).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(str(h) for h in headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)

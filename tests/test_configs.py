@@ -1,0 +1,88 @@
+"""Every config composes; bad names fail early with Hydra's message."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import hydra
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from tests.conftest import ROOT, compose
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes(experiment):
+    cfg = compose([f"experiment={experiment}"])
+    assert cfg.experiment_name == experiment
+    assert hydra.utils.get_class(cfg.model._target_)
+    assert hydra.utils.get_class(cfg.data._target_)
+    OmegaConf.to_container(cfg.data, resolve=True)
+    OmegaConf.to_container(cfg.model, resolve=True)
+
+
+def test_lens_matrix_matches_seed_004():
+    a1, b1, b2, b3, b4 = (compose([f"experiment=lens_{x}"]) for x in ("a1", "b1", "b2", "b3", "b4"))
+    assert (a1.data.mode, a1.data.preprocessing, a1.data.masking) == ("paired", "residual", None)
+    assert (b1.data.mode, b1.data.preprocessing, b1.data.masking) == ("unpaired", "residual", None)
+    assert dict(b2.data.masking) == {"type": "stochastic", "radius": 5, "prob": 0.5}
+    assert dict(b4.data.masking) == {"type": "stochastic", "radius": 3, "prob": 0.3}
+    sched = OmegaConf.to_container(b3.data.masking.schedule)
+    assert sched == [{"until_epoch": 10, "radius": 7, "prob": 0.7}, {"until_epoch": 30, "radius": 5, "prob": 0.5},
+                     {"until_epoch": None, "radius": 3, "prob": 0.3}]
+    for cfg in (a1, b1, b2, b3, b4):  # seed 004 section 4.2
+        assert cfg.trainer.max_epochs == 50 and cfg.data.batch_size == 128
+        assert cfg.model.optimizer.lr == 1e-4 and cfg.model.optimizer.weight_decay == 1e-4
+        assert cfg.model.scheduler.name == "cosine" and cfg.callbacks.early_stopping.patience == 15
+        assert cfg.callbacks.early_stopping.monitor == "val/auroc" and cfg.callbacks.early_stopping.mode == "max"
+        assert cfg.callbacks.shortcut_gates.n_samples == 2000 and cfg.callbacks.shortcut_gates.every_n_epochs == 5
+        assert cfg.model.net.model_name == "resnet18" and cfg.model.net.in_chans == 3 and cfg.model.net.num_classes == 1
+    gpu = compose(["experiment=lens_b1", "trainer=gpu"])
+    assert gpu.trainer.precision == "16-mixed"
+
+
+def test_unknown_experiment_fails_composition():
+    with pytest.raises(ConfigCompositionException, match="nope"):
+        compose(["experiment=nope"])
+
+
+def test_bad_override_fails_before_any_work(tmp_path):
+    for override, message in (("experiment=nope", "Could not find 'experiment/nope'"),
+                              ("data.batchsize=3", "Could not override 'data.batchsize'")):
+        proc = subprocess.run([sys.executable, "train.py", override, f"paths.log_dir={tmp_path}"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0
+        assert message in proc.stderr
+    assert not any(tmp_path.iterdir())  # nothing was written
+
+
+def test_sweep_dirs_of_concurrent_sweeps_differ():
+    # two processes started in the same second: the directory name carries a per-process token
+    code = ("from omegaconf import OmegaConf; from rigor.config import register_resolvers; register_resolvers(); "
+            "c = OmegaConf.create({'d': 'sweep_${run_uid:}', 'e': '${run_uid:}'}); "
+            "assert c.d.endswith(c.e); print(c.d)")
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    names = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert all(names) and names[0] != names[1]
+    cfg = compose([])
+    assert "${run_uid:}" in OmegaConf.to_container(cfg.hydra.sweep)["dir"]
+    assert "${run_uid:}" in OmegaConf.to_container(cfg.hydra.run)["dir"]
+
+
+def test_slurm_launcher_takes_tasks_and_gpus_from_trainer():
+    cfg = compose(["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"])
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
+
+
+def test_ddp_strategy_follows_slurm(monkeypatch):
+    from rigor.config import _ddp_strategy
+
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    assert _ddp_strategy() == "ddp_spawn"
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    assert _ddp_strategy() == "ddp"

@@ -1,0 +1,115 @@
+"""train.py end to end, in subprocesses as a user runs it: metrics.json, sweeps, W&B runs, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+SEED_004_KEYS = [
+    "best_val_auroc", "best_epoch", "final_core_lr_auc", "final_radial_lr_auc", "core_gate", "radial_gate",
+    "core_reliance", "core_reliance_verdict", "test_auroc", "test_core_reliance",
+    *[f"core_sensitivity_r{r}" for r in (0, 3, 5, 7, 10, 15)],
+    *[f"test_core_sensitivity_r{r}" for r in (0, 3, 5, 7, 10, 15)],
+    *[f"test_auroc_by_thetae_{b}" for b in ("0.50-0.75", "0.75-1.00", "1.00-1.50", "1.50-2.00", "2.00-2.50", "2.50-3.00")],
+    "seed", "experiment", "wall_time_s",
+]
+
+
+def run_train(*overrides: str, manifest: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONHASHSEED": "0"}
+    flags = [o for o in overrides if o.startswith("-")]  # argparse wants -m before the overrides
+    overrides = tuple(o for o in overrides if not o.startswith("-"))
+    cmd = [sys.executable, "train.py", *flags, f"data.manifest_path={manifest}", "data.batch_size=32",
+           "callbacks.shortcut_gates.every_n_epochs=1", "callbacks.thetae_auroc.every_n_epochs=1", *overrides]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def test_single_run_writes_metrics_checkpoints_and_plots(tmp_path, toy_lens_manifest):
+    run_dir = tmp_path / "run"
+    proc = run_train("trainer.max_epochs=3", "logger=csv", f"hydra.run.dir={run_dir}", manifest=toy_lens_manifest)
+    assert f"metrics.json: {run_dir / 'metrics.json'}" in proc.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    missing = [k for k in SEED_004_KEYS if k not in metrics]
+    assert not missing, missing
+    assert metrics["status"] == "completed" and metrics["seed"] == 42 and metrics["experiment"] == "lens_smoke"
+    assert 0 <= metrics["best_epoch"] < 3
+    assert 0.0 <= metrics["best_val_auroc"] <= 1.0
+    # the best checkpoint is what the core-sensitivity curve used: r=0 equals the best val AUROC
+    assert metrics["core_sensitivity_r0"] == pytest.approx(metrics["best_val_auroc"], abs=1e-4)
+    assert metrics["core_sensitivity_r0"] - metrics["core_sensitivity_r7"] == pytest.approx(metrics["core_reliance"], abs=1e-9)
+    assert metrics["test_auroc"] == pytest.approx(metrics["test_core_sensitivity_r0"], abs=1e-4)
+    assert metrics["core_gate"] in {"PASS", "WARN", "FAIL"}
+    counts = sum(metrics[k] for k in metrics if k.startswith("test_count_by_thetae_"))
+    assert counts == 24  # every test positive is in exactly one θ_E bin
+    for name in ("best.ckpt", "last.ckpt"):
+        assert (run_dir / "checkpoints" / name).exists()
+    for plot in ("gate_history", "thetae_auroc", "core_sensitivity"):
+        assert (run_dir / "plots" / f"{plot}.png").stat().st_size > 1000
+    assert (run_dir / "csv" / "metrics.csv").exists() and (run_dir / ".hydra" / "config.yaml").exists()
+    gates = (run_dir / "gate_history.csv").read_text().splitlines()
+    assert len(gates) == 1 + 3
+
+
+def test_two_seed_multirun_gives_two_runs_and_two_wandb_runs(tmp_path, toy_lens_manifest):
+    sweep = tmp_path / "sweep"
+    run_train("-m", "seed=1,2", "trainer.max_epochs=1", "logger=wandb", f"hydra.sweep.dir={sweep}",
+              "callbacks.core_sensitivity.splits=[val]", manifest=toy_lens_manifest)
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [j.name for j in jobs] == ["0", "1"]
+    run_ids = set()
+    for job, seed in zip(jobs, (1, 2)):
+        metrics = json.loads((job / "metrics.json").read_text())
+        assert metrics["seed"] == seed and metrics["status"] == "completed"
+        offline = list((job / "wandb").glob("offline-run-*"))
+        assert len(offline) == 1, offline  # one W&B run per job: the previous one was finished
+        run_ids.add(offline[0].name.rsplit("-", 1)[-1])
+    assert len(run_ids) == 2
+    # different seeds really train differently
+    m0, m1 = (json.loads((j / "metrics.json").read_text()) for j in jobs)
+    assert m0["test_loss"] != m1["test_loss"]
+
+
+def test_interrupted_run_resumes_to_the_same_metrics(tmp_path, toy_lens_manifest):
+    common = ("trainer.max_epochs=4", "logger=csv", "callbacks.core_sensitivity.splits=[val]")
+    straight = tmp_path / "straight"
+    run_train(*common, f"hydra.run.dir={straight}", manifest=toy_lens_manifest)
+
+    resumed = tmp_path / "resumed"
+    crash = ("+callbacks.crash._target_=tests.helpers.CrashAfterEpoch", "+callbacks.crash.epoch=1")
+    proc = run_train(*common, *crash, f"hydra.run.dir={resumed}", manifest=toy_lens_manifest, check=False)
+    assert proc.returncode != 0 and "simulated crash" in proc.stderr
+    assert (resumed / "checkpoints" / "last.ckpt").exists() and not (resumed / "metrics.json").exists()
+    assert "simulated crash" in json.loads((resumed / "failure.json").read_text())["error"]
+    proc = run_train(*common, f"hydra.run.dir={resumed}", manifest=toy_lens_manifest)
+    assert "resuming" in proc.stderr + proc.stdout
+
+    a = json.loads((straight / "metrics.json").read_text())
+    b = json.loads((resumed / "metrics.json").read_text())
+    for key in set(a) - {"wall_time_s", "run_dir"}:
+        va, vb = a[key], b[key]
+        if isinstance(va, float) and not math.isnan(va):
+            assert vb == pytest.approx(va, rel=1e-6, abs=1e-9), key
+        else:
+            assert va == vb, key
+    assert a["epochs_trained"] == 4
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path, toy_lens_manifest):
+    run_dir = tmp_path / "nan"
+    proc = run_train("trainer.max_epochs=1", "logger=csv", "model.optimizer.lr=1e30", f"hydra.run.dir={run_dir}",
+                     manifest=toy_lens_manifest, check=False)
+    assert proc.returncode != 0
+    assert "training loss is nan" in proc.stderr.lower() or "training loss is inf" in proc.stderr.lower()
