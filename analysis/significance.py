@@ -4,11 +4,11 @@ Score convention: binary ``scores`` are p(class 1) with shape (N,) (accuracy thr
 multiclass scores are (N, C) class probabilities. AUROC only needs the ranking, but accuracy needs
 probabilities, so pass probabilities everywhere.
 
-The bootstrap is vectorised. Accuracy-type metrics resample the per-class counts of the four (A right?,
-B right?) outcomes; AUROC turns each resample into a weight vector w (how often each
-sample was drawn), so accuracy is w . correct / N and AUROC is a weighted Mann-Whitney statistic over the
-score levels (ties count one half, as in sklearn). This keeps 10 000 resamples of ~10^5 samples in
-seconds instead of the minutes a per-resample sklearn call would take.
+The bootstrap is vectorised. Accuracy-type metrics resample the per-class counts of the four
+(A right?, B right?) outcomes, a multinomial that costs nothing per sample. AUROC turns each resample
+into a weight vector (how often each sample was drawn) and evaluates a weighted Mann-Whitney statistic
+(ties count one half, as in sklearn) from one sort of the negatives. 10 000 resamples of ~10^5 samples
+take seconds instead of the many minutes a per-resample sklearn call would.
 """
 
 from __future__ import annotations
