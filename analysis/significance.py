@@ -135,7 +135,7 @@ def stratified_bootstrap_indices(
 
 
 def _counts(idx: np.ndarray, n: int) -> np.ndarray:
-    """(B, N) draw counts from (B, N) resample indices."""
+    """Draw counts (B, N) from (B, N) resample indices."""
     rows = idx.shape[0]
     flat = (idx + (np.arange(rows) * n)[:, None]).ravel()
     return np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(np.float64)
@@ -158,6 +158,7 @@ class _WeightedOvrAuroc:
         self.right = np.searchsorted(sorted_neg, scores[self.pos], side="right")
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
+        """AUROC per row of the (B, N) weight matrix w."""
         cum = np.zeros((w.shape[0], self.neg.size + 1))
         np.cumsum(w[:, self.neg], axis=1, out=cum[:, 1:])
         below, upto = cum[:, self.left], cum[:, self.right]

@@ -431,9 +431,8 @@ def _arc_unit_map(cfg: LensSimConfig, host: Mapping[str, Any], lens: Mapping[str
         dict(theta_E=lens["theta_e"], e1=float(e1), e2=float(e2), center_x=host["host_x"], center_y=host["host_y"]),
         dict(gamma1=float(g1), gamma2=float(g2), ra_0=host["host_x"], dec_0=host["host_y"]),
     ]
-    kw_src = [
-        _sersic_kwargs(lens["source_q"], lens["source_pa"], lens["source_reff"], lens["source_n"], lens["source_x"], lens["source_y"])
-    ]
+    src = {key: lens[f"source_{key}"] for key in ("q", "pa", "reff", "n", "x", "y")}
+    kw_src = [_sersic_kwargs(src["q"], src["pa"], src["reff"], src["n"], src["x"], src["y"])]
     x, y = _grid(size, scale, ss, -(size - 1) / 2)
     beta_x, beta_y = lens_model.ray_shooting(x, y, kw_lens)  # once per sample, reused by every band
     image = _bin_pixels(light.surface_brightness(beta_x, beta_y, kw_src), size, ss, scale)

@@ -1,0 +1,70 @@
+"""Temperature scaling at the end of training, fitted on the validation split (never on test)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from analysis.calibration import calibration_report, fit_temperature
+from callbacks.base import RigorCallback
+
+CHECKPOINT_KEY = "rigor_temperature"
+
+
+def split_logits(pl_module: L.LightningModule, loader: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and targets of a whole split, in loader order, with the module in eval mode."""
+    was_training = pl_module.training
+    pl_module.eval()
+    logits, targets = [], []
+    with torch.inference_mode():
+        for batch in loader:
+            logits.append(pl_module(batch["image"].to(pl_module.device)).float().cpu())
+            targets.append(batch["target"])
+    pl_module.train(was_training)
+    return torch.cat(logits).numpy(), torch.cat(targets).numpy().astype(int)
+
+
+class TemperatureScaling(RigorCallback):
+    """Fits one temperature T on the best checkpoint's validation logits by minimising NLL.
+
+    Runs after testing (when the best checkpoint is loaded). Reports ECE (15 bins), adaptive ECE,
+    Brier, NLL and accuracy before and after on validation and test, writes T into metrics.json
+    (``temperature``) and into the best checkpoint (key ``rigor_temperature``), where evaluate.py finds it.
+
+    Args:
+        fit_split: Split T is fitted on ("val"; "test" is refused).
+        n_bins: ECE bins.
+    """
+
+    def __init__(self, fit_split: str = "val", n_bins: int = 15) -> None:
+        if fit_split == "test":
+            raise ValueError("callbacks.temperature_scaling.fit_split: the temperature must not be fitted on the test split")
+        self.fit_split = fit_split
+        self.n_bins = n_bins
+        self.results: dict[str, Any] = {}
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logits, targets = split_logits(pl_module, trainer.datamodule.split_dataloader(self.fit_split))
+        temperature = fit_temperature(logits, targets)
+        out: dict[str, Any] = {"temperature": temperature}
+        test = pl_module.epoch_outputs("test")
+        evaluated = {self.fit_split: (logits, targets)}
+        if len(test["index"]):
+            evaluated["test"] = (test["logits"].numpy(), test["target"].numpy().astype(int))
+        for split, (lg, y) in evaluated.items():
+            for tag, t in (("uncalibrated", 1.0), ("calibrated", temperature)):
+                for name, value in calibration_report(lg, y, t, self.n_bins).items():
+                    out[f"{split}_{name}_{tag}"] = value
+        self.results = out
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+        if best and trainer.is_global_zero and Path(best).exists():
+            ckpt = torch.load(best, map_location="cpu", weights_only=False)
+            ckpt[CHECKPOINT_KEY] = temperature
+            torch.save(ckpt, best)
+
+    def summary(self) -> dict[str, Any]:
+        return dict(self.results)

@@ -1,0 +1,63 @@
+"""Multi-seed summaries against numpy/scipy, and grouping of runs into arms."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from analysis.summary import BASE_ARM, arm_name, group_runs, markdown_table, numeric_metrics, summarize_metric
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 10])
+def test_summarize_metric_matches_numpy_and_scipy_t_interval(n):
+    x = np.random.default_rng(n).normal(0.9, 0.02, n)
+    s = summarize_metric(x)
+    assert s["n"] == n
+    assert s["mean"] == pytest.approx(np.mean(x))
+    assert s["std"] == pytest.approx(np.std(x, ddof=1))  # sample std, not population
+    low, high = stats.t.interval(0.95, n - 1, loc=np.mean(x), scale=stats.sem(x))
+    assert s["ci_low"] == pytest.approx(low) and s["ci_high"] == pytest.approx(high)
+    assert s["ci_half"] == pytest.approx((high - low) / 2)
+    low90, _ = stats.t.interval(0.90, n - 1, loc=np.mean(x), scale=stats.sem(x))
+    assert summarize_metric(x, confidence=0.90)["ci_low"] == pytest.approx(low90)
+
+
+def test_summarize_metric_small_and_nan():
+    one = summarize_metric([0.7])
+    assert one["n"] == 1 and one["mean"] == 0.7 and math.isnan(one["std"]) and math.isnan(one["ci_low"])
+    none = summarize_metric([])
+    assert none["n"] == 0 and math.isnan(none["mean"])
+    with_nan = summarize_metric([1.0, float("nan"), 3.0])
+    assert with_nan["n"] == 2 and with_nan["mean"] == 2.0 and with_nan["std"] == pytest.approx(math.sqrt(2))
+
+
+def test_arm_name_drops_seed_and_sorts():
+    assert arm_name(["seed=1", "model.lr=1e-3", "experiment=lens_b1"]) == "experiment=lens_b1 model.lr=1e-3"
+    assert arm_name(["++seed=4", "+data.frac=0.1"]) == "+data.frac=0.1"
+    assert arm_name(["seed=4"]) == BASE_ARM
+    assert arm_name(["seed=4"], experiment="lens_b2") == "experiment=lens_b2"
+    assert arm_name(["experiment=lens_b1", "seed=4"], experiment="other") == "experiment=lens_b1"
+    assert arm_name(["data.seed_split=3", "seed=4"]) == "data.seed_split=3"  # only the key 'seed' is dropped
+
+
+def test_group_runs():
+    records = [
+        {"job_dir": "0", "overrides": ["experiment=a", "seed=1"], "metrics": {"x": 1.0}, "status": "completed"},
+        {"job_dir": "1", "overrides": ["seed=2", "experiment=a"], "metrics": {"x": 2.0}, "status": "completed"},
+        {"job_dir": "2", "overrides": ["experiment=a", "lr=0.1", "seed=1"], "metrics": None, "status": "failed"},
+        {"job_dir": "3", "overrides": ["seed=3"], "metrics": None, "status": "unfinished", "experiment": "b"},
+    ]
+    arms = group_runs(records)
+    assert list(arms) == ["experiment=a", "experiment=a lr=0.1", "experiment=b"]
+    assert [r["job_dir"] for r in arms["experiment=a"]] == ["0", "1"]
+    assert arms["experiment=b"][0]["status"] == "unfinished"  # kept, not dropped
+
+
+def test_numeric_metrics_and_table():
+    m = {"seed": 3, "test_auroc": 0.9, "best_epoch": 7, "core_gate": "PASS", "ok": True, "experiment": "x"}
+    assert numeric_metrics(m) == {"test_auroc": 0.9, "best_epoch": 7.0}
+    table = markdown_table(["a", "b"], [["x|y", 0.123456], ["z", float("nan")]])
+    assert table.splitlines() == ["| a | b |", "|---|---|", "| x\\|y | 0.1235 |", "| z | nan |"]

@@ -1,0 +1,280 @@
+"""The file-based evaluate tasks (calibrate, compare, summarize) on small synthetic files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+from scipy import stats
+
+from analysis.predictions import read_predictions
+from rigor.evaluation import TASKS, run_calibrate, run_compare, run_summarize
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def make_cfg(**overrides):
+    """conf/evaluate.yaml without its hydra block (the ${now:} resolver only exists inside Hydra)."""
+    base = OmegaConf.load(CONF / "evaluate.yaml")
+    base.pop("hydra")
+    base.pop("defaults", None)
+    return OmegaConf.merge(base, OmegaConf.create(overrides))
+
+
+def write_binary(path: Path, n: int = 400, seed: int = 0, scale: float = 3.0, ids=None, mc: bool = False, **extra):
+    """Overconfident binary predictions: true logit z, y ~ Bernoulli(sigmoid(z)), written logit = scale * z."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=n) * 1.5
+    y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(int)
+    frame = pd.DataFrame({"sample_id": ids if ids is not None else [f"s{i:04d}" for i in range(n)],
+                          "target": y, "logit": scale * z, "theta_e": rng.uniform(0.5, 3, n)})
+    if mc:
+        p = 1 / (1 + np.exp(-scale * z))
+        frame["mc_prob"] = p
+        frame["mc_std"] = rng.uniform(0, 0.5, n)
+    for k, v in extra.items():
+        frame[k] = v
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def write_multiclass(path: Path, n: int = 300, c: int = 3, seed: int = 0, noise: float = 1.0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    logits = np.eye(c)[y] * 2 + rng.normal(size=(n, c)) * noise
+    frame = pd.DataFrame({"sample_id": np.arange(n), "target": y, **{f"logit_{k}": logits[:, k] for k in range(c)}})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return frame
+
+
+# --- predictions reader ----------------------------------------------------------------------------
+
+def test_read_predictions_binary_multiclass_and_metadata(tmp_path):
+    write_binary(tmp_path / "predictions_val.csv", mc=True, group="g1")
+    p = read_predictions(tmp_path / "predictions_val.csv")
+    assert p.is_binary and p.n_classes == 2 and p.name_split == "val" and not p.is_test_split
+    assert p.mc_prob.shape == (400,) and list(p.metadata.columns) == ["theta_e", "group"]
+    write_multiclass(tmp_path / "predictions_test.csv")
+    q = read_predictions(tmp_path / "predictions_test.csv")
+    assert q.logits.shape == (300, 3) and q.is_test_split and q.sample_id[0] == "0"
+
+
+@pytest.mark.parametrize("change, column", [
+    (lambda f: f.drop(columns=["target"]), "target"),
+    (lambda f: f.drop(columns=["logit"]), "logit"),
+    (lambda f: f.assign(logit=np.where(np.arange(len(f)) == 5, np.nan, f["logit"])), "logit"),
+    (lambda f: f.assign(target=f["target"] + 0.5), "target"),
+    (lambda f: f.assign(target=f["target"] + 3), "target"),
+    (lambda f: f.assign(sample_id="same"), "sample_id"),
+    (lambda f: f.assign(mc_prob=0.5), "mc_std"),
+])
+def test_read_predictions_errors_name_file_and_column(tmp_path, change, column):
+    path = tmp_path / "predictions_val.csv"
+    frame = write_binary(path, n=20)
+    change(frame).to_csv(path, index=False)
+    with pytest.raises(ValueError) as err:
+        read_predictions(path)
+    assert str(path) in str(err.value) and column in str(err.value)
+
+
+def test_read_predictions_multiclass_gap_in_logit_columns(tmp_path):
+    path = tmp_path / "predictions_val.csv"
+    write_multiclass(path, c=3).drop(columns=["logit_1"]).to_csv(path, index=False)
+    with pytest.raises(ValueError, match="logit_1"):
+        read_predictions(path)
+
+
+# --- calibrate -------------------------------------------------------------------------------------
+
+def test_calibrate_fits_on_val_applies_to_test(tmp_path, capsys):
+    write_binary(tmp_path / "predictions_val.csv", n=2000, seed=1)
+    write_binary(tmp_path / "predictions_test.csv", n=1000, seed=2, mc=True)
+    cfg = make_cfg(task="calibrate", fit=str(tmp_path / "predictions_val.csv"), apply=str(tmp_path / "predictions_test.csv"))
+    res = run_calibrate(cfg)
+    assert res["temperature"] == pytest.approx(3.0, rel=0.15)  # the logits were scaled by 3
+    assert res["after"]["ece"] < res["before"]["ece"]
+    assert res["after"]["nll"] < res["before"]["nll"]
+    assert res["after"]["accuracy"] == res["before"]["accuracy"]  # T > 0 never changes the argmax
+    assert sum(res["reliability"]["before"]["count"]) == 1000
+    assert res["mc_triage"]["n"] == 1000
+    saved = json.loads((tmp_path / "predictions_test_calibration.json").read_text())
+    assert saved["temperature"] == pytest.approx(res["temperature"])
+    assert (tmp_path / "predictions_test_reliability.png").stat().st_size > 0
+    assert "temperature T" in capsys.readouterr().out
+
+
+def test_calibrate_refuses_test_split_unless_forced(tmp_path):
+    write_binary(tmp_path / "predictions_test.csv")
+    cfg = make_cfg(fit=str(tmp_path / "predictions_test.csv"), apply=str(tmp_path / "predictions_test.csv"))
+    with pytest.raises(ValueError, match="predictions_test.csv"):
+        run_calibrate(cfg)
+    # the split column counts too, whatever the file is called
+    write_binary(tmp_path / "dev.csv", split=["test"] * 400)
+    with pytest.raises(ValueError, match="dev.csv"):
+        run_calibrate(make_cfg(fit=str(tmp_path / "dev.csv"), apply=str(tmp_path / "predictions_test.csv")))
+    out = tmp_path / "out"
+    res = run_calibrate(make_cfg(fit=str(tmp_path / "predictions_test.csv"), apply=str(tmp_path / "predictions_test.csv"),
+                                 force=True, out_dir=str(out)))
+    assert res["forced_test_fit"] and (out / "predictions_test_calibration.json").exists()
+
+
+def test_calibrate_multiclass_and_missing_key(tmp_path):
+    write_multiclass(tmp_path / "predictions_val.csv", seed=1, noise=2.0)
+    write_multiclass(tmp_path / "predictions_test.csv", seed=2, noise=2.0)
+    res = run_calibrate(make_cfg(fit=str(tmp_path / "predictions_val.csv"), apply=str(tmp_path / "predictions_test.csv")))
+    assert res["temperature"] > 0 and res["n_classes"] == 3
+    with pytest.raises(ValueError, match="'fit'"):
+        run_calibrate(make_cfg(apply=str(tmp_path / "predictions_test.csv")))
+
+
+# --- compare ---------------------------------------------------------------------------------------
+
+def test_compare_matches_by_sample_id(tmp_path, capsys):
+    a = write_binary(tmp_path / "runA" / "predictions_test.csv", n=300, seed=3)
+    b = a.copy()
+    rng = np.random.default_rng(0)
+    b["logit"] = a["logit"] + rng.normal(size=300) * 3
+    b = b.sample(frac=1.0, random_state=1)  # shuffled rows: matching must go by sample_id
+    (tmp_path / "runB").mkdir()
+    b.to_csv(tmp_path / "runB" / "predictions_test.csv", index=False)
+    cfg = make_cfg(task="compare", a=str(tmp_path / "runA" / "predictions_test.csv"),
+                   b=str(tmp_path / "runB" / "predictions_test.csv"), n_bootstrap=500)
+    res = run_compare(cfg)
+    b_sorted = b.set_index("sample_id").loc[a["sample_id"]]
+    right_a = (a["logit"].to_numpy() >= 0) == a["target"].to_numpy()
+    right_b = (b_sorted["logit"].to_numpy() >= 0) == a["target"].to_numpy()
+    assert res["mcnemar"]["b"] == int(np.sum(right_a & ~right_b))
+    assert res["mcnemar"]["c"] == int(np.sum(~right_a & right_b))
+    expected_p = stats.binomtest(res["mcnemar"]["b"], res["mcnemar"]["b"] + res["mcnemar"]["c"]).pvalue
+    assert res["mcnemar"]["p"] == pytest.approx(expected_p)
+    acc = res["bootstrap"]["accuracy"]
+    assert acc["diff"] == pytest.approx(right_b.mean() - right_a.mean())
+    assert acc["ci_low"] <= acc["diff"] <= acc["ci_high"]
+    assert set(res["per_class"]) == {"0", "1"}
+    name = "compare_runA-predictions_test_vs_runB-predictions_test"
+    assert (tmp_path / "runA" / f"{name}.json").exists()
+    md = (tmp_path / "runA" / f"{name}.md").read_text()
+    assert "| balanced_accuracy |" in md and "McNemar" in md
+    assert "B - A" in capsys.readouterr().out
+
+
+def test_compare_errors_on_mismatched_samples(tmp_path):
+    write_binary(tmp_path / "a" / "predictions_test.csv", n=50)
+    write_binary(tmp_path / "b" / "predictions_test.csv", n=50, ids=[f"s{i:04d}" for i in range(3, 53)])
+    cfg = make_cfg(a=str(tmp_path / "a" / "predictions_test.csv"), b=str(tmp_path / "b" / "predictions_test.csv"))
+    with pytest.raises(ValueError) as err:
+        run_compare(cfg)
+    msg = str(err.value)
+    assert "3 only in a" in msg and "s0000" in msg and "3 only in b" in msg and "s0052" in msg
+
+
+def test_compare_errors_on_disagreeing_targets(tmp_path):
+    a = write_binary(tmp_path / "a" / "predictions_test.csv", n=50)
+    a.assign(target=1 - a["target"]).to_csv(tmp_path / "b.csv", index=False)
+    with pytest.raises(ValueError, match="disagree on 'target' for 50"):
+        run_compare(make_cfg(a=str(tmp_path / "a" / "predictions_test.csv"), b=str(tmp_path / "b.csv")))
+
+
+def test_compare_multiclass(tmp_path):
+    write_multiclass(tmp_path / "x" / "predictions_test.csv", seed=4, noise=1.5)
+    frame = write_multiclass(tmp_path / "y" / "predictions_test.csv", seed=4, noise=1.5)
+    frame["logit_0"] += 0.5
+    frame.to_csv(tmp_path / "y" / "predictions_test.csv", index=False)
+    res = run_compare(make_cfg(a=str(tmp_path / "x" / "predictions_test.csv"),
+                               b=str(tmp_path / "y" / "predictions_test.csv"), n_bootstrap=300, out_dir=str(tmp_path / "o")))
+    assert set(res["per_class"]) == {"0", "1", "2"}
+    assert res["per_class"]["0"]["diff"] >= 0  # a bias towards class 0 cannot lower its recall
+    assert np.isfinite(res["bootstrap"]["auroc"]["ci_low"])
+    assert (tmp_path / "o" / "compare_x-predictions_test_vs_y-predictions_test.md").exists()
+
+
+# --- summarize -------------------------------------------------------------------------------------
+
+def make_job(root: Path, job: str, overrides: list[str], metrics: dict | None = None, failure: dict | None = None):
+    d = root / job
+    (d / ".hydra").mkdir(parents=True)
+    (d / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if metrics is not None:
+        (d / "metrics.json").write_text(json.dumps(metrics))
+    if failure is not None:
+        (d / "failure.json").write_text(json.dumps(failure))
+    return d
+
+
+def test_summarize_sweep_stats_and_failed_jobs(tmp_path, capsys):
+    sweep = tmp_path / "multirun" / "demo" / "2026-01-01_00-00-00-000001"
+    aucs = [0.91, 0.93, 0.96]
+    for i, (seed, auc) in enumerate(zip([1, 2, 3], aucs)):
+        make_job(sweep, str(i), ["experiment=demo", f"seed={seed}"],
+                 {"seed": seed, "experiment": "demo", "test_auroc": auc, "best_epoch": 3 + i,
+                  "core_gate": "PASS", "wall_time_s": 10.0, "status": "completed"})
+    for i, seed in enumerate([1, 2]):
+        make_job(sweep, str(3 + i), ["experiment=demo", "model.lr=0.01", f"seed={seed}"],
+                 {"seed": seed, "experiment": "demo", "test_auroc": 0.8 + seed / 100, "status": "completed"})
+    make_job(sweep, "5", ["experiment=demo", "model.lr=0.01", "seed=3"],
+             failure={"type": "NonFiniteLossError", "message": "loss became nan at step 12"})
+    make_job(sweep, "6", ["experiment=demo", "seed=4"])  # still running / killed: no files at all
+
+    res = run_summarize(make_cfg(task="summarize", sweep_dir=str(sweep)))
+    arm = res["arms"]["experiment=demo"]
+    s = arm["metrics"]["test_auroc"]
+    assert s["n"] == 3 and s["std"] == pytest.approx(np.std(aucs, ddof=1))
+    low, high = stats.t.interval(0.95, 2, loc=np.mean(aucs), scale=stats.sem(aucs))
+    assert (s["ci_low"], s["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert "seed" not in arm["metrics"] and arm["n_completed"] == 3 and arm["n_failed"] == 1
+    assert res["arms"]["experiment=demo model.lr=0.01"]["n_failed"] == 1
+    failed = {Path(r["job_dir"]).name: r for r in res["failed"]}
+    assert set(failed) == {"5", "6"}
+    assert failed["5"]["status"] == "failed" and failed["6"]["status"] == "unfinished"
+    md = (sweep / "summary.md").read_text()
+    assert "ddof=1" in md and "NonFiniteLossError" in md and "loss became nan" in md and "unfinished" in md
+    csv = pd.read_csv(sweep / "summary.csv")
+    assert set(csv["arm"]) == {"experiment=demo", "experiment=demo model.lr=0.01"}
+    assert (sweep / "summary.png").stat().st_size > 0 and (sweep / "summary.json").exists()
+    assert res["decision"] is None
+    assert "Failed or unfinished" in capsys.readouterr().out
+
+
+def test_summarize_parent_of_sweeps_applies_lens_decision(tmp_path):
+    root = tmp_path / "multirun"
+    b1 = {"final_core_lr_auc": 0.70, "core_reliance": 0.08, "test_thetae_min_auroc": 0.8,
+          "test_thetae_spread": 0.1, "best_val_auroc": 0.95, "test_auroc": 0.93}
+    for exp, base in (("lens_a1", {**b1, "final_core_lr_auc": 0.75}), ("lens_b1", b1)):
+        sweep = root / exp / "2026-01-01_00-00-00-000001"
+        for i, seed in enumerate([1, 2]):
+            make_job(sweep, str(i), [f"seed={seed}"],  # experiment only in metrics.json here
+                     {**base, "seed": seed, "experiment": exp, "status": "completed",
+                      "core_reliance": base["core_reliance"] + 0.001 * i})
+    res = run_summarize(make_cfg(sweep_dir=str(root), out_dir=str(tmp_path / "report")))
+    assert set(res["arms"]) == {"experiment=lens_a1", "experiment=lens_b1"}
+    assert res["decision"]["verdict"] == "STOP_SHORTCUT"
+    md = (tmp_path / "report" / "summary.md").read_text()
+    assert "STOP_SHORTCUT" in md and "0.0805" in md  # the mean reliance that led to it
+    assert json.loads((tmp_path / "report" / "summary.json").read_text())["decision"]["verdict"] == "STOP_SHORTCUT"
+
+
+def test_summarize_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        run_summarize(make_cfg(sweep_dir=str(tmp_path / "nope")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no job directories"):
+        run_summarize(make_cfg(sweep_dir=str(tmp_path / "empty")))
+
+
+# --- config ----------------------------------------------------------------------------------------
+
+def test_evaluate_config_composes_with_hydra():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="evaluate", overrides=["task=compare", "n_bootstrap=100"], return_hydra_config=True)
+    assert cfg.task == "compare" and cfg.split == "test" and cfg.n_bins == 15 and cfg.force is False
+    assert cfg.mc_dropout.n_passes == 25 and cfg.decision_thresholds.core_fail_above == 0.65
+    assert cfg.hydra.job.chdir is False and cfg.hydra.run.dir.startswith("outputs/evaluate/")
+    assert set(TASKS) == {"calibrate", "compare", "summarize"}
