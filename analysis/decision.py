@@ -19,6 +19,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from analysis.gates import gate_verdict, gate_verdict_above  # noqa: F401  (re-exported)
+
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "core_pass_below": 0.60,
     "core_fail_above": 0.65,
@@ -37,33 +39,6 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
 LENS_ARMS = ("lens_a1", "lens_b1", "lens_b2", "lens_b3", "lens_b4")
 #: Metric names tried, in order, for the core gate value of an arm.
 CORE_KEYS = ("final_core_lr_auc", "core_lr_auc")
-
-
-def gate_verdict(value: float, pass_below: float, fail_above: float) -> str:
-    """Three-band gate for a lower-is-better value.
-
-    Args:
-        value: The measured value.
-        pass_below: PASS when value < pass_below.
-        fail_above: FAIL when value > fail_above; WARN in between (edges included).
-
-    Returns:
-        "PASS", "WARN" or "FAIL"; "N/A" when the value is None or NaN.
-    """
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "N/A"
-    if value < pass_below:
-        return "PASS"
-    if value > fail_above:
-        return "FAIL"
-    return "WARN"
-
-
-def gate_verdict_above(value: float, pass_above: float, fail_below: float) -> str:
-    """Three-band gate for a higher-is-better value: PASS > pass_above, FAIL < fail_below."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "N/A"
-    return gate_verdict(-value, -pass_above, -fail_below)
 
 
 def _value(arm: Mapping[str, Any], key: str) -> float | None:

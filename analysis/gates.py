@@ -7,6 +7,8 @@ values are 5-fold cross-validated AUROCs, so a value near 0.5 means no shortcut.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -17,15 +19,31 @@ from analysis.images import core_mask, radial_profile
 from analysis.metrics import auroc
 
 
-def verdict(value: float, pass_below: float, fail_above: float) -> str:
-    """PASS below `pass_below`, FAIL above `fail_above`, WARN in between (NaN is 'N/A')."""
-    if value != value:  # NaN
+def gate_verdict(value: float, pass_below: float, fail_above: float) -> str:
+    """Three-band gate for a lower-is-better value.
+
+    Args:
+        value: The measured value.
+        pass_below: PASS when value < pass_below.
+        fail_above: FAIL when value > fail_above; WARN in between (edges included).
+
+    Returns:
+        "PASS", "WARN" or "FAIL"; "N/A" when the value is None or NaN.
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "N/A"
     if value < pass_below:
         return "PASS"
     if value > fail_above:
         return "FAIL"
     return "WARN"
+
+
+def gate_verdict_above(value: float, pass_above: float, fail_below: float) -> str:
+    """Three-band gate for a higher-is-better value: PASS > pass_above, FAIL < fail_below."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "N/A"
+    return gate_verdict(-value, -pass_above, -fail_below)
 
 
 def core_features(images: np.ndarray, core_radius: float) -> np.ndarray:

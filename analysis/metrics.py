@@ -11,22 +11,33 @@ from sklearn.metrics import roc_auc_score
 
 
 def auroc(targets: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve, or NaN (with a warning) when only one class is present.
+    """AUROC, or NaN with a warning when it is undefined (never 0.0).
 
     Args:
-        targets: Binary labels (0/1).
-        scores: Higher means more likely positive (logits or probabilities).
+        targets: (N,) integer labels.
+        scores: (N,) scores for a binary problem; (N, C) probabilities for one-vs-rest macro AUROC.
+
+    Returns:
+        sklearn's roc_auc_score, or NaN (with a RuntimeWarning) when a class needed is absent: a single
+        class for binary input; any of the C classes for multiclass input.
     """
-    targets = np.asarray(targets).astype(int).ravel()
-    scores = np.asarray(scores, dtype=float).ravel()
-    if targets.size == 0 or np.unique(targets).size < 2:
+    targets = np.asarray(targets).astype(np.int64).ravel()
+    scores = np.asarray(scores, dtype=np.float64)
+    present = np.unique(targets)
+    if scores.ndim == 1:
+        if present.size < 2:
+            warnings.warn(f"AUROC undefined: {targets.size} samples of a single class; reporting NaN", RuntimeWarning, stacklevel=2)
+            return float("nan")
+        return float(roc_auc_score(targets, scores))
+    n_classes = scores.shape[1]
+    if present.size < n_classes:
         warnings.warn(
-            f"AUROC is undefined for {targets.size} samples of a single class; reporting NaN",
+            f"AUROC undefined: only classes {present.tolist()} of {n_classes} present; reporting NaN",
             RuntimeWarning,
             stacklevel=2,
         )
         return float("nan")
-    return float(roc_auc_score(targets, scores))
+    return float(roc_auc_score(targets, scores, multi_class="ovr", average="macro", labels=np.arange(n_classes)))
 
 
 def bin_label(low: float, high: float) -> str:

@@ -20,6 +20,8 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from statsmodels.stats.contingency_tables import mcnemar
 
+from analysis.metrics import auroc as auroc_safe  # noqa: F401  (re-exported: one AUROC for the project)
+
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
 BUILTIN_METRICS = ("accuracy", "balanced_accuracy", "auroc")
 
@@ -54,36 +56,6 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, flo
     else:
         p = float(mcnemar(np.array([[both, b], [c, neither]]), exact=True).pvalue)
     return {"b": b, "c": c, "p": min(p, 1.0), "n": int(a.size)}
-
-
-def auroc_safe(targets: np.ndarray, scores: np.ndarray) -> float:
-    """AUROC, or NaN with a warning when it is undefined (never 0.0).
-
-    Args:
-        targets: (N,) integer labels.
-        scores: (N,) scores for a binary problem; (N, C) probabilities for one-vs-rest macro AUROC.
-
-    Returns:
-        sklearn's roc_auc_score, or NaN (with a RuntimeWarning) when a class needed is absent: a single
-        class for binary input; any of the C classes for multiclass input.
-    """
-    targets = np.asarray(targets).astype(np.int64).ravel()
-    scores = np.asarray(scores, dtype=np.float64)
-    present = np.unique(targets)
-    if scores.ndim == 1:
-        if present.size < 2:
-            warnings.warn(f"AUROC undefined: {targets.size} samples of a single class; reporting NaN", RuntimeWarning, stacklevel=2)
-            return float("nan")
-        return float(roc_auc_score(targets, scores))
-    n_classes = scores.shape[1]
-    if present.size < n_classes:
-        warnings.warn(
-            f"AUROC undefined: only classes {present.tolist()} of {n_classes} present; reporting NaN",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return float("nan")
-    return float(roc_auc_score(targets, scores, multi_class="ovr", average="macro", labels=np.arange(n_classes)))
 
 
 def predictions_from_scores(scores: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from analysis.gates import verdict
+from analysis.gates import gate_verdict
 from analysis.images import apply_core_mask
 from analysis.metrics import auroc
 from callbacks.base import RigorCallback
@@ -76,7 +76,7 @@ class CoreSensitivity(RigorCallback):
                 out[f"{prefix}core_sensitivity_r{r:g}"] = v
             reliance = curve[0.0] - curve[self.reliance_radius]
             out[f"{prefix}core_reliance"] = reliance
-            out[f"{prefix}core_reliance_verdict"] = verdict(reliance, *self.thresholds)
+            out[f"{prefix}core_reliance_verdict"] = gate_verdict(reliance, *self.thresholds)
         return out
 
     def _plot(self, trainer: L.Trainer) -> None:

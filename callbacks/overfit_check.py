@@ -105,7 +105,8 @@ class OverfitCheck(RigorCallback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.enabled or self.results:  # a resumed run keeps the results of its first start
             return
-        dataset = trainer.datamodule.datasets[self.split] if trainer.datamodule is not None else None
+        dm = trainer.datamodule
+        dataset = (getattr(dm, "datasets", None) or {}).get(self.split) if dm is not None else None
         if dataset is None:
             raise ValueError(f"callbacks.overfit_check.split: the datamodule has no {self.split!r} dataset")
         self.results = self.run(pl_module, dataset)

@@ -7,7 +7,7 @@ from typing import Any
 
 import lightning as L
 
-from analysis.gates import shortcut_gates, verdict
+from analysis.gates import gate_verdict, shortcut_gates
 from callbacks.base import RigorCallback
 
 
@@ -60,8 +60,8 @@ class ShortcutGates(RigorCallback):
     def _gates(self, datamodule: Any, epoch: int, n: int | None) -> dict[str, Any]:
         images, labels = datamodule.model_inputs("val", n=n, epoch=epoch if self.with_training_masking else None, seed=self.seed)
         values = shortcut_gates(images, labels, self.core_radius, self.radial_bins, self.n_folds, self.seed)
-        values["core_gate"] = verdict(values["core_lr_auc"], *self.core_thresholds)
-        values["radial_gate"] = verdict(values["radial_lr_auc"], *self.radial_thresholds)
+        values["core_gate"] = gate_verdict(values["core_lr_auc"], *self.core_thresholds)
+        values["radial_gate"] = gate_verdict(values["radial_lr_auc"], *self.radial_thresholds)
         return values
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

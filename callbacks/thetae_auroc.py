@@ -7,7 +7,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 
-from analysis.gates import verdict
+from analysis.gates import gate_verdict, gate_verdict_above
 from analysis.metrics import spread_summary, stratified_auroc
 from callbacks.base import RigorCallback
 
@@ -64,14 +64,12 @@ class ThetaEStratifiedAUROC(RigorCallback):
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.test_rows = self._rows(trainer, pl_module, "test")
         spread = spread_summary(self.test_rows)
-        min_verdict = "N/A" if np.isnan(spread["min_auroc"]) else (
-            "PASS" if spread["min_auroc"] > self.min_thresholds[0] else "FAIL" if spread["min_auroc"] < self.min_thresholds[1] else "WARN"
-        )
+        min_verdict = gate_verdict_above(spread["min_auroc"], *self.min_thresholds)
         self.test_summary = {
             "test_thetae_min_auroc": spread["min_auroc"],
             "test_thetae_spread": spread["spread"],
             "thetae_min_auroc_verdict": min_verdict,
-            "thetae_spread_verdict": verdict(spread["spread"], *self.spread_thresholds),
+            "thetae_spread_verdict": gate_verdict(spread["spread"], *self.spread_thresholds),
         }
         for r in self.test_rows:
             self.test_summary[f"test_auroc_by_thetae_{r['label']}"] = r["auroc"]

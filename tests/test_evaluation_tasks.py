@@ -275,6 +275,6 @@ def test_evaluate_config_composes_with_hydra():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="evaluate", overrides=["task=compare", "n_bootstrap=100"], return_hydra_config=True)
     assert cfg.task == "compare" and cfg.split == "test" and cfg.n_bins == 15 and cfg.force is False
-    assert cfg.mc_dropout.n_passes == 25 and cfg.decision_thresholds.core_fail_above == 0.65
+    assert cfg.mc_dropout.n_passes == 25 and cfg.mc_dropout.enabled is False and cfg.decision_thresholds.core_fail_above == 0.65
     assert cfg.hydra.job.chdir is False and cfg.hydra.run.dir.startswith("outputs/evaluate/")
     assert set(TASKS) == {"calibrate", "compare", "summarize"}

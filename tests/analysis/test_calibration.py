@@ -117,6 +117,19 @@ def test_ece_matches_numpy_reference_on_random_data(seed):
         assert ece(p, y, m) == pytest.approx(reference_ece(conf, correct, m), abs=1e-12)
 
 
+def test_ece_matches_torchmetrics_away_from_confidence_one():
+    """torchmetrics as a second reference, on data without confidences of exactly 1.0 (see the trap)."""
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    rng = np.random.default_rng(8)
+    logits, targets = random_multiclass(rng)
+    probs = probabilities_from_logits(logits)
+    assert probs.max() < 1.0
+    ours = ece(probs, targets)
+    theirs = float(multiclass_calibration_error(torch.tensor(probs), torch.tensor(targets), num_classes=4, n_bins=15))
+    assert ours == pytest.approx(theirs, abs=1e-6)  # torchmetrics works in float32
+
+
 def test_adaptive_ece_equal_mass_reference():
     rng = np.random.default_rng(3)
     logits, targets = random_multiclass(rng, n=450)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from analysis.gates import core_features, radial_features, shortcut_gates, verdict
+from analysis.gates import core_features, gate_verdict, radial_features, shortcut_gates
 from analysis.images import core_mask, radial_median_model, radial_profile
 
 
@@ -19,16 +19,16 @@ def _stamps(n: int, size: int = 31, core_boost: float = 0.0, seed: int = 0):
 def test_core_shortcut_fails_gate():
     x, y = _stamps(400, core_boost=0.8)
     g = shortcut_gates(x, y, core_radius=5, n_folds=5)
-    assert g["core_lr_auc"] > 0.9 and verdict(g["core_lr_auc"], 0.60, 0.65) == "FAIL"
-    assert g["radial_lr_auc"] > 0.9 and verdict(g["radial_lr_auc"], 0.55, 0.60) == "FAIL"
+    assert g["core_lr_auc"] > 0.9 and gate_verdict(g["core_lr_auc"], 0.60, 0.65) == "FAIL"
+    assert g["radial_lr_auc"] > 0.9 and gate_verdict(g["radial_lr_auc"], 0.55, 0.60) == "FAIL"
     assert g["gate_n_samples"] == 400
 
 
 def test_no_shortcut_passes_gate():
     x, y = _stamps(400)
     g = shortcut_gates(x, y, core_radius=5, n_folds=5)
-    assert verdict(g["core_lr_auc"], 0.60, 0.65) == "PASS"
-    assert verdict(g["radial_lr_auc"], 0.55, 0.60) == "PASS"
+    assert gate_verdict(g["core_lr_auc"], 0.60, 0.65) == "PASS"
+    assert gate_verdict(g["radial_lr_auc"], 0.55, 0.60) == "PASS"
 
 
 def test_signal_outside_core_is_invisible_to_core_gate():
@@ -40,11 +40,11 @@ def test_signal_outside_core_is_invisible_to_core_gate():
 
 
 def test_verdict_boundaries():
-    assert verdict(0.59, 0.60, 0.65) == "PASS"
-    assert verdict(0.60, 0.60, 0.65) == "WARN"
-    assert verdict(0.65, 0.60, 0.65) == "WARN"
-    assert verdict(0.651, 0.60, 0.65) == "FAIL"
-    assert verdict(float("nan"), 0.6, 0.65) == "N/A"
+    assert gate_verdict(0.59, 0.60, 0.65) == "PASS"
+    assert gate_verdict(0.60, 0.60, 0.65) == "WARN"
+    assert gate_verdict(0.65, 0.60, 0.65) == "WARN"
+    assert gate_verdict(0.651, 0.60, 0.65) == "FAIL"
+    assert gate_verdict(float("nan"), 0.6, 0.65) == "N/A"
 
 
 def test_gate_needs_both_classes():
