@@ -4,6 +4,7 @@
     python evaluate.py task=calibrate fit=<run>/predictions_val.csv apply=<run>/predictions_test.csv
     python evaluate.py task=compare a=<run A>/predictions_test.csv b=<run B>/predictions_test.csv
     python evaluate.py task=summarize sweep_dir=multirun/<experiment>/<sweep>
+    python evaluate.py task=gates gates.experiment=lens_b1 gates.preprocessing=raw       # shortcut gates, no training
 
 See conf/evaluate.yaml for every option.
 """
@@ -19,7 +20,7 @@ from rigor.config import register_resolvers
 
 register_resolvers()
 
-TASKS = ("predict", "calibrate", "compare", "summarize")
+TASKS = ("predict", "calibrate", "compare", "summarize", "gates")
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -29,6 +30,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         from rigor.predict import run_predict
 
         return run_predict(cfg)
+    if task == "gates":
+        from rigor.gates_task import run_gates
+
+        return run_gates(cfg)
     from rigor import evaluation
 
     runners = {"calibrate": evaluation.run_calibrate, "compare": evaluation.run_compare, "summarize": evaluation.run_summarize}

@@ -25,9 +25,11 @@ from callbacks.base import RigorCallback
 TRUTH_COLOUR, WRONG_COLOUR = "lime", "red"
 
 
-def _cell_rect(cell: int, cols: int, cw: float, ch: float, colour: str, lw: float) -> Rectangle:
+def _cell_rect(cell: int, cols: int, cw: float, ch: float, colour: str, lw: float, inset: float = 0.0) -> Rectangle:
+    """A cell's border, shrunk by `inset` (fraction of the cell) so neighbouring borders do not cover it."""
     col, row = cell % cols, cell // cols
-    return Rectangle((col * cw, row * ch), cw, ch, fill=False, edgecolor=colour, linewidth=lw)
+    return Rectangle(((col + inset) * cw, (row + inset) * ch), (1 - 2 * inset) * cw, (1 - 2 * inset) * ch, fill=False,
+                     edgecolor=colour, linewidth=lw)
 
 
 def accuracy_map(image: np.ndarray, cols: int, rows: int, correct: np.ndarray, title: str = "") -> Figure:
@@ -47,8 +49,10 @@ def accuracy_map(image: np.ndarray, cols: int, rows: int, correct: np.ndarray, t
     fig = Figure(figsize=(12, 12 * h / w + 0.6))
     ax = fig.add_subplot()
     ax.imshow(image, extent=(0, w, h, 0))
-    for cell, ok in enumerate(correct):
-        ax.add_patch(_cell_rect(cell, cols, cw, ch, TRUTH_COLOUR if ok else WRONG_COLOUR, 0.8))
+    # wrong cells last, so a red border is never hidden under a green one
+    for cell in [*np.flatnonzero(correct), *np.flatnonzero(~correct)]:
+        ok = bool(correct[cell])
+        ax.add_patch(_cell_rect(int(cell), cols, cw, ch, TRUTH_COLOUR if ok else WRONG_COLOUR, 0.7 if ok else 1.2, inset=0.06))
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
     ax.set_axis_off()
@@ -80,7 +84,7 @@ def confidence_heatmap(image: np.ndarray, cols: int, rows: int, probs: np.ndarra
     if point is not None:
         ax.plot([(point[0] + 0.5) * cw], [(point[1] + 0.5) * ch], "x", color=WRONG_COLOUR, markersize=12, mew=3)
     ax.add_patch(_cell_rect(true_cell, cols, cw, ch, TRUTH_COLOUR, 2.5))
-    ax.add_patch(_cell_rect(pred_cell, cols, cw, ch, WRONG_COLOUR, 1.5))
+    ax.add_patch(_cell_rect(pred_cell, cols, cw, ch, WRONG_COLOUR, 1.5, inset=0.15))  # inside the green when right
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
     ax.set_axis_off()
@@ -107,7 +111,7 @@ def piece_grid(pieces: np.ndarray, cols: int, rows: int, probs: np.ndarray | Non
         points: (n, 2) predicted (col, row) in cells, for regression.
     """
     n_rows, per_row = layout
-    fig = Figure(figsize=(4.2 * per_row, 2.3 * n_rows + 0.4))
+    fig = Figure(figsize=(4.2 * per_row, 2.0 * n_rows + 0.5))
     axes = fig.subplots(n_rows, 2 * per_row, squeeze=False, gridspec_kw={"width_ratios": [1, cols / rows] * per_row})
     for slot in range(n_rows * per_row):
         ax_piece, ax_map = axes[slot // per_row, 2 * (slot % per_row)], axes[slot // per_row, 2 * (slot % per_row) + 1]
@@ -126,8 +130,8 @@ def piece_grid(pieces: np.ndarray, cols: int, rows: int, probs: np.ndarray | Non
             ax_map.imshow(np.zeros((rows, cols)), cmap="Greys", extent=(0, cols, rows, 0), vmin=0, vmax=1)
             if points is not None:
                 ax_map.plot([points[slot][0] + 0.5], [points[slot][1] + 0.5], "x", color=WRONG_COLOUR, markersize=6)
-        for cell, colour in ((true_cell, TRUTH_COLOUR), (pred_cell, WRONG_COLOUR)):
-            ax_map.add_patch(_cell_rect(cell, cols, 1.0, 1.0, colour, 1.2))
+        ax_map.add_patch(_cell_rect(true_cell, cols, 1.0, 1.0, TRUTH_COLOUR, 1.6))
+        ax_map.add_patch(_cell_rect(pred_cell, cols, 1.0, 1.0, WRONG_COLOUR, 0.8, inset=0.2))
         ax_map.set_xlim(0, cols)
         ax_map.set_ylim(rows, 0)
     fig.suptitle("pieces and their probability over the grid (green = truth, red = prediction)", fontsize=10)
