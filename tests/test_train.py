@@ -113,3 +113,19 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path, toy_lens_manifest):
                      manifest=toy_lens_manifest, check=False)
     assert proc.returncode != 0
     assert "training loss is nan" in proc.stderr.lower() or "training loss is inf" in proc.stderr.lower()
+
+
+def test_default_experiment_on_freshly_simulated_data(tmp_path):
+    """The path `python train.py` takes: simulate (cached under paths.data_dir), train, test."""
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    cmd = [sys.executable, "train.py", f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={run_dir}", "logger=csv",
+           "data.simulation.n_train=64", "data.simulation.n_val=48", "data.simulation.n_test=48", "trainer.max_epochs=1",
+           "callbacks.shortcut_gates.every_n_epochs=1", "callbacks.thetae_auroc.every_n_epochs=1"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    cached = list((tmp_path / "data").glob("lens_unpaired_*/manifest.parquet"))
+    assert len(cached) == 1 and (cached[0].parent / "COMPLETE").exists()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["experiment"] == "lens_smoke" and metrics["status"] == "completed"
+    assert metrics["final_gate_n_samples"] == 48
