@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 import traceback
 from pathlib import Path
@@ -25,6 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from callbacks.base import summary_dir
 from rigor.config import instantiate_callbacks, instantiate_loggers, register_resolvers
 
 log = logging.getLogger("rigor.train")
@@ -46,6 +48,16 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def best_score(checkpoint: ModelCheckpoint, best: dict[str, Any]) -> Any:
+    """The monitored value of the best checkpoint (from the file when fitting ran in spawned processes)."""
+    if checkpoint.best_model_score is not None:
+        return checkpoint.best_model_score
+    for state in best.get("callbacks", {}).values():
+        if isinstance(state, dict) and state.get("best_model_score") is not None:
+            return state["best_model_score"]
+    return None
+
+
 def run_dir_of(cfg: DictConfig) -> Path:
     """The run's output directory (Hydra's, or paths.output_dir when composed without Hydra)."""
     if HydraConfig.initialized():
@@ -63,6 +75,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = run_dir / "checkpoints"
+    shutil.rmtree(summary_dir(run_dir), ignore_errors=True)  # a resumed run recomputes them
     L.seed_everything(cfg.seed, workers=True)
 
     log.info("datamodule <%s>", cfg.data._target_)
@@ -100,8 +113,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=False)
         checkpoint = trainer.checkpoint_callback
         if checkpoint is not None and checkpoint.best_model_path:
-            metrics[f"best_{model.monitor.replace('/', '_')}"] = _jsonable(checkpoint.best_model_score)
             best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False, mmap=True)
+            metrics[f"best_{model.monitor.replace('/', '_')}"] = _jsonable(best_score(checkpoint, best))
             metrics["best_epoch"] = int(best["epoch"])
         metrics["epochs_trained"] = int(trainer.current_epoch)
         for key, value in trainer.callback_metrics.items():
@@ -114,10 +127,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         for key, value in (results[0] if results else {}).items():
             metrics[key.replace("/", "_")] = _jsonable(value)
 
-    for cb in callbacks:
-        summary = getattr(cb, "summary", None)
-        if callable(summary):
-            metrics.update({k: _jsonable(v) for k, v in summary().items()})
+    for path in sorted(summary_dir(run_dir).glob("*.json")):
+        metrics.update(json.loads(path.read_text()))
     metrics["wall_time_s"] = round(time.time() - start, 2)
     metrics["status"] = "completed"
     if trainer.is_global_zero:

@@ -1,7 +1,8 @@
 """RigorCallback: the small contract shared by Rigor's analysis callbacks.
 
-- ``summary()`` returns the callback's final numbers; train.py merges every callback's summary into
-  metrics.json (callbacks never read each other).
+- ``summary()`` returns the callback's final numbers. Rank 0 writes it to
+  ``<run dir>/summaries/<Callback>.json`` at teardown (so it also survives processes that ``ddp_spawn``
+  starts and ends), and train.py merges these files into metrics.json (callbacks never read each other).
 - ``state()`` / ``restore(state)`` persist the callback's history in checkpoints, so a resumed run ends
   with the same history; state is restored only when fitting resumes, not when the best checkpoint is
   loaded for testing (that would roll the history back to the best epoch).
@@ -10,7 +11,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,11 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
 
 log = logging.getLogger(__name__)
+
+
+def summary_dir(run_dir: str | Path) -> Path:
+    """Where callbacks leave their summaries for train.py."""
+    return Path(run_dir) / "summaries"
 
 
 class RigorCallback(Callback):
@@ -42,6 +50,14 @@ class RigorCallback(Callback):
             state = checkpoint.get("rigor_callbacks", {}).get(type(self).__name__)
             if state is not None:
                 self.restore(state)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        summary = self.summary()
+        if summary and trainer.is_global_zero:
+            out = summary_dir(trainer.default_root_dir) / f"{type(self).__name__}.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
+            out.write_text(json.dumps(clean, indent=2, default=float))
 
     @staticmethod
     def active(trainer: L.Trainer) -> bool:

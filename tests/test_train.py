@@ -129,3 +129,16 @@ def test_default_experiment_on_freshly_simulated_data(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["experiment"] == "lens_smoke" and metrics["status"] == "completed"
     assert metrics["final_gate_n_samples"] == 48
+
+
+def test_ddp_spawn_on_two_cpu_processes_matches_the_contract(tmp_path, toy_lens_manifest):
+    """trainer=ddp locally uses ddp_spawn: callbacks' summaries and the best score survive the spawned processes."""
+    run_dir = tmp_path / "ddp"
+    run_train("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
+              "trainer.sync_batchnorm=false", "trainer.max_epochs=1", "logger=csv", f"hydra.run.dir={run_dir}",
+              manifest=toy_lens_manifest)
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["best_val_auroc"] == pytest.approx(m["core_sensitivity_r0"], abs=1e-4)   # all val samples, once each
+    assert m["test_auroc"] == pytest.approx(m["test_core_sensitivity_r0"], abs=1e-4)
+    assert sum(m[k] for k in m if k.startswith("test_count_by_thetae_")) == 24
+    assert m["final_gate_n_samples"] == 48 and m["temperature"] > 0
