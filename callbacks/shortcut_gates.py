@@ -15,7 +15,8 @@ class ShortcutGates(RigorCallback):
     """Cross-validated logistic-regression AUROCs on the core pixels and on the radial profile.
 
     The inputs are validation images as the model sees them: preprocessed, and core-masked with the
-    training masking in force at that epoch (so a masking schedule shows up in the gates). At the end of
+    training masking in force at that epoch (so a masking schedule shows up in the gates). Folds keep the
+    two members of a pair together (pair_id), so paired data are not scored with leaked hosts. At the end of
     fitting the gates run once more on the full validation set (``final_core_lr_auc``,
     ``final_radial_lr_auc``) and get PASS/WARN/FAIL verdicts.
 
@@ -58,8 +59,8 @@ class ShortcutGates(RigorCallback):
         self.final: dict[str, Any] = {}
 
     def _gates(self, datamodule: Any, epoch: int, n: int | None) -> dict[str, Any]:
-        images, labels = datamodule.model_inputs("val", n=n, epoch=epoch if self.with_training_masking else None, seed=self.seed)
-        values = shortcut_gates(images, labels, self.core_radius, self.radial_bins, self.n_folds, self.seed)
+        images, labels, groups = datamodule.model_inputs("val", n=n, epoch=epoch if self.with_training_masking else None, seed=self.seed)
+        values = shortcut_gates(images, labels, self.core_radius, self.radial_bins, self.n_folds, self.seed, groups)
         values["core_gate"] = gate_verdict(values["core_lr_auc"], *self.core_thresholds)
         values["radial_gate"] = gate_verdict(values["radial_lr_auc"], *self.radial_thresholds)
         return values

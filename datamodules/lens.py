@@ -250,7 +250,9 @@ class LensDataModule(BaseDataModule):
             batch = {**batch, "image": self.mask_batch(images, batch["index"], epoch, salt=1)}
         return batch
 
-    def model_inputs(self, split: str, n: int | None = None, epoch: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def model_inputs(
+        self, split: str, n: int | None = None, epoch: int | None = None, seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Inputs as the model sees them: preprocessed, plus the training core masking of `epoch` if given.
 
         Args:
@@ -260,7 +262,7 @@ class LensDataModule(BaseDataModule):
             seed: Seed of the subset.
 
         Returns:
-            (images (n, 3, H, W) float32, labels (n,) int)
+            (images (n, 3, H, W) float32, labels (n,) int, groups (n,): pair_id, for group-aware CV)
         """
         self.setup()
         labels = self.frames[split]["target"].to_numpy()
@@ -274,7 +276,7 @@ class LensDataModule(BaseDataModule):
         images = torch.from_numpy(self.inputs[split][idx])
         if epoch is not None:
             images = self.mask_batch(images, torch.from_numpy(idx), epoch, salt=1)
-        return images.numpy(), labels[idx]
+        return images.numpy(), labels[idx], self.frames[split]["pair_id"].to_numpy()[idx]
 
 
 def _check_masking(masking: Mapping[str, Any] | None) -> dict | None:

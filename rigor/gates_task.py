@@ -35,8 +35,8 @@ def run_gates(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"experiment={experiment} has no callbacks.shortcut_gates config")
     datamodule = hydra.utils.instantiate(train_cfg.data)
     split = cfg.gates.get("split", "val")
-    images, labels = datamodule.model_inputs(split, n=cfg.gates.get("n_samples"), epoch=cfg.gates.get("epoch"), seed=int(gate_cfg.seed))
-    values = shortcut_gates(images, labels, gate_cfg.core_radius, gate_cfg.radial_bins, gate_cfg.n_folds, int(gate_cfg.seed))
+    images, labels, groups = datamodule.model_inputs(split, n=cfg.gates.get("n_samples"), epoch=cfg.gates.get("epoch"), seed=int(gate_cfg.seed))
+    values = shortcut_gates(images, labels, gate_cfg.core_radius, gate_cfg.radial_bins, gate_cfg.n_folds, int(gate_cfg.seed), groups)
     report: dict[str, Any] = {
         "experiment": experiment,
         "mode": train_cfg.data.mode,

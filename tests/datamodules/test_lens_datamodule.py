@@ -115,7 +115,8 @@ def test_mask_and_augment_are_deterministic_per_sample(toy_lens_manifest):
 
 def test_model_inputs_subset_is_balanced(toy_lens_manifest):
     dm = _dm(toy_lens_manifest, masking={"type": "stochastic", "radius": 5, "prob": 1.0})
-    images, labels = dm.model_inputs("val", n=20, seed=1)
+    images, labels, groups = dm.model_inputs("val", n=20, seed=1)
     assert images.shape == (20, 3, 63, 63) and labels.sum() == 10
-    masked, _ = dm.model_inputs("val", n=20, epoch=0, seed=1)
+    assert len(set(groups.tolist())) == 20  # pair_id of each sample
+    masked, _, _ = dm.model_inputs("val", n=20, epoch=0, seed=1)
     assert (masked[:, :, 31, 31] == 0).all() and not (images[:, :, 31, 31] == 0).all()
