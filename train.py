@@ -76,6 +76,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = run_dir / "checkpoints"
     shutil.rmtree(summary_dir(run_dir), ignore_errors=True)  # a resumed run recomputes them
+    if cfg.get("cpu_threads"):
+        torch.set_num_threads(int(cfg.cpu_threads))
     L.seed_everything(cfg.seed, workers=True)
 
     log.info("datamodule <%s>", cfg.data._target_)

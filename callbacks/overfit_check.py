@@ -12,7 +12,7 @@ thrown away and the random number generators are restored, so the run itself is 
 that cannot memorise one or ten samples has a bug (wiring, loss, learning rate): the check raises
 ``OverfitCheckError`` naming the module and its net, and the run stops before wasting its budget.
 
-"Correct" is the module's ``correct_predictions(logits, batch)`` when it has one; otherwise one logit
+"Correct" is the module's ``correct_predictions(logits, batch)`` (BaseTask's default: one logit
 per sample is a binary decision at 0 (the lens family) and several are an argmax over classes.
 """
 
@@ -35,13 +35,6 @@ log = logging.getLogger(__name__)
 
 class OverfitCheckError(RuntimeError):
     """A model could not memorise a handful of samples."""
-
-
-def default_correct(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-sample correctness: threshold 0 for one logit per sample, argmax for several."""
-    if logits.ndim == 1 or (logits.ndim == 2 and logits.shape[-1] == 1):
-        return (logits.reshape(-1) > 0) == (target.reshape(-1) > 0.5)
-    return logits.argmax(-1) == target.long()
 
 
 def describe_model(pl_module: nn.Module) -> str:
@@ -172,8 +165,7 @@ class OverfitCheck(RigorCallback):
         return clone, torch.optim.AdamW(params, **own)
 
     def _correct(self, module: L.LightningModule, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        hook = getattr(module, "correct_predictions", None)
-        return hook(logits, batch) if callable(hook) else default_correct(logits, batch["target"])
+        return module.correct_predictions(logits, batch)  # BaseTask's hook
 
     def _single(self, pl_module: L.LightningModule, batch: dict[str, torch.Tensor]) -> tuple[int | None, float]:
         """First step (0-based, loss measured before that step's update) with loss below the threshold."""

@@ -56,7 +56,8 @@ def accuracy_map(image: np.ndarray, cols: int, rows: int, correct: np.ndarray, t
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
     ax.set_axis_off()
-    ax.set_title(f"{title} accuracy {correct.mean():.1%} ({int(correct.sum())}/{correct.size} cells, green = correct, red = wrong)".strip())
+    counts = f"({int(correct.sum())}/{correct.size} cells, green = correct, red = wrong)"
+    ax.set_title(f"{title} accuracy {correct.mean():.1%} {counts}".strip())
     return fig
 
 
@@ -153,7 +154,8 @@ class PuzzlePlots(RigorCallback):
 
     def __init__(self, split: str = "test", heatmap_piece: int = 0, grid_layout: Sequence[int] = (2, 4), seed: int = 0) -> None:
         if split != "test":
-            raise ValueError(f"callbacks.puzzle_plots.split: only 'test' is drawn (after testing the best checkpoint), got {split!r}")
+            raise ValueError(f"callbacks.puzzle_plots.split: only 'test' is drawn (after testing the best checkpoint), "
+                             f"got {split!r}")
         if len(grid_layout) != 2 or min(grid_layout) < 1:
             raise ValueError(f"callbacks.puzzle_plots.grid_layout must be [rows, pairs per row], got {list(grid_layout)}")
         self.split = split

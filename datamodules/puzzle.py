@@ -67,12 +67,14 @@ def load_image(spec: str, key: str = "data.image") -> np.ndarray:
             try:
                 image = loader()
             except Exception as err:  # e.g. a picture skimage would have to download
-                raise ValueError(f"{key}: skimage.data.{name}() failed ({err}); pick a picture that ships with scikit-image") from err
+                raise ValueError(f"{key}: skimage.data.{name}() failed ({err}); pick a picture that ships with scikit-image"
+                                 ) from err
         elif (data_dir / name).is_file():
             image = skimage.io.imread(data_dir / name)
         else:
             shipped = sorted(p.name for p in data_dir.glob("*") if p.suffix in (".png", ".jpg", ".tif"))
-            raise ValueError(f"{key}: {spec!r} is neither a skimage.data picture nor a file in {data_dir}; files there: {shipped}")
+            raise ValueError(f"{key}: {spec!r} is neither a skimage.data picture nor a file in {data_dir}; "
+                             f"files there: {shipped}")
     else:
         path = Path(spec).expanduser()
         if not path.is_file():
@@ -362,7 +364,7 @@ class PuzzleDataModule(BaseDataModule):
             # integer shifts in [-pad, pad]: the crop window moves over the stored context
             dx = torch.clamp((u[:, _DRAWS["dx"]] * (2 * p + 1)).long(), max=2 * p)
             dy = torch.clamp((u[:, _DRAWS["dy"]] * (2 * p + 1)).long(), max=2 * p)
-            x = torch.stack([context[i, :, int(dy[i]) : int(dy[i]) + s, int(dx[i]) : int(dx[i]) + s] for i in range(len(context))])
+            x = torch.stack([context[i, :, oy : oy + s, ox : ox + s] for i, (oy, ox) in enumerate(zip(dy.tolist(), dx.tolist()))])
         else:
             x = context
         x = x.float() / 255.0

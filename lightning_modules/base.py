@@ -6,6 +6,7 @@ A family subclasses BaseTask and fills in three hooks, as torchgeo's tasks do:
   ``train/``, ``val/`` and ``test/`` prefixes, so logged keys follow the ``split/name`` contract.
 - ``compute_loss(logits, batch)`` returns the scalar loss.
 - ``forward(x)`` (default: the wrapped net).
+- ``correct_predictions(logits, batch)`` when "correct" is not argmax / threshold 0 (regression, two heads).
 
 The class attributes ``monitor`` and ``mode`` name the metric that picks the best checkpoint and drives
 early stopping; configs read them through ``${model.monitor}``.
@@ -66,6 +67,13 @@ class BaseTask(L.LightningModule):
     def metric_inputs(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(preds, target) handed to the metric collection; binary families pass logits as they are."""
         return logits, batch["target"]
+
+    def correct_predictions(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-sample correctness (used by the overfit check): threshold 0 for one logit, argmax otherwise."""
+        target = batch["target"]
+        if logits.ndim == 1 or (logits.ndim == 2 and logits.shape[-1] == 1):
+            return (logits.reshape(-1) > 0) == (target.reshape(-1) > 0.5)
+        return logits.argmax(-1) == target.long()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -35,7 +35,8 @@ def _build(net: nn.Module | Callable[..., nn.Module], **kwargs: Any) -> nn.Modul
     if isinstance(net, nn.Module):
         return net
     if not callable(net):
-        raise TypeError(f"model.net must be an nn.Module or a partial (_partial_: true) that builds one, got {type(net).__name__}")
+        raise TypeError(f"model.net must be an nn.Module or a partial (_partial_: true) that builds one, "
+                        f"got {type(net).__name__}")
     return net(**kwargs)
 
 
@@ -116,17 +117,27 @@ class MeanCellDistance(Metric):
 
 
 class CellAccuracy(Metric):
-    """Fraction of samples whose predicted cell (rounded (col, row)) is the true one."""
+    """Fraction of samples whose predicted cell is the true one.
+
+    The predicted cell is the rounded (col, row), clamped into the grid: a point beyond the picture's
+    edge is placed in the nearest edge cell, as a person placing the piece would.
+
+    Args:
+        cols, rows: The grid.
+    """
 
     full_state_update = False
 
-    def __init__(self) -> None:
+    def __init__(self, cols: int, rows: int) -> None:
         super().__init__()
+        self.upper = (float(cols - 1), float(rows - 1))
         self.add_state("correct", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        self.correct += (preds.round() == target.round()).all(dim=-1).sum()
+        upper = torch.tensor(self.upper, device=preds.device, dtype=preds.dtype)
+        cells = torch.minimum(preds.round().clamp(min=0), upper)
+        self.correct += (cells == target.round()).all(dim=-1).sum()
         self.count += preds.shape[0]
 
     def compute(self) -> torch.Tensor:
@@ -173,7 +184,9 @@ class PuzzleClassifier(BaseTask):
                                              self.n_cells + QUARTER_TURNS, 1)
         return MetricCollection(metrics, compute_groups=False)
 
-    def _split(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def _split(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None,
+                                                                          torch.Tensor | None]:
+        """(cell logits, cell targets, rotation logits, rotation targets), checking the shapes."""
         if logits.shape[-1] != self.n_cells + (QUARTER_TURNS if self.rotation else 0):
             raise ValueError(f"{type(self).__name__}: the net gives {logits.shape[-1]} outputs; expected {self.n_cells} cells"
                              + (f" + {QUARTER_TURNS} rotations" if self.rotation else ""))
@@ -232,7 +245,8 @@ class PuzzleRegressor(BaseTask):
         self.register_buffer("grid", torch.tensor([float(cols), float(rows)]), persistent=False)
 
     def configure_metrics(self) -> MetricCollection:
-        return MetricCollection({"mean_distance": MeanCellDistance(), "top1": CellAccuracy()}, compute_groups=False)
+        return MetricCollection({"mean_distance": MeanCellDistance(), "top1": CellAccuracy(self.cols, self.rows)},
+                                compute_groups=False)
 
     def _target(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         target = batch["target"]

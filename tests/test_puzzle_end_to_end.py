@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import ROOT
 
 TINY = ["data.cols=6", "data.rows=4", "data.piece_size=32", "trainer.max_epochs=2", "logger=csv",
-        "callbacks.overfit_check.few_max_epochs=800", "callbacks.progress_bar=null"]
+        "callbacks.overfit_check.few_max_epochs=800"]
 
 
 def run(args: list[str]) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from callbacks.overfit_check import OverfitCheck, OverfitCheckError, default_correct
+from callbacks.overfit_check import OverfitCheck, OverfitCheckError
 from lightning_modules.lens import LensModule
 from lightning_modules.nets.puzzle import CellClassifier
 from lightning_modules.puzzle import PuzzleClassifier, PuzzleRegressor
@@ -72,7 +72,8 @@ def test_model_that_cannot_learn_fails_naming_it():
     with pytest.raises(OverfitCheckError, match=r"PuzzleClassifier\(net=BlindNet.*could not overfit 10 samples"):
         check.run(module, distinct_samples())
     # one sample it can fit; without raising, the failure is recorded as a missing epoch
-    results = OverfitCheck(single_max_steps=2000, few_max_epochs=50, lr=1e-1, raise_on_failure=False).run(module, distinct_samples())
+    lenient = OverfitCheck(single_max_steps=2000, few_max_epochs=50, lr=1e-1, raise_on_failure=False)
+    results = lenient.run(module, distinct_samples())
     assert results["overfit_1_step"] is not None and results["overfit_10_epoch"] is None
     assert results["overfit_10_accuracy"] == pytest.approx(0.1)
 
@@ -88,11 +89,12 @@ def test_single_sample_failure_and_frozen_net():
 
 
 def test_binary_module_uses_threshold_zero():
-    assert default_correct(torch.tensor([2.0, -1.0, 0.5]), torch.tensor([1.0, 0.0, 0.0])).tolist() == [True, True, False]
-    assert default_correct(torch.tensor([[2.0], [-1.0]]), torch.tensor([0, 0])).tolist() == [False, True]
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 32), nn.ReLU(), nn.Linear(32, 1))
     lens = LensModule(net, optimizer={"lr": 1e-3})
+    correct = lens.correct_predictions  # BaseTask's default
+    assert correct(torch.tensor([2.0, -1.0, 0.5]), {"target": torch.tensor([1.0, 0.0, 0.0])}).tolist() == [True, True, False]
+    assert correct(torch.tensor([[2.0], [-1.0]]), {"target": torch.tensor([0, 0])}).tolist() == [False, True]
     data = distinct_samples()
     data.targets = (torch.arange(10) % 2).float()
     results = OverfitCheck(single_max_steps=300, few_max_epochs=300, lr=1e-2).run(lens, data)

@@ -10,7 +10,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_modules.nets.puzzle import LargerBackbone, TimmBackbone, count_parameters
-from lightning_modules.puzzle import CellAccuracy, MeanCellDistance, PuzzleClassifier, PuzzleRegressor, TopKAccuracy
+from lightning_modules.puzzle import CellAccuracy, MeanCellDistance, TopKAccuracy
 from tests.conftest import compose
 
 # seed 002's architecture table (the deep head and the regressor follow from our configs' choices)
@@ -70,13 +70,13 @@ def test_topk_accuracy_matches_torchmetrics(k):
 
 
 def test_regression_metrics_by_hand():
-    dist, acc = MeanCellDistance(), CellAccuracy()
-    preds = torch.tensor([[3.0, 4.0], [1.2, 0.9]])
-    target = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    dist, acc = MeanCellDistance(), CellAccuracy(cols=4, rows=3)
+    preds = torch.tensor([[3.0, 4.0], [1.2, 0.9], [4.4, -0.7]])
+    target = torch.tensor([[0.0, 0.0], [1.0, 1.0], [3.0, 0.0]])
     dist.update(preds, target)
     acc.update(preds, target)
-    assert dist.compute().item() == pytest.approx((5.0 + (0.2**2 + 0.1**2) ** 0.5) / 2)
-    assert acc.compute().item() == 0.5
+    assert dist.compute().item() == pytest.approx((5.0 + (0.2**2 + 0.1**2) ** 0.5 + (1.4**2 + 0.7**2) ** 0.5) / 3)
+    assert acc.compute().item() == pytest.approx(2 / 3)  # the third is beyond the corner: placed in cell (3, 0)
 
 
 def test_regressor_targets_loss_and_cells():
@@ -107,7 +107,9 @@ def test_rotation_loss_and_metrics_by_hand():
     module = model_of("puzzle_rotation")
     cell_logits, rot_logits = torch.randn(3, 950), torch.randn(3, 4)
     logits = torch.cat([cell_logits, rot_logits], 1)
-    cell, k = cell_logits.argmax(1), torch.tensor([rot_logits[0].argmax(), (rot_logits[1].argmax() + 1) % 4, rot_logits[2].argmax()])
+    cell = cell_logits.argmax(1)
+    k = rot_logits.argmax(1)
+    k[1] = (k[1] + 1) % 4  # the second sample's rotation is wrong
     target = torch.stack([cell, k], 1)
     expected = F.cross_entropy(cell_logits, cell) + F.cross_entropy(rot_logits, k)
     assert module.compute_loss(logits, {"target": target}).item() == pytest.approx(expected.item(), rel=1e-6)
