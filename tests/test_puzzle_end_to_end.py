@@ -44,6 +44,21 @@ def test_puzzle_exp3_end_to_end(tmp_path):
     logged = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
     assert "val/top1" in logged and "val/top5" in logged and "train/loss_epoch" in logged
 
+    # evaluate.py rebuilds the puzzle run from its config: multiclass predictions in the contract
+    proc = subprocess.run([sys.executable, "evaluate.py", f"ckpt_path={run_dir}/checkpoints/best.ckpt", "split=test"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.read_csv(run_dir / "predictions_test.csv")
+    n_cells = 6 * 4
+    assert list(frame.columns[: 2 + n_cells]) == ["sample_id", "target", *[f"logit_{k}" for k in range(n_cells)]]
+    logits = frame[[f"logit_{k}" for k in range(n_cells)]].to_numpy()
+    top1 = float((logits.argmax(1) == frame["target"].to_numpy()).mean())
+    assert top1 == pytest.approx(metrics["test_top1"], abs=1e-6)  # the same best checkpoint
+    assert np.isfinite(logits).all()
+
 
 @pytest.mark.slow
 def test_other_puzzle_experiments_in_one_sweep(tmp_path):
