@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from tests.conftest import ROOT
@@ -48,9 +50,6 @@ def test_puzzle_exp3_end_to_end(tmp_path):
     proc = subprocess.run([sys.executable, "evaluate.py", f"ckpt_path={run_dir}/checkpoints/best.ckpt", "split=test"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    import numpy as np
-    import pandas as pd
-
     frame = pd.read_csv(run_dir / "predictions_test.csv")
     n_cells = 6 * 4
     assert list(frame.columns[: 2 + n_cells]) == ["sample_id", "target", *[f"logit_{k}" for k in range(n_cells)]]
