@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import time
 import traceback
@@ -28,24 +27,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from callbacks.base import summary_dir
 from rigor.config import instantiate_callbacks, instantiate_loggers, register_resolvers
+from rigor.jsonio import to_jsonable, write_json
 
 log = logging.getLogger("rigor.train")
 register_resolvers()
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        value = value.item() if value.numel() == 1 else value.tolist()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else value  # JSON has no NaN; null means "undefined"
-    return value
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically, so a crash never leaves a half-written metrics file."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({k: _jsonable(v) for k, v in data.items()}, indent=2, allow_nan=False))
-    tmp.replace(path)
 
 
 def best_score(checkpoint: ModelCheckpoint, best: dict[str, Any]) -> Any:
@@ -116,18 +101,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         checkpoint = trainer.checkpoint_callback
         if checkpoint is not None and checkpoint.best_model_path:
             best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False, mmap=True)
-            metrics[f"best_{model.monitor.replace('/', '_')}"] = _jsonable(best_score(checkpoint, best))
+            metrics[f"best_{model.monitor.replace('/', '_')}"] = to_jsonable(best_score(checkpoint, best))
             metrics["best_epoch"] = int(best["epoch"])
         metrics["epochs_trained"] = int(trainer.current_epoch)
         for key, value in trainer.callback_metrics.items():
             if key.startswith("val/"):
-                metrics[f"last_{key.replace('/', '_')}"] = _jsonable(value)
+                metrics[f"last_{key.replace('/', '_')}"] = to_jsonable(value)
 
     if cfg.get("test", True):
         best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, weights_only=False)
         for key, value in (results[0] if results else {}).items():
-            metrics[key.replace("/", "_")] = _jsonable(value)
+            metrics[key.replace("/", "_")] = to_jsonable(value)
 
     for path in sorted(summary_dir(run_dir).glob("*.json")):
         metrics.update(json.loads(path.read_text()))

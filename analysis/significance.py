@@ -17,7 +17,6 @@ import warnings
 from collections.abc import Callable
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 from statsmodels.stats.contingency_tables import mcnemar
 
 from analysis.metrics import auroc as auroc_safe  # noqa: F401  (re-exported: one AUROC for the project)

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import timm
 import torch
 import torch.nn.functional as F

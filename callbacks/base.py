@@ -11,9 +11,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,8 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
+
+from rigor.jsonio import write_json
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,7 @@ class RigorCallback(Callback):
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         summary = self.summary()
         if summary and trainer.is_global_zero:
-            out = summary_dir(trainer.default_root_dir) / f"{type(self).__name__}.json"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
-            out.write_text(json.dumps(clean, indent=2, default=float))
+            write_json(summary_dir(trainer.default_root_dir) / f"{type(self).__name__}.json", summary)
 
     @staticmethod
     def active(trainer: L.Trainer) -> bool:

@@ -39,6 +39,7 @@ from analysis.significance import (
     predictions_from_scores,
 )
 from analysis.summary import group_runs, markdown_table, numeric_metrics, summarize_metric
+from rigor.jsonio import to_jsonable, write_json
 
 # --------------------------------------------------------------------------------------------------
 # small helpers
@@ -54,31 +55,6 @@ def _required_path(cfg: DictConfig, key: str) -> Path:
     if value in (None, ""):
         raise ValueError(f"evaluate: config key '{key}' is required for task={cfg.get('task')} (a file path)")
     return Path(str(value))
-
-
-def _jsonable(obj: Any) -> Any:
-    """Plain JSON: numpy scalars/arrays to Python, NaN/inf to null (strict JSON readers reject NaN)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [_jsonable(v) for v in obj.tolist()]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return None if not math.isfinite(float(obj)) else float(obj)
-    return obj
-
-
-def _write_json(path: Path, obj: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
-    return path
 
 
 def _out_dir(cfg: DictConfig, default: Path) -> Path:
@@ -176,7 +152,7 @@ def run_calibrate(cfg: DictConfig) -> dict[str, Any]:
         title=f"{target.path.name}: T = {temperature:.4f} fitted on {fit.path.name}",
     )
     result["paths"] = {"json": str(out / f"{stem}_calibration.json"), "png": str(png)}
-    _write_json(out / f"{stem}_calibration.json", result)
+    write_json(out / f"{stem}_calibration.json", result)
 
     rows = [[k, before[k], after[k], after[k] - before[k]] for k in before]
     print(f"temperature T = {temperature:.4f} (fit on {fit.path}, n={len(fit)}); applied to {target.path} (n={len(target)})")
@@ -309,7 +285,7 @@ def run_compare(cfg: DictConfig) -> dict[str, Any]:
         "n_bootstrap": n_boot, "bootstrap_seed": seed, "alpha": alpha,
         "paths": {"json": str(out / f"{stem}.json"), "md": str(out / f"{stem}.md")},
     }
-    _write_json(out / f"{stem}.json", result)
+    write_json(out / f"{stem}.json", result)
     (out / f"{stem}.md").write_text(md)
     print(md)
     return result
@@ -414,7 +390,7 @@ def _failure_text(rec: Mapping[str, Any], limit: int = 200) -> str:
     fail = rec.get("failure")
     if isinstance(fail, Mapping):
         main = [f"{k}: {fail[k]}" for k in ("type", "error", "message", "exception") if k in fail]
-        parts.append("; ".join(main) if main else json.dumps(_jsonable(fail)))
+        parts.append("; ".join(main) if main else json.dumps(to_jsonable(fail)))
     elif fail is not None:
         parts.append(str(fail))
     text = " | ".join(parts) or "no metrics.json and no failure.json"
@@ -540,7 +516,7 @@ def run_summarize(cfg: DictConfig) -> dict[str, Any]:
         "arms": arm_info, "failed": failed_out, "decision": decision, "decision_note": decision_note,
         "table": table, "paths": paths,
     }
-    _write_json(out / "summary.json", result)
+    write_json(out / "summary.json", result)
     print(md_text)
     return result
 

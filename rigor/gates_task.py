@@ -9,7 +9,6 @@ can be checked before a single epoch is trained: a FAIL here means the data carr
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from hydra import compose
 from omegaconf import DictConfig
 
 from analysis.gates import gate_verdict, shortcut_gates
+from rigor.jsonio import write_json
 
 
 def run_gates(cfg: DictConfig) -> dict[str, Any]:
@@ -50,7 +50,7 @@ def run_gates(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else Path("outputs") / "gates"
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"gates_{experiment}_{report['preprocessing']}_{split}.json"
-    path.write_text(json.dumps(report, indent=2))
+    write_json(path, report)
     for key, value in report.items():
         print(f"{key:>16}: {value}")
     print(f"gates: {path}")

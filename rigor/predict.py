@@ -10,7 +10,6 @@ stored temperature applied, and ``mc_prob*``, ``mc_std`` with MC-Dropout) and
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from analysis.calibration import mc_triage, probabilities_from_logits
 from callbacks.temperature_scaling import CHECKPOINT_KEY
 from lightning_modules.mc_dropout import MCDropout
 from rigor.config import register_resolvers
+from rigor.jsonio import write_json
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def run_predict(cfg: DictConfig) -> dict[str, Any]:
         report.update({"mc_passes": mc.n_passes, "mc_mean_std": float(table["mc_std"].mean()),
                        **{f"triage_{k}": v for k, v in triage.items()}})
     metrics_path = out_dir / f"predictions_{split}_metrics.json"
-    metrics_path.write_text(json.dumps({k: (None if isinstance(v, float) and v != v else v) for k, v in report.items()}, indent=2))
+    write_json(metrics_path, report)
     for key, value in report.items():
         print(f"{key:>24}: {value}")
     print(f"predictions: {csv_path}")
