@@ -12,10 +12,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
@@ -23,6 +26,34 @@ from lightning.pytorch.trainer.states import TrainerFn
 from rigor.jsonio import write_json
 
 log = logging.getLogger(__name__)
+
+
+def split_logits(
+    pl_module: L.LightningModule, loader: Any, transforms: dict[Any, Callable[[torch.Tensor], torch.Tensor]] | None = None
+) -> tuple[dict[Any, np.ndarray], np.ndarray]:
+    """Logits of a whole split under each input transform, in one pass over the loader, in eval mode.
+
+    Args:
+        pl_module: The module (its forward gives the logits).
+        loader: An ordered loader of dict batches with ``image`` and ``target``.
+        transforms: Named functions applied to the image batch (default: ``{None: identity}``).
+
+    Returns:
+        ({name: logits}, targets as int)
+    """
+    transforms = transforms or {None: lambda x: x}
+    logits: dict[Any, list[torch.Tensor]] = {k: [] for k in transforms}
+    targets = []
+    was_training = pl_module.training
+    pl_module.eval()
+    with torch.inference_mode():
+        for batch in loader:
+            images = batch["image"].to(pl_module.device)
+            targets.append(batch["target"])
+            for key, fn in transforms.items():
+                logits[key].append(pl_module(fn(images)).float().cpu())
+    pl_module.train(was_training)
+    return {k: torch.cat(v).numpy() for k, v in logits.items()}, torch.cat(targets).numpy().astype(int)
 
 
 def summary_dir(run_dir: str | Path) -> Path:

@@ -5,30 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
-import numpy as np
-import torch
 
 from analysis.gates import gate_verdict
 from analysis.images import apply_core_mask
 from analysis.metrics import auroc
-from callbacks.base import RigorCallback
+from callbacks.base import RigorCallback, split_logits
 
 
 def sensitivity_curve(pl_module: L.LightningModule, loader: Any, radii: list[float], fill: float) -> dict[float, float]:
-    """AUROC of the model on every batch of `loader` with the core masked at each radius."""
-    scores: dict[float, list[np.ndarray]] = {r: [] for r in radii}
-    targets: list[np.ndarray] = []
-    was_training = pl_module.training
-    pl_module.eval()
-    with torch.inference_mode():
-        for batch in loader:
-            images = batch["image"].to(pl_module.device)
-            targets.append(batch["target"].numpy())
-            for r in radii:
-                scores[r].append(pl_module(apply_core_mask(images, r, fill)).float().cpu().numpy())
-    pl_module.train(was_training)
-    y = np.concatenate(targets)
-    return {r: auroc(y, np.concatenate(scores[r])) for r in radii}
+    """AUROC of the model on every batch of `loader` with the core masked at each radius (one pass)."""
+    transforms = {r: (lambda x, r=r: apply_core_mask(x, r, fill)) for r in radii}
+    scores, targets = split_logits(pl_module, loader, transforms)
+    return {r: auroc(targets, scores[r]) for r in radii}
 
 
 class CoreSensitivity(RigorCallback):

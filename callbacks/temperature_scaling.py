@@ -6,26 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 
 from analysis.calibration import calibration_report, fit_temperature
-from callbacks.base import RigorCallback
+from callbacks.base import RigorCallback, split_logits
 
 CHECKPOINT_KEY = "rigor_temperature"
-
-
-def split_logits(pl_module: L.LightningModule, loader: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and targets of a whole split, in loader order, with the module in eval mode."""
-    was_training = pl_module.training
-    pl_module.eval()
-    logits, targets = [], []
-    with torch.inference_mode():
-        for batch in loader:
-            logits.append(pl_module(batch["image"].to(pl_module.device)).float().cpu())
-            targets.append(batch["target"])
-    pl_module.train(was_training)
-    return torch.cat(logits).numpy(), torch.cat(targets).numpy().astype(int)
 
 
 class TemperatureScaling(RigorCallback):
@@ -48,7 +34,8 @@ class TemperatureScaling(RigorCallback):
         self.results: dict[str, Any] = {}
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        logits, targets = split_logits(pl_module, trainer.datamodule.split_dataloader(self.fit_split))
+        outputs, targets = split_logits(pl_module, trainer.datamodule.split_dataloader(self.fit_split))
+        logits = outputs[None]
         temperature = fit_temperature(logits, targets)
         out: dict[str, Any] = {"temperature": temperature}
         test = pl_module.epoch_outputs("test")

@@ -194,8 +194,9 @@ class LensDataModule(BaseDataModule):
             self.inputs[split] = out
             labels = part["label"].to_numpy(dtype=np.float32)
             self.datasets[split] = ArrayDataset(out, labels)
-            meta = part.drop(columns=["split", "label", "image_index"])
-            self.frames[split] = pd.concat([part[["sample_id"]], pd.DataFrame({"target": part["label"].astype(int)}), meta.drop(columns=["sample_id"])], axis=1)
+            frame_out = part.drop(columns=["split", "label", "image_index"])
+            frame_out.insert(1, "target", part["label"].astype(int))  # sample_id, target, then metadata
+            self.frames[split] = frame_out
             log.info("lens %s: %d samples (%d positives)", split, len(part), int(labels.sum()))
 
     # --- training-time transforms ------------------------------------------------------------------
