@@ -1,0 +1,371 @@
+"""Qwen2-Audio answering SPEECH or NONSPEECH, with LoRA on the language model only.
+
+The model is ``transformers.Qwen2AudioForConditionalGeneration`` with its ``Qwen2AudioProcessor``
+(Whisper log-mel features + tokenizer). The answer is read from the language-model logits of the two
+answer tokens at the answer position (the last prompt token): the net's output is the binary logit
+``logit(SPEECH) - logit(NONSPEECH)``, shape (B,), so sigmoid of it is the two-way softmax p(SPEECH).
+
+Real weights come from ``from_pretrained(<local dir>)``. The embedded default is a tiny Qwen2-Audio
+built from a config (Whisper features over a 1 s window: 100 mel frames, max_source_positions 50; a
+byte-level tokenizer), pretrained here on a label-free pretext task over the training clips only
+(which mel band is loudest, which half is louder), saved with ``save_pretrained`` into a cache and
+loaded back through the same ``from_pretrained`` path. LoRA then adapts that frozen base, as it adapts
+a pretrained model in the seed.
+
+LoRA targets are a regex over full module names (peft matches a string with ``re.fullmatch``), limited
+to the language model's decoder layers: a plain list such as ``["q_proj", "v_proj"]`` matches name
+suffixes and would also adapt the audio encoder's attention.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+AUDIO_PROMPT = "<|audio_bos|><|AUDIO|><|audio_eos|>"
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>")
+TINY_VERSION = 1
+
+# LoRA target sets: projections of the language model's decoder layers only.
+_ATTN = r"self_attn\.(?:q_proj|k_proj|v_proj|o_proj)"
+_MLP = r"mlp\.(?:gate_proj|up_proj|down_proj)"
+
+
+def lora_target_regex(targets: str) -> str:
+    """The peft ``target_modules`` regex of a target set, restricted to the language model.
+
+    ``attention`` = q, k, v, o projections; ``attention_mlp`` adds gate, up and down. The optional
+    ``model.`` segment covers both transformers layouts (``model.language_model.layers.N`` and the older
+    ``language_model.model.layers.N``).
+    """
+    parts = {"attention": _ATTN, "attention_mlp": f"(?:{_ATTN}|{_MLP})"}
+    if targets not in parts:
+        raise ValueError(f"model.net.lora.targets: unknown target set {targets!r}; expected one of {sorted(parts)}")
+    return rf"(?:.*\.)?language_model\.(?:model\.)?layers\.\d+\.{parts[targets]}"
+
+
+# --- the tiny embedded model -------------------------------------------------------------------------
+
+def build_tokenizer(extra_tokens: Sequence[str] = ()) -> Any:
+    """A byte-level tokenizer (256 byte tokens, no merges) with Qwen2-Audio's special tokens, offline.
+
+    Args:
+        extra_tokens: Whole words added as single tokens (the answers, so each is one token).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(list(SPECIAL_TOKENS))
+    tok.add_tokens(list(extra_tokens))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    fast.padding_side = "right"
+    return fast
+
+
+def build_processor(tiny: Mapping[str, Any], answers: Sequence[str]) -> Any:
+    """Qwen2AudioProcessor: Whisper features over a ``window_seconds`` window + the byte tokenizer."""
+    from transformers import Qwen2AudioProcessor, WhisperFeatureExtractor
+
+    window = float(tiny["window_seconds"])
+    if window != int(window) or window < 1:
+        raise ValueError(f"model.net.tiny.window_seconds must be a whole number of seconds (Whisper's chunk_length), got {window}")
+    fe = WhisperFeatureExtractor(
+        feature_size=int(tiny["num_mel_bins"]), sampling_rate=int(tiny["sample_rate"]), hop_length=int(tiny["hop_length"]),
+        chunk_length=int(window), n_fft=int(tiny["n_fft"]),
+    )
+    return Qwen2AudioProcessor(feature_extractor=fe, tokenizer=build_tokenizer(answers))
+
+
+def tiny_config(tiny: Mapping[str, Any], tokenizer: Any) -> Any:
+    """A Qwen2AudioConfig of the sizes in ``tiny`` (conf/model/audio_*.yaml, ``net.tiny``)."""
+    from transformers import Qwen2AudioConfig
+
+    frames = int(round(float(tiny["window_seconds"]) * int(tiny["sample_rate"]) / int(tiny["hop_length"])))
+    if frames % 2:
+        raise ValueError(f"model.net.tiny: window_seconds x sample_rate / hop_length = {frames} mel frames; must be even")
+    return Qwen2AudioConfig(
+        audio_config={
+            "num_mel_bins": int(tiny["num_mel_bins"]), "encoder_layers": int(tiny["encoder_layers"]),
+            "encoder_attention_heads": int(tiny["encoder_heads"]), "encoder_ffn_dim": int(tiny["encoder_ffn_dim"]),
+            "d_model": int(tiny["encoder_dim"]), "max_source_positions": frames // 2,  # the encoder needs 2 x this
+        },
+        text_config={
+            "model_type": "qwen2", "vocab_size": len(tokenizer), "hidden_size": int(tiny["hidden_size"]),
+            "intermediate_size": int(tiny["intermediate_size"]), "num_hidden_layers": int(tiny["num_layers"]),
+            "num_attention_heads": int(tiny["num_heads"]), "num_key_value_heads": int(tiny["num_kv_heads"]),
+            "max_position_embeddings": int(tiny["max_positions"]), "tie_word_embeddings": False,
+        },
+        audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
+    )
+
+
+def pretext_targets(features: np.ndarray, n_bands: int) -> tuple[np.ndarray, np.ndarray]:
+    """Label-free pretext answers from log-mel features (B, n_mels, T).
+
+    Returns:
+        (loudest band in 0..n_bands-1 by mean log-mel over time, louder half: 0 first / 1 second).
+    """
+    features = np.asarray(features, dtype=np.float64)
+    bands = np.array_split(np.arange(features.shape[1]), n_bands)
+    band_energy = np.stack([features[:, b, :].mean(axis=(1, 2)) for b in bands], axis=1)
+    half = features.shape[2] // 2
+    louder_second = features[:, :, half:].mean(axis=(1, 2)) > features[:, :, :half].mean(axis=(1, 2))
+    return band_energy.argmax(axis=1), louder_second.astype(np.int64)
+
+
+def encode_prompts(processor: Any, audio: Sequence[np.ndarray], prompt: str, sample_rate: int) -> dict[str, torch.Tensor]:
+    """Processor inputs (input_ids, attention_mask, input_features, feature_attention_mask) of one prompt per clip.
+
+    The prompt must contain one ``<|AUDIO|>``; the processor expands it to the clip's number of audio tokens.
+    """
+    if prompt.count("<|AUDIO|>") != 1:
+        raise ValueError(f"model.net.prompt must contain exactly one <|AUDIO|>, got {prompt!r}")
+    out = processor(text=[prompt] * len(audio), audio=[np.asarray(a, dtype=np.float32) for a in audio],
+                    sampling_rate=sample_rate, return_tensors="pt", padding=True)
+    return {k: out[k] for k in ("input_ids", "attention_mask", "input_features", "feature_attention_mask")}
+
+
+def last_token_logits(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """LM logits (B, V) at each sequence's last attended position (right padding)."""
+    out = model(**inputs)
+    last = inputs["attention_mask"].long().sum(dim=1) - 1
+    return out.logits[torch.arange(out.logits.shape[0], device=out.logits.device), last]
+
+
+def pretrain_tiny(model: nn.Module, processor: Any, audio: np.ndarray, pretext: Mapping[str, Any], sample_rate: int,
+                  progress: bool = True) -> list[float]:
+    """Train every weight of the tiny model on the pretext questions (cross-entropy on the answer token).
+
+    Two questions, alternating per batch: which of ``n_bands`` mel bands is loudest (answer: a digit),
+    and which half of the clip is louder (0 or 1). No SPEECH/NONSPEECH label is used.
+
+    Returns:
+        The loss of every step.
+    """
+    n_bands = int(pretext["n_bands"])
+    if not 2 <= n_bands <= 10:
+        raise ValueError(f"model.net.pretext.n_bands must lie in 2..10 (one digit token each), got {n_bands}")
+    tokenizer = processor.tokenizer
+    digit_ids = [tokenizer.convert_tokens_to_ids(str(k)) for k in range(10)]
+    prompts = (pretext["band_prompt"], pretext["half_prompt"])
+    # the features of every clip once; each question's token ids are the same for every clip of the window
+    encoded = [encode_prompts(processor, audio, p, sample_rate) for p in prompts]
+    band, half = pretext_targets(encoded[0]["input_features"].numpy(), n_bands)
+    answers = [torch.as_tensor(band), torch.as_tensor(half)]
+    gen = torch.Generator().manual_seed(int(pretext["seed"]))
+    opt = torch.optim.AdamW(model.parameters(), lr=float(pretext["lr"]), weight_decay=0.0)
+    steps, batch = int(pretext["steps"]), int(pretext["batch_size"])
+    losses = []
+    model.train()
+    for step in tqdm(range(steps), desc="pretrain tiny Qwen2-Audio (pretext)", unit="step", disable=not progress):
+        q = step % 2
+        idx = torch.randint(0, len(audio), (batch,), generator=gen)
+        inputs = {k: v[idx] for k, v in encoded[q].items()}
+        logits = last_token_logits(model, inputs)
+        target = torch.as_tensor(digit_ids, dtype=torch.long)[answers[q][idx]]
+        loss = nn.functional.cross_entropy(logits, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+def tiny_base_key(tiny: Mapping[str, Any], pretext: Mapping[str, Any], answers: Sequence[str], data_key: str) -> str:
+    """Cache key of a pretrained tiny base: its sizes, pretext settings, answers and training clips."""
+    blob = json.dumps({"v": TINY_VERSION, "tiny": dict(tiny), "pretext": dict(pretext), "answers": list(answers),
+                       "data": data_key}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def ensure_tiny_base(cache_dir: str | Path, tiny: Mapping[str, Any], pretext: Mapping[str, Any], answers: Sequence[str],
+                     train_audio: Callable[[], tuple[np.ndarray, str]], progress: bool = True) -> Path:
+    """Build, pretrain and ``save_pretrained`` the tiny base once; return its directory.
+
+    Args:
+        cache_dir: Root of the cache (``${paths.data_dir}``); the base goes to ``qwen2_audio_tiny_<key>``.
+        tiny: Model sizes and the feature window.
+        pretext: Pretext settings (steps, batch_size, lr, seed, n_bands, prompts).
+        answers: The answer words, added to the tokenizer as single tokens.
+        train_audio: Returns (training clips (N, samples), a key naming them); only training clips may
+            be used, so the base never sees a dev or test clip.
+    """
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    audio, data_key = train_audio()
+    plain = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in dict(tiny).items()}
+    final = Path(cache_dir) / f"qwen2_audio_tiny_{tiny_base_key(plain, dict(pretext), answers, data_key)}"
+    if (final / "COMPLETE").exists():
+        return final
+    torch.manual_seed(int(pretext["seed"]))
+    processor = build_processor(plain, answers)
+    model = Qwen2AudioForConditionalGeneration(tiny_config(plain, processor.tokenizer))
+    losses = pretrain_tiny(model, processor, np.asarray(audio), pretext, int(plain["sample_rate"]), progress)
+    tmp = final.with_name(final.name + f".tmp{np.random.default_rng().integers(1 << 30)}")
+    try:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        n = max(1, len(losses) // 10)
+        (tmp / "pretext.json").write_text(json.dumps({"first_loss": float(np.mean(losses[:n])),
+                                                      "last_loss": float(np.mean(losses[-n:])), "steps": len(losses),
+                                                      "n_clips": len(audio), "data": data_key}, indent=1))
+        (tmp / "COMPLETE").write_text("tiny Qwen2-Audio base\n")
+        try:
+            tmp.rename(final)
+        except OSError:
+            if not (final / "COMPLETE").exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def load_base(path: str | Path, dtype: str = "auto") -> tuple[nn.Module, Any]:
+    """Qwen2AudioForConditionalGeneration and its processor from a local directory (no download).
+
+    Args:
+        path: A directory written by ``save_pretrained`` (the real Qwen2-Audio-7B, or the tiny base).
+        dtype: ``auto`` = bfloat16 on a GPU, float32 on CPU; or ``float32``/``bfloat16``/``float16``.
+    """
+    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"model.net.base_path: {path} has no config.json; expected a save_pretrained directory")
+    if dtype == "auto":
+        dtype = "bfloat16" if torch.cuda.is_available() else "float32"
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(path, dtype=getattr(torch, dtype), local_files_only=True)
+    processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+    return model, processor
+
+
+def answer_token_ids(tokenizer: Any, answers: Sequence[str], prefix: str = "") -> list[int]:
+    """The first token id of each answer (after prefix); fails if two answers share their first token."""
+    ids = []
+    for a in answers:
+        toks = tokenizer.encode(prefix + a, add_special_tokens=False)
+        if prefix and len(toks) > 1 and tokenizer.encode(prefix, add_special_tokens=False) == toks[:1]:
+            toks = toks[1:]  # a prefix that is its own token (byte-level space): the answer starts after it
+        if not toks:
+            raise ValueError(f"model.net.answers: {a!r} encodes to no token")
+        ids.append(int(toks[0]))
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"model.net.answers {list(answers)} share a first token {ids}; pick answers that differ at once")
+    return ids
+
+
+# --- the net the LightningModule wraps -----------------------------------------------------------------
+
+class Qwen2AudioAnswer(nn.Module):
+    """Qwen2-Audio (+ LoRA adapters) whose output is logit(SPEECH) - logit(NONSPEECH) at the answer position.
+
+    Args:
+        base_path: A local ``save_pretrained`` directory; None = the tiny embedded base (built on demand by
+            the LightningModule, which knows the training clips).
+        answers: ``[negative, positive]`` answer words, index = label (NONSPEECH, SPEECH).
+        answer_prefix: Text between the prompt and the answer (e.g. a space for Qwen's tokenizer).
+        prompt: The question; contains one ``<|AUDIO|>``.
+        lora: ``{targets: attention | attention_mlp, r, alpha, dropout}``; None = no adapter (zero-shot).
+        dtype: See load_base.
+    """
+
+    def __init__(self, base_path: str | Path, answers: Sequence[str], prompt: str, lora: Mapping[str, Any] | None,
+                 answer_prefix: str = "", dtype: str = "auto") -> None:
+        super().__init__()
+        base, processor = load_base(base_path, dtype)
+        self.processor = processor
+        self.prompt = prompt
+        self.answer_ids = answer_token_ids(processor.tokenizer, answers, answer_prefix)
+        for p in base.parameters():
+            p.requires_grad_(False)
+        self.lora_cfg = dict(lora) if lora else None
+        if self.lora_cfg:
+            from peft import LoraConfig, get_peft_model
+
+            config = LoraConfig(
+                r=int(self.lora_cfg["r"]), lora_alpha=int(self.lora_cfg["alpha"]),
+                lora_dropout=float(self.lora_cfg["dropout"]), bias="none",
+                target_modules=lora_target_regex(str(self.lora_cfg["targets"])),
+            )
+            # get_peft_model changes the base in place: the base was loaded fresh for this net
+            self.model = get_peft_model(base, config)
+        else:
+            self.model = base
+
+    def answer_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, input_features: torch.Tensor,
+                      feature_attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, 2) LM logits of the [NONSPEECH, SPEECH] answer tokens at the answer position."""
+        dtype = next(self.model.parameters()).dtype
+        logits = last_token_logits(self.model, {
+            "input_ids": input_ids, "attention_mask": attention_mask,
+            "input_features": input_features.to(dtype), "feature_attention_mask": feature_attention_mask,
+        })
+        return logits[:, self.answer_ids].float()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, input_features: torch.Tensor,
+                feature_attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B,) binary logit: logit(SPEECH) - logit(NONSPEECH)."""
+        pair = self.answer_logits(input_ids, attention_mask, input_features, feature_attention_mask)
+        return pair[:, 1] - pair[:, 0]
+
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        """The trainable (adapter) weights only, by their full names."""
+        return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
+
+    def adapted_modules(self) -> list[str]:
+        """Names of the modules that carry a LoRA adapter."""
+        return sorted({n.rsplit(".lora_A", 1)[0] for n, _ in self.named_parameters() if ".lora_A" in n})
+
+
+def spec_augment(features: torch.Tensor, valid_frames: torch.Tensor, freq_mask: int, time_mask: int,
+                 generators: Sequence[torch.Generator], fill: float | None = None) -> torch.Tensor:
+    """SpecAugment (one frequency and one time mask per clip), each clip from its own generator.
+
+    Args:
+        features: (B, n_mels, T) log-mel features.
+        valid_frames: (B,) number of real (unpadded) frames per clip.
+        freq_mask: Largest frequency-mask width F (width uniform in 0..F).
+        time_mask: Largest time-mask width (uniform in 0..time_mask), inside the valid frames.
+        generators: One torch.Generator per clip (seeded from seed, epoch and sample).
+        fill: Masked value; None = each clip's mean.
+    """
+    out = features.clone()
+    n_mels = features.shape[1]
+    for b, gen in enumerate(generators):
+        value = float(out[b].mean()) if fill is None else fill
+        f = int(torch.randint(0, freq_mask + 1, (1,), generator=gen))
+        f0 = int(torch.randint(0, max(1, n_mels - f + 1), (1,), generator=gen))
+        out[b, f0 : f0 + f, :] = value
+        frames = int(valid_frames[b])
+        t = min(int(torch.randint(0, time_mask + 1, (1,), generator=gen)), frames)
+        t0 = int(torch.randint(0, max(1, frames - t + 1), (1,), generator=gen))
+        out[b, :, t0 : t0 + t] = value
+    return out
+
+
+def count_parameters(module: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in module.parameters())
+
+
+__all__ = [
+    "AUDIO_PROMPT", "Qwen2AudioAnswer", "answer_token_ids", "build_processor", "build_tokenizer", "count_parameters",
+    "encode_prompts", "ensure_tiny_base", "last_token_logits", "load_base", "lora_target_regex", "pretext_targets",
+    "pretrain_tiny", "spec_augment", "tiny_config",
+]
