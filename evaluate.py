@@ -1,16 +1,18 @@
-"""Evaluate runs: predictions from a checkpoint, calibration, paired comparisons, sweep summaries.
+"""Evaluate runs: one task per call, each a config file conf/task/<name>.yaml with a `_target_` function.
 
-    python evaluate.py ckpt_path=<run>/checkpoints/best.ckpt split=test        # task=predict
+    python evaluate.py ckpt_path=<run>/checkpoints/best.ckpt split=test        # task=predict (default)
     python evaluate.py task=calibrate fit=<run>/predictions_val.csv apply=<run>/predictions_test.csv
     python evaluate.py task=compare a=<run A>/predictions_test.csv b=<run B>/predictions_test.csv
     python evaluate.py task=summarize sweep_dir=multirun/<experiment>/<sweep>
-    python evaluate.py task=gates gates.experiment=lens_b1 gates.preprocessing=raw       # shortcut gates, no training
+    python evaluate.py task=gates gates.experiment=lens_b1 gates.preprocessing=raw   # lens shortcut gates
 
-See conf/evaluate.yaml for every option.
+A family adds a task by adding a file under conf/task/ (``# @package _global_``, ``task._target_`` set to
+a function ``fn(cfg) -> dict``, plus the task's own options); nothing here changes.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -20,26 +22,28 @@ from rigor.config import register_resolvers
 
 register_resolvers()
 
-TASKS = ("predict", "calibrate", "compare", "summarize", "gates")
+TASK_DIR = Path(__file__).resolve().parent / "conf" / "task"
+
+
+def available_tasks() -> list[str]:
+    """The task names evaluate.py knows: the files conf/task/*.yaml."""
+    return sorted(p.stem for p in TASK_DIR.glob("*.yaml"))
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Run the task named by ``cfg.task``."""
+    """Run the function named by ``cfg.task._target_`` on the whole config."""
     task = cfg.get("task")
-    if task == "predict":
-        from rigor.predict import run_predict
-
-        return run_predict(cfg)
-    if task == "gates":
-        from rigor.gates_task import run_gates
-
-        return run_gates(cfg)
-    from rigor import evaluation
-
-    runners = {"calibrate": evaluation.run_calibrate, "compare": evaluation.run_compare, "summarize": evaluation.run_summarize}
-    if task not in runners:
-        raise ValueError(f"task={task!r}: expected one of {list(TASKS)}")
-    return runners[task](cfg)
+    target = task.get("_target_") if isinstance(task, DictConfig) else None
+    if not target:
+        raise ValueError(
+            f"evaluate: task={task!r} is not a task config with a _target_; choose task=<name> from "
+            f"{available_tasks()} (files in {TASK_DIR})"
+        )
+    try:
+        fn = hydra.utils.get_method(target)
+    except Exception as err:  # an import error inside the task's module shows up here too
+        raise ValueError(f"evaluate: task._target_={target!r} cannot be loaded ({err}); tasks: {available_tasks()}") from err
+    return fn(cfg)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")

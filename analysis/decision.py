@@ -1,11 +1,9 @@
-"""Seed 004's gates and section-10 decision tree as pure functions.
+"""Seed 004's gates and section-10 decision tree as pure functions, and its summary plugin.
 
-Thresholds (seed 004 sections 6.1-6.4), all overridable through ``thresholds``:
-
-- core LR AUC: PASS < 0.60, WARN 0.60-0.65, FAIL > 0.65; radial LR AUC: PASS < 0.55, FAIL > 0.60;
-- core reliance (AUROC(r=0) - AUROC(r=7)): PASS < 0.03, WARN 0.03-0.05, FAIL > 0.05;
-- θ_E min bin AUROC: PASS > 0.80, FAIL < 0.70; θ_E AUROC spread: PASS < 0.15, FAIL > 0.20;
-- val AUROC > 0.90, test AUROC > 0.88.
+The thresholds (seed 004 sections 6.1-6.4) live once, in conf/thresholds/lens.yaml; every function here
+takes them as an argument (the keys of THRESHOLD_KEYS) and holds no number of its own. The per-run
+verdicts of the lens callbacks and the per-arm checks here both come from analysis.gates.gate_verdict /
+gate_verdict_above, so one thresholds node gives one answer everywhere.
 
 A value exactly on a band edge is WARN (neither "<" nor ">" holds), so the tree's "core_reliance < 0.05"
 is read as "not FAIL" and "> 0.05" as FAIL; that makes the four top branches cover every case but one,
@@ -16,25 +14,27 @@ variants, the remedy aimed at core reliance; its reasons say so.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from analysis.gates import gate_verdict, gate_verdict_above  # noqa: F401  (re-exported)
+from analysis.summary import markdown_table
 
-DEFAULT_THRESHOLDS: dict[str, float] = {
-    "core_pass_below": 0.60,
-    "core_fail_above": 0.65,
-    "radial_pass_below": 0.55,
-    "radial_fail_above": 0.60,
-    "reliance_pass_below": 0.03,
-    "reliance_fail_above": 0.05,
-    "thetae_min_pass_above": 0.80,
-    "thetae_min_fail_below": 0.70,
-    "thetae_spread_pass_below": 0.15,
-    "thetae_spread_fail_above": 0.20,
-    "val_auroc_min": 0.90,
-    "test_auroc_min": 0.88,
-}
+#: Every threshold the lens verdicts need (conf/thresholds/lens.yaml).
+THRESHOLD_KEYS = (
+    "core_pass_below",
+    "core_fail_above",
+    "radial_pass_below",
+    "radial_fail_above",
+    "reliance_pass_below",
+    "reliance_fail_above",
+    "thetae_min_pass_above",
+    "thetae_min_fail_below",
+    "thetae_spread_pass_below",
+    "thetae_spread_fail_above",
+    "val_auroc_min",
+    "test_auroc_min",
+)
 
 LENS_ARMS = ("lens_a1", "lens_b1", "lens_b2", "lens_b3", "lens_b4")
 #: Metric names tried, in order, for the core gate value of an arm.
@@ -53,12 +53,25 @@ def _f(v: float | None) -> str:
     return "missing" if v is None else f"{v:.4f}"
 
 
-def resolve_thresholds(thresholds: Mapping[str, float] | None) -> dict[str, float]:
-    """Defaults updated with `thresholds`; an unknown key is a ValueError (catches typos early)."""
-    unknown = set(thresholds or {}) - set(DEFAULT_THRESHOLDS)
-    if unknown:
-        raise ValueError(f"unknown decision threshold(s) {sorted(unknown)}; expected keys {sorted(DEFAULT_THRESHOLDS)}")
-    return {**DEFAULT_THRESHOLDS, **{k: float(v) for k, v in (thresholds or {}).items()}}
+def resolve_thresholds(thresholds: Mapping[str, Any] | None) -> dict[str, float]:
+    """The lens thresholds as floats, after checking that every key of THRESHOLD_KEYS is there.
+
+    Args:
+        thresholds: The ``thresholds`` node of a lens run (conf/thresholds/lens.yaml); a dict or DictConfig.
+
+    Raises:
+        ValueError: A missing key (names it and the config file).
+    """
+    given = dict(thresholds or {})
+    missing = [k for k in THRESHOLD_KEYS if given.get(k) is None]
+    if missing:
+        raise ValueError(
+            f"lens thresholds: missing {missing}; they live in conf/thresholds/lens.yaml (select it with "
+            f"`- /thresholds: lens` in the experiment's defaults)"
+        )
+    # Other keys are left alone: a family's thresholds node may hold more than the tree reads, and a
+    # misspelt key on the command line is already refused by Hydra (the node is in struct mode).
+    return {k: float(given[k]) for k in THRESHOLD_KEYS}
 
 
 def arm_checks(arm: Mapping[str, Any], th: Mapping[str, float]) -> dict[str, dict[str, Any]]:
@@ -107,14 +120,14 @@ def _describe(name: str, checks: Mapping[str, Mapping[str, Any]], keys: tuple[st
     return f"{name}: " + ", ".join(parts)
 
 
-def lens_decision(arms: Mapping[str, Mapping[str, Any]], thresholds: Mapping[str, float] | None = None) -> dict[str, Any]:
+def lens_decision(arms: Mapping[str, Mapping[str, Any]], thresholds: Mapping[str, float]) -> dict[str, Any]:
     """Seed 004's section-10 decision tree on per-arm mean metrics.
 
     Args:
         arms: Experiment name (lens_a1, lens_b1, lens_b2, lens_b3, lens_b4) -> mean metrics
             (final_core_lr_auc, core_reliance, test_thetae_min_auroc, test_thetae_spread,
             best_val_auroc, test_auroc, ...).
-        thresholds: Overrides of DEFAULT_THRESHOLDS.
+        thresholds: Every key of THRESHOLD_KEYS (the run config's ``thresholds`` node).
 
     Returns:
         ``verdict``: "SUCCESS", "ACCEPTABLE", "STOP_SHORTCUT", "INCOMPLETE" (B1 or one of its metrics is
@@ -222,3 +235,56 @@ def lens_decision(arms: Mapping[str, Mapping[str, Any]], thresholds: Mapping[str
         "(B3 fails another criterion; B2/B4 fail one or lack a better θ_E spread): the seed's tree is silent here"
     )
     return done("TEST_MASKING_VARIANTS", "NO_WINNER")
+
+
+def _arm_means(info: Mapping[str, Any]) -> dict[str, Any]:
+    """An arm's agreed string metrics and the mean of every numeric one (the tree's inputs)."""
+    means = {k: s["mean"] for k, s in (info.get("metrics") or {}).items()}
+    return {**(info.get("strings") or {}), **means}
+
+
+def lens_summary(
+    arms: Mapping[str, Mapping[str, Any]],
+    jobs: Sequence[Mapping[str, Any]],
+    thresholds: Mapping[str, Any],
+) -> dict[str, Any] | None:
+    """Summary plugin (``evaluate.py task=summarize``): seed 004's decision tree on the arm means.
+
+    Declared in the lens experiments under ``summary.lens_decision`` with ``thresholds: ${thresholds}``,
+    so the tree reads the same thresholds as the run's callbacks.
+
+    Args:
+        arms: Arm name -> ``{experiment, n_completed, metrics: {name: {mean, ...}}, strings, ...}``.
+        jobs: The job records (unused: the tree works on arm means).
+        thresholds: Every key of THRESHOLD_KEYS.
+
+    Returns:
+        None when no arm is one of the seed's experiments (LENS_ARMS) with completed runs; else
+        ``{"title", "markdown", "result"}`` where result is lens_decision's dict, or ``{"note": ...}``
+        when an experiment maps to several arms (the tree needs one arm per experiment).
+    """
+    th = resolve_thresholds(thresholds)
+    lens: dict[str, list[str]] = {}
+    for arm, info in arms.items():
+        exp = info.get("experiment")
+        if isinstance(exp, str) and exp in LENS_ARMS and info.get("n_completed"):
+            lens.setdefault(exp, []).append(arm)
+    if not lens:
+        return None
+    title = "Lens decision (seed 004, section 10)"
+    ambiguous = {e: a for e, a in lens.items() if len(a) > 1}
+    if ambiguous:
+        note = f"lens decision skipped: experiments with several arms {ambiguous}; summarize one arm each"
+        return {"title": title, "markdown": note, "result": {"note": note, "verdict": None}}
+    means = {exp: _arm_means(arms[arm]) for exp, (arm,) in lens.items()}
+    decision = lens_decision(means, th)
+    md = [f"**Verdict: {decision['verdict']}**", ""]
+    if decision["missing"]:
+        md += [f"Missing: {decision['missing']}", ""]
+    md += [f"- {r}" for r in decision["reasons"]]
+    criteria = list(next(iter(decision["checks"].values())))
+    rows = [[name] + [f"{_f(c[k]['value'])} {c[k]['verdict']}" for k in criteria]
+            for name, c in decision["checks"].items()]
+    md += ["", "Per-arm checks (seed means; thresholds from the runs' `thresholds` node):", "",
+           markdown_table(["arm", *criteria], rows)]
+    return {"title": title, "markdown": "\n".join(md), "result": decision}

@@ -1,4 +1,11 @@
-"""Shortcut gates every few epochs (seed 004 sections 5.2 and 6.1): core and radial-profile LR AUROCs."""
+"""Shortcut gates (seed 004 sections 5.2 and 6.1): core and radial-profile LR AUROCs.
+
+``ShortcutGates`` runs them every few epochs while training; ``run_gates`` is the lens family's
+evaluate task (conf/task/gates.yaml), the same gates on an experiment's data without training:
+
+    python evaluate.py task=gates gates.experiment=lens_b1 gates.preprocessing=raw
+    python evaluate.py task=gates gates.experiment=lens_b3 gates.epoch=0   # with B3's epoch-0 training masking
+"""
 
 from __future__ import annotations
 
@@ -7,8 +14,11 @@ from typing import Any
 
 import lightning as L
 
+from omegaconf import DictConfig
+
 from analysis.gates import gate_verdict, shortcut_gates
 from callbacks.base import RigorCallback
+from rigor.jsonio import write_json
 
 
 class ShortcutGates(RigorCallback):
@@ -26,10 +36,11 @@ class ShortcutGates(RigorCallback):
         core_radius: Pixels strictly inside this radius feed the core gate.
         radial_bins: Annuli of the radial profile (None: out to the stamp edge).
         n_folds: Cross-validation folds.
-        core_pass_below, core_fail_above: Core gate thresholds.
-        radial_pass_below, radial_fail_above: Radial gate thresholds.
         with_training_masking: Apply the epoch's training masking to the gate inputs.
         seed: Seed of the subset and the folds.
+        core_pass_below, core_fail_above: Core gate thresholds (required: ``${thresholds.*}`` in
+            conf/callbacks/lens.yaml, from conf/thresholds/lens.yaml).
+        radial_pass_below, radial_fail_above: Radial gate thresholds (required, likewise).
     """
 
     def __init__(
@@ -39,12 +50,13 @@ class ShortcutGates(RigorCallback):
         core_radius: float = 5.0,
         radial_bins: int | None = None,
         n_folds: int = 5,
-        core_pass_below: float = 0.60,
-        core_fail_above: float = 0.65,
-        radial_pass_below: float = 0.55,
-        radial_fail_above: float = 0.60,
         with_training_masking: bool = True,
         seed: int = 0,
+        *,
+        core_pass_below: float,
+        core_fail_above: float,
+        radial_pass_below: float,
+        radial_fail_above: float,
     ) -> None:
         self.every_n_epochs = every_n_epochs
         self.n_samples = n_samples
@@ -61,9 +73,12 @@ class ShortcutGates(RigorCallback):
     def _gates(self, datamodule: Any, epoch: int, n: int | None) -> dict[str, Any]:
         images, labels, groups = datamodule.model_inputs("val", n=n, epoch=epoch if self.with_training_masking else None, seed=self.seed)
         values = shortcut_gates(images, labels, self.core_radius, self.radial_bins, self.n_folds, self.seed, groups)
-        values["core_gate"] = gate_verdict(values["core_lr_auc"], *self.core_thresholds)
-        values["radial_gate"] = gate_verdict(values["radial_lr_auc"], *self.radial_thresholds)
-        return values
+        return {**values, **self.verdicts(values)}
+
+    def verdicts(self, values: dict[str, Any]) -> dict[str, str]:
+        """``core_gate`` and ``radial_gate`` (PASS/WARN/FAIL) of gate values, with this run's thresholds."""
+        return {"core_gate": gate_verdict(values["core_lr_auc"], *self.core_thresholds),
+                "radial_gate": gate_verdict(values["radial_lr_auc"], *self.radial_thresholds)}
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch
@@ -114,3 +129,56 @@ class ShortcutGates(RigorCallback):
 
     def restore(self, state: dict[str, Any]) -> None:
         self.history = list(state.get("history", []))
+
+
+def run_gates(cfg: DictConfig) -> dict[str, Any]:
+    """evaluate.py task=gates: both gates on an experiment's model inputs, without training.
+
+    The gates depend only on the model inputs (data + preprocessing + masking), not on the model, so a
+    FAIL here means the data carry a shortcut before a single epoch is trained. The experiment's training
+    config is composed (so its ``callbacks.shortcut_gates`` settings and its thresholds apply) and its
+    datamodule is built.
+
+    Args:
+        cfg: conf/evaluate.yaml with conf/task/gates.yaml: ``gates.{experiment, preprocessing, split,
+            n_samples, epoch, overrides}`` and ``out_dir``.
+
+    Returns:
+        The gate values and verdicts; also written to ``<out_dir>/gates_<experiment>_<preprocessing>_<split>.json``.
+    """
+    import hydra
+    from hydra import compose
+
+    experiment = cfg.gates.get("experiment")
+    if not experiment:
+        raise ValueError("evaluate: gates.experiment=<name> (a conf/experiment file) is required for task=gates")
+    overrides = [f"experiment={experiment}"]
+    if cfg.gates.get("preprocessing"):
+        overrides.append(f"data.preprocessing={cfg.gates.preprocessing}")
+    overrides += list(cfg.gates.get("overrides") or [])
+    train_cfg = compose(config_name="train", overrides=overrides)
+    gate_cfg = train_cfg.callbacks.get("shortcut_gates")
+    if gate_cfg is None:
+        raise ValueError(f"experiment={experiment} has no callbacks.shortcut_gates config")
+    datamodule = hydra.utils.instantiate(train_cfg.data)
+    split = cfg.gates.get("split", "val")
+    images, labels, groups = datamodule.model_inputs(split, n=cfg.gates.get("n_samples"), epoch=cfg.gates.get("epoch"), seed=int(gate_cfg.seed))
+    values = shortcut_gates(images, labels, gate_cfg.core_radius, gate_cfg.radial_bins, gate_cfg.n_folds, int(gate_cfg.seed), groups)
+    report: dict[str, Any] = {
+        "experiment": experiment,
+        "mode": train_cfg.data.mode,
+        "preprocessing": train_cfg.data.preprocessing,
+        "split": split,
+        "masking_epoch": cfg.gates.get("epoch"),
+        **values,
+        "core_gate": gate_verdict(values["core_lr_auc"], gate_cfg.core_pass_below, gate_cfg.core_fail_above),
+        "radial_gate": gate_verdict(values["radial_lr_auc"], gate_cfg.radial_pass_below, gate_cfg.radial_fail_above),
+    }
+    out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else Path("outputs") / "gates"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"gates_{experiment}_{report['preprocessing']}_{split}.json"
+    write_json(path, report)
+    for key, value in report.items():
+        print(f"{key:>16}: {value}")
+    print(f"gates: {path}")
+    return report

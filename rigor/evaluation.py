@@ -1,9 +1,9 @@
 """File-based evaluate tasks: calibrate, compare and summarize.
 
-Each task is a plain function of an omegaconf DictConfig (conf/evaluate.yaml) that reads only files
-(predictions CSVs, a sweep directory), writes its report next to its input (or into ``out_dir``), prints
-a table and returns the numbers as a dict. evaluate.py dispatches to them by ``cfg.task``; the
-checkpoint-based ``predict`` task lives there.
+Each task is a plain function of an omegaconf DictConfig (conf/evaluate.yaml plus its own
+conf/task/<name>.yaml) that reads only files (predictions CSVs and their .json sidecars, a sweep
+directory), writes its report next to its input (or into ``out_dir``), prints a table and returns the
+numbers as a dict. evaluate.py calls the one named by ``task._target_``.
 
 The numbers come from analysis/ (pure functions); this module only reads, checks, aligns and writes.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ from analysis.calibration import (
     probabilities_from_logits,
     reliability_bins,
 )
-from analysis.decision import LENS_ARMS, lens_decision
 from analysis.plots import metric_bars, reliability_diagram
 from analysis.predictions import Predictions, read_predictions
 from analysis.significance import (
@@ -50,10 +49,16 @@ def _get(cfg: DictConfig | Mapping[str, Any], key: str, default: Any = None) -> 
     return default if value is None else value
 
 
+def _task_name(cfg: DictConfig) -> str:
+    task = cfg.get("task")
+    target = task.get("_target_") if isinstance(task, Mapping) else task
+    return str(target).rsplit(".", 1)[-1].removeprefix("run_")
+
+
 def _required_path(cfg: DictConfig, key: str) -> Path:
     value = cfg.get(key)
     if value in (None, ""):
-        raise ValueError(f"evaluate: config key '{key}' is required for task={cfg.get('task')} (a file path)")
+        raise ValueError(f"evaluate: config key '{key}' is required for task={_task_name(cfg)} (a file path)")
     return Path(str(value))
 
 
@@ -71,20 +76,84 @@ def _safe(name: str) -> str:
 # --------------------------------------------------------------------------------------------------
 # calibrate
 
+#: MC-Dropout triage options of task=calibrate -> their names in a family's thresholds node.
+MC_TRIAGE_KEYS = {"review_std": "mc_review_std", "auto_conf": "mc_auto_conf", "auto_std": "mc_auto_std"}
+
+
+def read_sidecar(path: Path) -> dict[str, Any] | None:
+    """The JSON written beside a predictions CSV (``predictions_<split>.json``), or None when absent.
+
+    Raises:
+        ValueError: The file exists but is not a JSON object (names the file).
+    """
+    side = Path(path).with_suffix(".json")
+    if not side.is_file():
+        return None
+    data, err = _read_json(side)
+    if err or not isinstance(data, dict):
+        raise ValueError(f"{side}: expected a JSON object beside {Path(path).name} (kind, split, thresholds, ...); {err or type(data).__name__}")
+    return data
+
+
+def evidence_of_test_split(pred: Predictions, sidecar: Mapping[str, Any] | None) -> list[str]:
+    """Why a predictions file counts as test data: its name, its ``split`` column, its JSON sidecar.
+
+    The content decides, not only the name: a renamed ``predictions_test.csv`` still has split=test in
+    its rows and in its sidecar.
+    """
+    evidence = []
+    if (pred.name_split or "").lower() == "test":
+        evidence.append(f"file name {pred.path.name!r}")
+    if "test" in {str(v).lower() for v in pred.column_splits}:
+        evidence.append(f"'split' column {sorted(pred.column_splits)}")
+    if sidecar is not None and str(sidecar.get("split", "")).lower() == "test":
+        evidence.append(f"{pred.path.with_suffix('.json').name}: split='test'")
+    return evidence
+
+
+def triage_thresholds(cfg: DictConfig, sidecar: Mapping[str, Any] | None, path: Path) -> tuple[dict[str, float] | None, str | None]:
+    """MC-Dropout triage thresholds: the command line's ``mc_dropout.*``, else the run's thresholds.
+
+    Each of review_std, auto_conf, auto_std is taken from ``mc_dropout.<key>`` when given, else from the
+    sidecar's ``thresholds.mc_<key>`` (the run config's thresholds node, which predict records).
+
+    Returns:
+        (thresholds, None), or (None, a note naming the keys to give) when some are in neither place.
+    """
+    given = _get(cfg, "mc_dropout", {}) or {}
+    recorded = (sidecar or {}).get("thresholds") or {}
+    found, missing = {}, []
+    for key, name in MC_TRIAGE_KEYS.items():
+        value = given.get(key) if isinstance(given, Mapping) else None
+        value = recorded.get(name) if value is None and isinstance(recorded, Mapping) else value
+        if value is None:
+            missing.append(key)
+        else:
+            found[key] = float(value)
+    if missing:
+        return None, (
+            f"MC-Dropout triage skipped: {path} has mc_prob/mc_std but no threshold for {missing} (neither "
+            f"mc_dropout.<key> on the command line nor thresholds.{{{', '.join(MC_TRIAGE_KEYS[k] for k in missing)}}} "
+            f"in {path.with_suffix('.json').name}); give e.g. "
+            + " ".join(f"mc_dropout.{k}=<value>" for k in missing)
+        )
+    return found, None
+
 
 def run_calibrate(cfg: DictConfig) -> dict[str, Any]:
     """Fit a temperature on ``cfg.fit`` and report calibration before/after on ``cfg.apply``.
 
-    Refuses to fit on a test-split file (named predictions_test.csv, or with a ``split`` column saying
-    test) unless ``cfg.force``: a temperature tuned on the test set makes its calibration numbers
-    optimistic (seed 003 saw exactly that).
+    Refuses to fit on test data unless ``cfg.force``: the file's name (predictions_test.csv), its
+    ``split`` column or its JSON sidecar (``split``) saying test each count, so a renamed test file is
+    still refused. A temperature tuned on the test set makes its calibration numbers optimistic (seed
+    003 saw exactly that).
 
     Writes ``<apply stem>_calibration.json`` and ``<apply stem>_reliability.png`` next to the applied
     file, or into ``cfg.out_dir``.
 
     Args:
         cfg: Needs ``fit`` and ``apply`` (predictions CSVs); uses ``force``, ``n_bins``, ``out_dir`` and
-            ``mc_dropout.{review_std, auto_conf, auto_std}``.
+            ``mc_dropout.{review_std, auto_conf, auto_std}`` (null: the applied run's recorded thresholds).
 
     Returns:
         ``temperature``, ``before`` and ``after`` metrics on the applied file (ece, adaptive_ece, brier,
@@ -95,10 +164,11 @@ def run_calibrate(cfg: DictConfig) -> dict[str, Any]:
     force = bool(_get(cfg, "force", False))
     n_bins = int(_get(cfg, "n_bins", 15))
     fit = read_predictions(fit_path)
-    if fit.is_test_split and not force:
+    evidence = evidence_of_test_split(fit, read_sidecar(fit.path))
+    if evidence and not force:
         raise ValueError(
-            f"{fit.path}: refusing to fit a temperature on the test split (split from name: {fit.name_split!r}, "
-            f"split column: {list(fit.column_splits)}); fit on validation/dev predictions, or set force=true"
+            f"{fit.path}: refusing to fit a temperature on the test split ({'; '.join(evidence)}); fit on "
+            "validation/dev predictions, or set force=true"
         )
     target = read_predictions(apply_path)
     if fit.is_binary != target.is_binary or fit.n_classes != target.n_classes:
@@ -119,7 +189,8 @@ def run_calibrate(cfg: DictConfig) -> dict[str, Any]:
         "apply_file": str(target.path),
         "fit_splits": sorted(fit.splits),
         "apply_splits": sorted(target.splits),
-        "forced_test_fit": bool(fit.is_test_split and force),
+        "forced_test_fit": bool(evidence and force),
+        "test_split_evidence": evidence,
         "same_file": fit.path.resolve() == target.path.resolve(),
         "n_fit": len(fit),
         "n_apply": len(target),
@@ -135,14 +206,12 @@ def run_calibrate(cfg: DictConfig) -> dict[str, Any]:
         },
     }
     if target.mc_prob is not None:
-        mc = _get(cfg, "mc_dropout", {})
-        result["mc_triage"] = mc_triage(
-            target.mc_prob,
-            target.mc_std,
-            review_std=float(_get(mc, "review_std", 0.35)),
-            auto_conf=float(_get(mc, "auto_conf", 0.90)),
-            auto_std=float(_get(mc, "auto_std", 0.25)),
-        )
+        triage, note = triage_thresholds(cfg, read_sidecar(target.path), target.path)
+        if triage is not None:
+            result["mc_triage"] = mc_triage(target.mc_prob, target.mc_std, **triage)
+            result["mc_triage_thresholds"] = triage
+        else:
+            result["mc_triage_note"] = note
         result["mc_mean_std"] = float(np.mean(target.mc_std))
 
     out = _out_dir(cfg, target.path.parent)
@@ -159,6 +228,8 @@ def run_calibrate(cfg: DictConfig) -> dict[str, Any]:
     if result["forced_test_fit"]:
         print("WARNING: temperature was fitted on a test split (force=true); the 'after' numbers are optimistic")
     print(markdown_table(["metric", "before (T=1)", f"after (T={temperature:.3f})", "change"], rows))
+    if "mc_triage_note" in result:
+        print(result["mc_triage_note"])
     if "mc_triage" in result:
         t = result["mc_triage"]
         print(markdown_table(["triage", "count", "fraction"],
@@ -334,7 +405,8 @@ def collect_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
         One record per job: ``job_dir``, ``overrides``, ``metrics`` (the parsed metrics.json or None),
         ``status`` ("completed" when metrics.json exists and its status, if given, is "completed";
         otherwise its status, "failed" when failure.json exists, else "unfinished"), ``experiment``,
-        ``failure`` (failure.json content or None) and ``error`` (a problem reading the job).
+        ``failure`` (failure.json content or None), ``error`` (a problem reading the job) and ``config``
+        (``.hydra/config.yaml`` as an unresolved DictConfig, or None).
     """
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
@@ -365,11 +437,26 @@ def collect_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
             status = str(metrics.get("status", "completed"))
         else:
             status = "failed" if failure is not None or error else "unfinished"
+        config, err = _read_config(job)
+        error = error or err
         records.append({
             "job_dir": str(job), "overrides": overrides, "metrics": metrics, "status": status,
             "experiment": _experiment_of(job, overrides, metrics), "failure": failure, "error": error,
+            "config": config,
         })
     return records
+
+
+def _read_config(job: Path) -> tuple[DictConfig | None, str | None]:
+    """The job's saved config (``.hydra/config.yaml``), unresolved, or None when there is none."""
+    path = job / ".hydra" / "config.yaml"
+    if not path.is_file():
+        return None, None
+    try:
+        config = OmegaConf.load(path)
+    except Exception as err:  # a broken YAML file: report it with the job, do not stop the summary
+        return None, f"unreadable .hydra/config.yaml: {err}"
+    return (config, None) if isinstance(config, DictConfig) else (None, ".hydra/config.yaml is not a mapping")
 
 
 def _consensus_strings(records: list[Mapping[str, Any]]) -> dict[str, str]:
@@ -397,23 +484,81 @@ def _failure_text(rec: Mapping[str, Any], limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def summary_plugins(jobs: list[Mapping[str, Any]]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Every distinct ``summary`` entry of the completed jobs' saved configs, resolved.
+
+    Only the ``summary`` node is resolved (its ``thresholds: ${thresholds}`` against the job's own
+    config); the rest of a saved config may hold ``${hydra:...}`` interpolations that cannot resolve
+    outside its run. An entry set to null is switched off.
+
+    Returns:
+        (section name -> ``{"config": resolved entry, "job_dirs": [...]}``, notes). Two jobs giving the
+        same name different settings (e.g. thresholds overridden in one arm) yield two sections,
+        ``<name>`` and ``<name>#2``, and a note that says so.
+    """
+    sections: dict[str, dict[str, Any]] = {}
+    keys: dict[str, str] = {}  # canonical JSON of an entry -> its section name
+    notes: list[str] = []
+    for job in jobs:
+        config = job.get("config")
+        if job.get("status") != "completed" or not isinstance(config, DictConfig) or config.get("summary") is None:
+            continue
+        for name in config.summary:
+            node = config.summary[name]
+            if node is None:
+                continue
+            try:
+                entry = OmegaConf.to_container(node, resolve=True)
+            except Exception as err:
+                raise ValueError(f"{job['job_dir']}/.hydra/config.yaml: summary.{name} does not resolve: {err}") from err
+            if not isinstance(entry, dict) or "_target_" not in entry:
+                raise ValueError(f"{job['job_dir']}/.hydra/config.yaml: summary.{name} needs a _target_, got {entry!r}")
+            key = json.dumps([str(name), to_jsonable(entry)], sort_keys=True)
+            if key not in keys:
+                section = str(name)
+                k = 2
+                while section in sections:
+                    section = f"{name}#{k}"
+                    k += 1
+                if section != name:
+                    notes.append(f"summary.{name}: jobs disagree on its settings; section {section} uses those of {job['job_dir']}")
+                keys[key] = section
+                sections[section] = {"config": entry, "job_dirs": []}
+            sections[keys[key]]["job_dirs"].append(job["job_dir"])
+    return sections, notes
+
+
+def call_summary_plugin(name: str, entry: Mapping[str, Any], arms: Mapping[str, Any], jobs: list[Mapping[str, Any]]) -> Any:
+    """Instantiate one ``summary`` entry (always as a partial) and call it as ``fn(arms=..., jobs=...)``."""
+    import hydra
+
+    fn = hydra.utils.instantiate({**entry, "_partial_": True}, _convert_="all")
+    result = fn(arms=arms, jobs=jobs)
+    if result is not None and not (isinstance(result, Mapping) and {"title", "markdown"} <= set(result)):
+        raise ValueError(f"summary.{name} ({entry['_target_']}) returned {type(result).__name__}; expected None or "
+                         "{'title': str, 'markdown': str, 'result': dict}")
+    return result
+
+
 def run_summarize(cfg: DictConfig) -> dict[str, Any]:
     """Summarize a Hydra sweep (or a directory of sweeps): per arm and metric, n, mean, std, t CI.
 
     Arms are the overrides minus ``seed=...`` (plus the experiment name). Std is the sample std
     (ddof=1); the CI is mean +- t_{1-alpha/2, n-1} * std / sqrt(n). Jobs without a completed
-    metrics.json are listed as failed/unfinished with their failure.json, never dropped. When lens
-    experiments (lens_a1, lens_b1, ...) are present, seed 004's decision tree is applied to the arm means.
+    metrics.json are listed as failed/unfinished with their failure.json, never dropped. Then every
+    distinct ``summary`` entry of the completed jobs' saved configs (a family's plugin, e.g. a decision
+    tree) is called once as ``fn(arms=..., jobs=...)`` and its section added.
 
     Writes ``summary.md``, ``summary.csv``, ``summary.json`` and ``summary.png`` into the sweep directory
     (or ``cfg.out_dir``).
 
     Args:
-        cfg: Needs ``sweep_dir``; uses ``alpha``, ``out_dir`` and ``decision_thresholds``.
+        cfg: Needs ``sweep_dir``; uses ``alpha`` and ``out_dir``.
 
     Returns:
-        ``arms`` (arm -> experiment, n_completed, n_failed, metrics summaries), ``failed`` (records),
-        ``decision`` (or None), ``table`` (rows of summary.csv) and the paths written.
+        ``arms`` (arm -> experiment, n_completed, n_failed, seeds, job_dirs, metrics summaries, strings),
+        ``failed`` (records), ``table`` (rows of summary.csv), the paths written, ``summary_notes``, and
+        each plugin's result under its name (None when it had nothing to say).
     """
     sweep_dir = _required_path(cfg, "sweep_dir")
     alpha = float(_get(cfg, "alpha", 0.05))
@@ -442,30 +587,17 @@ def run_summarize(cfg: DictConfig) -> dict[str, Any]:
             "experiment": experiments[0] if len(experiments) == 1 else (experiments or None),
             "n_completed": len(done), "n_failed": len(bad),
             "seeds": [r["metrics"].get("seed") for r in done],
+            "job_dirs": [r["job_dir"] for r in recs],
             "metrics": summaries, "strings": _consensus_strings(done),
         }
         for k, s in summaries.items():
             table.append({"arm": arm, "experiment": arm_info[arm]["experiment"], "metric": k, **s})
 
-    # Lens decision tree, when each lens experiment present maps to exactly one arm with results.
-    decision = None
-    decision_note = None
-    lens: dict[str, list[str]] = {}
-    for arm, info in arm_info.items():
-        if isinstance(info["experiment"], str) and info["experiment"] in LENS_ARMS and info["n_completed"]:
-            lens.setdefault(info["experiment"], []).append(arm)
-    if lens:
-        ambiguous = {e: a for e, a in lens.items() if len(a) > 1}
-        if ambiguous:
-            decision_note = f"lens decision skipped: experiments with several arms {ambiguous}; summarize one arm each"
-        else:
-            means = {}
-            for exp, (arm,) in lens.items():
-                means[exp] = {**arm_info[arm]["strings"], **{k: s["mean"] for k, s in arm_info[arm]["metrics"].items()}}
-            thresholds = _get(cfg, "decision_thresholds", {})
-            if isinstance(thresholds, DictConfig):
-                thresholds = OmegaConf.to_container(thresholds, resolve=True)
-            decision = lens_decision(means, thresholds)
+    # Family sections: every distinct `summary` entry of the jobs' saved configs, called once each.
+    plugins, plugin_notes = summary_plugins(records)
+    sections: dict[str, Any] = {}
+    for name, plugin in plugins.items():
+        sections[name] = call_summary_plugin(name, plugin["config"], arm_info, records)
 
     out = _out_dir(cfg, sweep_dir)
     md = [f"# Sweep summary: `{sweep_dir}`", "",
@@ -491,17 +623,12 @@ def run_summarize(cfg: DictConfig) -> dict[str, Any]:
         md.append(markdown_table(["job_dir", "arm", "status", "failure"],
                                  [[r["job_dir"], r["arm"], r["status"], _failure_text(r)] for r in failed]))
         md.append("")
-    if decision is not None or decision_note:
-        md += ["## Lens decision (seed 004, section 10)", ""]
-        if decision is not None:
-            md.append(f"**Verdict: {decision['verdict']}**")
-            if decision["missing"]:
-                md.append(f"Missing: {decision['missing']}")
-            md.append("")
-            md += [f"- {r}" for r in decision["reasons"]]
-        else:
-            md.append(decision_note)
-        md.append("")
+    for name, section in sections.items():
+        if section is not None:
+            md += [f"## {section['title']}", "", f"(summary.{name}: {plugins[name]['config']['_target_']})", "",
+                   section["markdown"], ""]
+    if plugin_notes:
+        md += ["## Notes", ""] + [f"- {n}" for n in plugin_notes] + [""]
     md_text = "\n".join(md)
 
     paths = {"md": str(out / "summary.md"), "csv": str(out / "summary.csv"), "json": str(out / "summary.json")}
@@ -513,17 +640,13 @@ def run_summarize(cfg: DictConfig) -> dict[str, Any]:
     failed_out = [{k: r[k] for k in ("job_dir", "arm", "status", "overrides", "failure", "error")} for r in failed]
     result: dict[str, Any] = {
         "sweep_dir": str(sweep_dir), "n_jobs": len(records), "confidence": confidence,
-        "arms": arm_info, "failed": failed_out, "decision": decision, "decision_note": decision_note,
-        "table": table, "paths": paths,
+        "arms": arm_info, "failed": failed_out, "table": table, "paths": paths,
+        "summary_notes": plugin_notes,
     }
+    for name, section in sections.items():
+        if name in result:
+            raise ValueError(f"summary.{name}: the name is taken by summary.json's own {name!r}; rename the entry")
+        result[name] = None if section is None else section.get("result")
     write_json(out / "summary.json", result)
     print(md_text)
     return result
-
-
-#: Tasks of evaluate.py that work on files only (``predict`` needs a checkpoint and lives there).
-TASKS: dict[str, Callable[[DictConfig], dict[str, Any]]] = {
-    "calibrate": run_calibrate,
-    "compare": run_compare,
-    "summarize": run_summarize,
-}

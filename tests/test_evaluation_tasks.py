@@ -1,4 +1,4 @@
-"""The file-based evaluate tasks (calibrate, compare, summarize) on small synthetic files."""
+"""The file-based evaluate tasks (calibrate, compare, summarize) on small synthetic files; task configs."""
 
 from __future__ import annotations
 
@@ -12,17 +12,18 @@ from omegaconf import OmegaConf
 from scipy import stats
 
 from analysis.predictions import read_predictions
-from rigor.evaluation import TASKS, run_calibrate, run_compare, run_summarize
+from rigor.evaluation import run_calibrate, run_compare, run_summarize
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
 
 
-def make_cfg(**overrides):
-    """conf/evaluate.yaml without its hydra block (the ${now:} resolver only exists inside Hydra)."""
+def make_cfg(task: str, **overrides):
+    """conf/evaluate.yaml + conf/task/<task>.yaml, as Hydra composes them, without the hydra block."""
     base = OmegaConf.load(CONF / "evaluate.yaml")
     base.pop("hydra")
     base.pop("defaults", None)
-    return OmegaConf.merge(base, OmegaConf.create(overrides))
+    return OmegaConf.merge(base, OmegaConf.load(CONF / "task" / f"{task}.yaml"), OmegaConf.create(overrides))
 
 
 def write_binary(path: Path, n: int = 400, seed: int = 0, scale: float = 3.0, ids=None, mc: bool = False, **extra):
@@ -92,10 +93,20 @@ def test_read_predictions_multiclass_gap_in_logit_columns(tmp_path):
 
 # --- calibrate -------------------------------------------------------------------------------------
 
+def _triage_by_hand(frame: pd.DataFrame, review: float, conf: float, std: float) -> dict[str, int]:
+    top = np.maximum(frame["mc_prob"], 1 - frame["mc_prob"])
+    is_review = frame["mc_std"] > review
+    auto = ~is_review & (top > conf) & (frame["mc_std"] < std)
+    return {"review": int(is_review.sum()), "auto_approve": int(auto.sum()), "spot_check": int((~is_review & ~auto).sum())}
+
+
 def test_calibrate_fits_on_val_applies_to_test(tmp_path, capsys):
     write_binary(tmp_path / "predictions_val.csv", n=2000, seed=1)
-    write_binary(tmp_path / "predictions_test.csv", n=1000, seed=2, mc=True)
-    cfg = make_cfg(task="calibrate", fit=str(tmp_path / "predictions_val.csv"), apply=str(tmp_path / "predictions_test.csv"))
+    test = write_binary(tmp_path / "predictions_test.csv", n=1000, seed=2, mc=True)
+    # the run's thresholds, recorded by predict in the sidecar
+    (tmp_path / "predictions_test.json").write_text(json.dumps(
+        {"kind": "binary", "split": "test", "thresholds": {"mc_review_std": 0.35, "mc_auto_conf": 0.9, "mc_auto_std": 0.25}}))
+    cfg = make_cfg("calibrate", fit=str(tmp_path / "predictions_val.csv"), apply=str(tmp_path / "predictions_test.csv"))
     res = run_calibrate(cfg)
     assert res["temperature"] == pytest.approx(3.0, rel=0.15)  # the logits were scaled by 3
     assert res["after"]["ece"] < res["before"]["ece"]
@@ -103,34 +114,72 @@ def test_calibrate_fits_on_val_applies_to_test(tmp_path, capsys):
     assert res["after"]["accuracy"] == res["before"]["accuracy"]  # T > 0 never changes the argmax
     assert sum(res["reliability"]["before"]["count"]) == 1000
     assert res["mc_triage"]["n"] == 1000
+    assert {k: res["mc_triage"][k] for k in ("review", "auto_approve", "spot_check")} == _triage_by_hand(test, 0.35, 0.9, 0.25)
     saved = json.loads((tmp_path / "predictions_test_calibration.json").read_text())
     assert saved["temperature"] == pytest.approx(res["temperature"])
     assert (tmp_path / "predictions_test_reliability.png").stat().st_size > 0
     assert "temperature T" in capsys.readouterr().out
 
 
+def test_calibrate_triage_thresholds_command_line_then_sidecar_then_a_note(tmp_path):
+    write_binary(tmp_path / "predictions_val.csv", n=300, seed=1)
+    test = write_binary(tmp_path / "predictions_test.csv", n=500, seed=2, mc=True)
+    files = {"fit": str(tmp_path / "predictions_val.csv"), "apply": str(tmp_path / "predictions_test.csv")}
+    # no sidecar, nothing given: no triage, and the note names the keys to give
+    res = run_calibrate(make_cfg("calibrate", **files))
+    assert "mc_triage" not in res and "mc_dropout.review_std=" in res["mc_triage_note"]
+    assert "mc_dropout.auto_std=" in res["mc_triage_note"]
+    # the sidecar's thresholds
+    (tmp_path / "predictions_test.json").write_text(json.dumps(
+        {"split": "test", "thresholds": {"mc_review_std": 0.2, "mc_auto_conf": 0.8, "mc_auto_std": 0.1}}))
+    res = run_calibrate(make_cfg("calibrate", **files))
+    assert res["mc_triage_thresholds"] == {"review_std": 0.2, "auto_conf": 0.8, "auto_std": 0.1}
+    assert res["mc_triage"]["review"] == _triage_by_hand(test, 0.2, 0.8, 0.1)["review"]
+    # the command line wins, key by key
+    res = run_calibrate(make_cfg("calibrate", **files, mc_dropout={"review_std": 0.4}))
+    assert res["mc_triage_thresholds"] == {"review_std": 0.4, "auto_conf": 0.8, "auto_std": 0.1}
+    expected = _triage_by_hand(test, 0.4, 0.8, 0.1)
+    assert {k: res["mc_triage"][k] for k in expected} == expected
+
+
 def test_calibrate_refuses_test_split_unless_forced(tmp_path):
     write_binary(tmp_path / "predictions_test.csv")
-    cfg = make_cfg(fit=str(tmp_path / "predictions_test.csv"), apply=str(tmp_path / "predictions_test.csv"))
+    cfg = make_cfg("calibrate", fit=str(tmp_path / "predictions_test.csv"), apply=str(tmp_path / "predictions_test.csv"))
     with pytest.raises(ValueError, match="predictions_test.csv"):
         run_calibrate(cfg)
-    # the split column counts too, whatever the file is called
-    write_binary(tmp_path / "dev.csv", split=["test"] * 400)
-    with pytest.raises(ValueError, match="dev.csv"):
-        run_calibrate(make_cfg(fit=str(tmp_path / "dev.csv"), apply=str(tmp_path / "predictions_test.csv")))
     out = tmp_path / "out"
-    res = run_calibrate(make_cfg(fit=str(tmp_path / "predictions_test.csv"), apply=str(tmp_path / "predictions_test.csv"),
+    res = run_calibrate(make_cfg("calibrate", fit=str(tmp_path / "predictions_test.csv"), apply=str(tmp_path / "predictions_test.csv"),
                                  force=True, out_dir=str(out)))
     assert res["forced_test_fit"] and (out / "predictions_test_calibration.json").exists()
+
+
+def test_calibrate_refuses_renamed_test_predictions(tmp_path):
+    write_binary(tmp_path / "predictions_val.csv")
+    apply = str(tmp_path / "predictions_val.csv")
+    # the split column counts, whatever the file is called
+    write_binary(tmp_path / "dev.csv", split=["test"] * 400)
+    with pytest.raises(ValueError, match=r"dev.csv.*'split' column"):
+        run_calibrate(make_cfg("calibrate", fit=str(tmp_path / "dev.csv"), apply=apply))
+    # so does the sidecar JSON that predict writes beside the file (renamed with it)
+    write_binary(tmp_path / "renamed.csv")
+    (tmp_path / "renamed.json").write_text(json.dumps({"kind": "binary", "split": "test"}))
+    with pytest.raises(ValueError, match=r"renamed.csv.*renamed.json: split='test'"):
+        run_calibrate(make_cfg("calibrate", fit=str(tmp_path / "renamed.csv"), apply=apply))
+    # a val file with a val sidecar is fine; a broken sidecar is named
+    (tmp_path / "renamed.json").write_text(json.dumps({"kind": "binary", "split": "val"}))
+    assert run_calibrate(make_cfg("calibrate", fit=str(tmp_path / "renamed.csv"), apply=apply))["temperature"] > 0
+    (tmp_path / "renamed.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="renamed.json"):
+        run_calibrate(make_cfg("calibrate", fit=str(tmp_path / "renamed.csv"), apply=apply))
 
 
 def test_calibrate_multiclass_and_missing_key(tmp_path):
     write_multiclass(tmp_path / "predictions_val.csv", seed=1, noise=2.0)
     write_multiclass(tmp_path / "predictions_test.csv", seed=2, noise=2.0)
-    res = run_calibrate(make_cfg(fit=str(tmp_path / "predictions_val.csv"), apply=str(tmp_path / "predictions_test.csv")))
+    res = run_calibrate(make_cfg("calibrate", fit=str(tmp_path / "predictions_val.csv"), apply=str(tmp_path / "predictions_test.csv")))
     assert res["temperature"] > 0 and res["n_classes"] == 3
     with pytest.raises(ValueError, match="'fit'"):
-        run_calibrate(make_cfg(apply=str(tmp_path / "predictions_test.csv")))
+        run_calibrate(make_cfg("calibrate", apply=str(tmp_path / "predictions_test.csv")))
 
 
 # --- compare ---------------------------------------------------------------------------------------
@@ -143,7 +192,7 @@ def test_compare_matches_by_sample_id(tmp_path, capsys):
     b = b.sample(frac=1.0, random_state=1)  # shuffled rows: matching must go by sample_id
     (tmp_path / "runB").mkdir()
     b.to_csv(tmp_path / "runB" / "predictions_test.csv", index=False)
-    cfg = make_cfg(task="compare", a=str(tmp_path / "runA" / "predictions_test.csv"),
+    cfg = make_cfg("compare", a=str(tmp_path / "runA" / "predictions_test.csv"),
                    b=str(tmp_path / "runB" / "predictions_test.csv"), n_bootstrap=500)
     res = run_compare(cfg)
     b_sorted = b.set_index("sample_id").loc[a["sample_id"]]
@@ -167,7 +216,7 @@ def test_compare_matches_by_sample_id(tmp_path, capsys):
 def test_compare_errors_on_mismatched_samples(tmp_path):
     write_binary(tmp_path / "a" / "predictions_test.csv", n=50)
     write_binary(tmp_path / "b" / "predictions_test.csv", n=50, ids=[f"s{i:04d}" for i in range(3, 53)])
-    cfg = make_cfg(a=str(tmp_path / "a" / "predictions_test.csv"), b=str(tmp_path / "b" / "predictions_test.csv"))
+    cfg = make_cfg("compare", a=str(tmp_path / "a" / "predictions_test.csv"), b=str(tmp_path / "b" / "predictions_test.csv"))
     with pytest.raises(ValueError) as err:
         run_compare(cfg)
     msg = str(err.value)
@@ -178,7 +227,7 @@ def test_compare_errors_on_disagreeing_targets(tmp_path):
     a = write_binary(tmp_path / "a" / "predictions_test.csv", n=50)
     a.assign(target=1 - a["target"]).to_csv(tmp_path / "b.csv", index=False)
     with pytest.raises(ValueError, match="disagree on 'target' for 50"):
-        run_compare(make_cfg(a=str(tmp_path / "a" / "predictions_test.csv"), b=str(tmp_path / "b.csv")))
+        run_compare(make_cfg("compare", a=str(tmp_path / "a" / "predictions_test.csv"), b=str(tmp_path / "b.csv")))
 
 
 def test_compare_multiclass(tmp_path):
@@ -186,7 +235,7 @@ def test_compare_multiclass(tmp_path):
     frame = write_multiclass(tmp_path / "y" / "predictions_test.csv", seed=4, noise=1.5)
     frame["logit_0"] += 0.5
     frame.to_csv(tmp_path / "y" / "predictions_test.csv", index=False)
-    res = run_compare(make_cfg(a=str(tmp_path / "x" / "predictions_test.csv"),
+    res = run_compare(make_cfg("compare", a=str(tmp_path / "x" / "predictions_test.csv"),
                                b=str(tmp_path / "y" / "predictions_test.csv"), n_bootstrap=300, out_dir=str(tmp_path / "o")))
     assert set(res["per_class"]) == {"0", "1", "2"}
     assert res["per_class"]["0"]["diff"] >= 0  # a bias towards class 0 cannot lower its recall
@@ -196,7 +245,8 @@ def test_compare_multiclass(tmp_path):
 
 # --- summarize -------------------------------------------------------------------------------------
 
-def make_job(root: Path, job: str, overrides: list[str], metrics: dict | None = None, failure: dict | None = None):
+def make_job(root: Path, job: str, overrides: list[str], metrics: dict | None = None, failure: dict | None = None,
+             config: dict | str | None = None):
     d = root / job
     (d / ".hydra").mkdir(parents=True)
     (d / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
@@ -204,6 +254,9 @@ def make_job(root: Path, job: str, overrides: list[str], metrics: dict | None = 
         (d / "metrics.json").write_text(json.dumps(metrics))
     if failure is not None:
         (d / "failure.json").write_text(json.dumps(failure))
+    if config is not None:
+        text = config if isinstance(config, str) else OmegaConf.to_yaml(OmegaConf.create(config))
+        (d / ".hydra" / "config.yaml").write_text(text)
     return d
 
 
@@ -221,7 +274,7 @@ def test_summarize_sweep_stats_and_failed_jobs(tmp_path, capsys):
              failure={"type": "NonFiniteLossError", "message": "loss became nan at step 12"})
     make_job(sweep, "6", ["experiment=demo", "seed=4"])  # still running / killed: no files at all
 
-    res = run_summarize(make_cfg(task="summarize", sweep_dir=str(sweep)))
+    res = run_summarize(make_cfg("summarize", sweep_dir=str(sweep)))
     arm = res["arms"]["experiment=demo"]
     s = arm["metrics"]["test_auroc"]
     assert s["n"] == 3 and s["std"] == pytest.approx(np.std(aucs, ddof=1))
@@ -237,8 +290,27 @@ def test_summarize_sweep_stats_and_failed_jobs(tmp_path, capsys):
     csv = pd.read_csv(sweep / "summary.csv")
     assert set(csv["arm"]) == {"experiment=demo", "experiment=demo model.lr=0.01"}
     assert (sweep / "summary.png").stat().st_size > 0 and (sweep / "summary.json").exists()
-    assert res["decision"] is None
+    assert res["summary_notes"] == [] and "lens_decision" not in res  # no job declares a summary plugin
     assert "Failed or unfinished" in capsys.readouterr().out
+
+
+#: A saved lens run config, as Hydra writes it: unresolved, with a ${hydra:...} that cannot resolve here.
+LENS_JOB_CONFIG = """
+experiment_name: EXP
+paths:
+  output_dir: ${hydra:runtime.output_dir}
+thresholds: THRESHOLDS
+summary:
+  lens_decision:
+    _target_: analysis.decision.lens_summary
+    _partial_: true
+    thresholds: ${thresholds}
+"""
+
+
+def lens_job_config(experiment: str, **changes: float) -> str:
+    thresholds = {**OmegaConf.to_container(OmegaConf.load(CONF / "thresholds" / "lens.yaml")), **changes}
+    return LENS_JOB_CONFIG.replace("EXP", experiment).replace("THRESHOLDS", json.dumps(thresholds))
 
 
 def test_summarize_parent_of_sweeps_applies_lens_decision(tmp_path):
@@ -250,31 +322,109 @@ def test_summarize_parent_of_sweeps_applies_lens_decision(tmp_path):
         for i, seed in enumerate([1, 2]):
             make_job(sweep, str(i), [f"seed={seed}"],  # experiment only in metrics.json here
                      {**base, "seed": seed, "experiment": exp, "status": "completed",
-                      "core_reliance": base["core_reliance"] + 0.001 * i})
-    res = run_summarize(make_cfg(sweep_dir=str(root), out_dir=str(tmp_path / "report")))
+                      "core_reliance": base["core_reliance"] + 0.001 * i}, config=lens_job_config(exp))
+    res = run_summarize(make_cfg("summarize", sweep_dir=str(root), out_dir=str(tmp_path / "report")))
     assert set(res["arms"]) == {"experiment=lens_a1", "experiment=lens_b1"}
-    assert res["decision"]["verdict"] == "STOP_SHORTCUT"
+    assert res["lens_decision"]["verdict"] == "STOP_SHORTCUT"
     md = (tmp_path / "report" / "summary.md").read_text()
-    assert "STOP_SHORTCUT" in md and "0.0805" in md  # the mean reliance that led to it
-    assert json.loads((tmp_path / "report" / "summary.json").read_text())["decision"]["verdict"] == "STOP_SHORTCUT"
+    assert "Lens decision" in md and "STOP_SHORTCUT" in md and "0.0805" in md  # the mean reliance that led to it
+    assert json.loads((tmp_path / "report" / "summary.json").read_text())["lens_decision"]["verdict"] == "STOP_SHORTCUT"
+
+
+def test_summarize_jobs_with_different_thresholds_get_one_section_each(tmp_path):
+    b1 = {"final_core_lr_auc": 0.62, "core_reliance": 0.01, "status": "completed", "experiment": "lens_b1"}
+    make_job(tmp_path / "s", "0", ["experiment=lens_b1", "seed=1"], {**b1, "seed": 1}, config=lens_job_config("lens_b1"))
+    make_job(tmp_path / "s", "1", ["experiment=lens_b1", "thresholds.core_pass_below=0.63", "seed=1"], {**b1, "seed": 1},
+             config=lens_job_config("lens_b1", core_pass_below=0.63))
+    res = run_summarize(make_cfg("summarize", sweep_dir=str(tmp_path / "s")))
+    # one arm per thresholds setting, so lens_b1 maps to two arms: each section says so, none guesses
+    assert set(res) >= {"lens_decision", "lens_decision#2"} and len(res["summary_notes"]) == 1
+    assert res["lens_decision"]["verdict"] is None and "several arms" in res["lens_decision"]["note"]
+
+
+def toy_summary(arms, jobs, label: str, factor: float):
+    """A summary plugin that reports what it was given (declared in the fake jobs' configs below)."""
+    CALLS.append({"arms": sorted(arms), "jobs": len(jobs), "label": label, "factor": factor})
+    mean = arms["experiment=toy"]["metrics"]["score"]["mean"]
+    return {"title": f"Toy section {label}", "markdown": f"scaled mean = {factor * mean:.3f}", "result": {"scaled": factor * mean}}
+
+
+CALLS: list[dict] = []
+
+
+def test_summarize_calls_a_summary_plugin_from_the_job_config(tmp_path):
+    CALLS.clear()
+    config = {"factors": {"f": 10.0}, "paths": {"output_dir": "${hydra:runtime.output_dir}"},
+              "summary": {"toy": {"_target_": "tests.test_evaluation_tasks.toy_summary", "_partial_": True,
+                                  "label": "T", "factor": "${factors.f}"}, "switched_off": None}}
+    for i, score in enumerate([0.2, 0.4]):
+        make_job(tmp_path / "s", str(i), ["experiment=toy", f"seed={i}"], {"seed": i, "score": score}, config=config)
+    make_job(tmp_path / "s", "2", ["experiment=toy", "seed=2"], failure={"error": "boom"}, config=config)
+    res = run_summarize(make_cfg("summarize", sweep_dir=str(tmp_path / "s")))
+    # one distinct entry: called once, with every arm and every job (failed ones included)
+    assert CALLS == [{"arms": ["experiment=toy"], "jobs": 3, "label": "T", "factor": 10.0}]
+    assert res["toy"] == {"scaled": pytest.approx(3.0)}
+    md = (tmp_path / "s" / "summary.md").read_text()
+    assert "## Toy section T" in md and "scaled mean = 3.000" in md
+    assert json.loads((tmp_path / "s" / "summary.json").read_text())["toy"]["scaled"] == pytest.approx(3.0)
+
+
+def test_summarize_plugin_errors_name_the_entry(tmp_path):
+    config = {"summary": {"bad": {"_target_": "tests.test_evaluation_tasks.toy_summary", "label": "${nope}"}}}
+    make_job(tmp_path / "s", "0", ["seed=1"], {"seed": 1, "score": 0.1}, config=config)
+    with pytest.raises(ValueError, match=r"summary.bad does not resolve"):
+        run_summarize(make_cfg("summarize", sweep_dir=str(tmp_path / "s")))
 
 
 def test_summarize_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
-        run_summarize(make_cfg(sweep_dir=str(tmp_path / "nope")))
+        run_summarize(make_cfg("summarize", sweep_dir=str(tmp_path / "nope")))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no job directories"):
-        run_summarize(make_cfg(sweep_dir=str(tmp_path / "empty")))
+        run_summarize(make_cfg("summarize", sweep_dir=str(tmp_path / "empty")))
 
 
 # --- config ----------------------------------------------------------------------------------------
 
-def test_evaluate_config_composes_with_hydra():
+def _compose_evaluate(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="evaluate", overrides=["task=compare", "n_bootstrap=100"], return_hydra_config=True)
-    assert cfg.task == "compare" and cfg.split == "test" and cfg.n_bins == 15 and cfg.force is False
-    assert cfg.mc_dropout.n_passes == 25 and cfg.mc_dropout.enabled is False and cfg.decision_thresholds.core_fail_above == 0.65
+        return compose(config_name="evaluate", overrides=overrides, return_hydra_config=True)
+
+
+def test_evaluate_config_composes_with_hydra():
+    cfg = _compose_evaluate(["task=compare", "a=x.csv", "n_bootstrap=100"])
+    assert cfg.task._target_ == "rigor.evaluation.run_compare" and cfg.a == "x.csv" and cfg.n_bootstrap == 100
+    assert cfg.out_dir is None and "fit" not in cfg and "ckpt_path" not in cfg  # only the chosen task's options
     assert cfg.hydra.job.chdir is False and cfg.hydra.run.dir.startswith("outputs/evaluate/")
-    assert set(TASKS) == {"calibrate", "compare", "summarize"}
+    cal = _compose_evaluate(["task=calibrate", "fit=v.csv", "apply=t.csv"])  # the README's command line
+    assert (cal.fit, cal.apply, cal.n_bins, cal.force) == ("v.csv", "t.csv", 15, False)
+    assert cal.mc_dropout.review_std is None
+    default = _compose_evaluate(["ckpt_path=r/checkpoints/best.ckpt"])
+    assert default.task._target_ == "rigor.predict.run_predict" and default.split == "test"
+    assert default.mc_dropout.n_passes == 25 and default.mc_dropout.enabled is False
+    gates = _compose_evaluate(["task=gates", "gates.experiment=lens_b1", "gates.preprocessing=raw"])
+    assert gates.task._target_ == "callbacks.shortcut_gates.run_gates" and gates.gates.preprocessing == "raw"
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_task_config_names_a_function(task):
+    import hydra
+
+    cfg = _compose_evaluate([f"task={task}"])
+    assert callable(hydra.utils.get_method(cfg.task._target_))
+
+
+def test_unknown_task_fails_with_the_list():
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException) as err:
+        _compose_evaluate(["task=nope"])
+    assert "task/nope" in str(err.value) and all(t in str(err.value) for t in TASKS)
+    from evaluate import evaluate
+
+    with pytest.raises(ValueError, match="calibrate.*summarize"):
+        evaluate(OmegaConf.create({"task": "calibrate"}))  # a name, not a task config
+    with pytest.raises(ValueError, match=r"rigor.evaluation.run_nope.*cannot be loaded"):
+        evaluate(OmegaConf.create({"task": {"_target_": "rigor.evaluation.run_nope"}}))

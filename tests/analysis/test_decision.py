@@ -1,10 +1,24 @@
-"""Seed 004's gates and decision tree on hand-built arms, one test per branch."""
+"""Seed 004's gates and decision tree on hand-built arms, one test per branch; the summary plugin."""
 
 from __future__ import annotations
 
-import pytest
+import functools
+import inspect
+from pathlib import Path
 
-from analysis.decision import DEFAULT_THRESHOLDS, gate_verdict, gate_verdict_above, lens_decision
+import pytest
+from omegaconf import OmegaConf
+
+from analysis import decision
+from analysis.decision import THRESHOLD_KEYS, gate_verdict, gate_verdict_above, lens_summary
+
+#: The one copy of the seed's thresholds: conf/thresholds/lens.yaml.
+TH = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "thresholds" / "lens.yaml"))
+
+
+def lens_decision(arms, thresholds=None):
+    """The tree with the configured thresholds, updated with `thresholds`."""
+    return decision.lens_decision(arms, {**TH, **(thresholds or {})})
 
 GOOD = {  # passes every criterion
     "final_core_lr_auc": 0.55,
@@ -32,11 +46,16 @@ def test_gate_verdict_bands_and_edges():
     assert gate_verdict_above(0.69, 0.80, 0.70) == "FAIL"
 
 
-def test_defaults_are_the_seed_numbers():
-    assert DEFAULT_THRESHOLDS["core_pass_below"] == 0.60 and DEFAULT_THRESHOLDS["core_fail_above"] == 0.65
-    assert DEFAULT_THRESHOLDS["reliance_pass_below"] == 0.03 and DEFAULT_THRESHOLDS["reliance_fail_above"] == 0.05
-    assert DEFAULT_THRESHOLDS["thetae_min_pass_above"] == 0.80 and DEFAULT_THRESHOLDS["thetae_spread_fail_above"] == 0.20
-    assert DEFAULT_THRESHOLDS["val_auroc_min"] == 0.90 and DEFAULT_THRESHOLDS["test_auroc_min"] == 0.88
+def test_config_holds_the_seed_numbers_and_code_holds_none():
+    assert set(TH) == set(THRESHOLD_KEYS)
+    assert TH["core_pass_below"] == 0.60 and TH["core_fail_above"] == 0.65
+    assert TH["radial_pass_below"] == 0.55 and TH["radial_fail_above"] == 0.60
+    assert TH["reliance_pass_below"] == 0.03 and TH["reliance_fail_above"] == 0.05
+    assert TH["thetae_min_pass_above"] == 0.80 and TH["thetae_min_fail_below"] == 0.70
+    assert TH["thetae_spread_pass_below"] == 0.15 and TH["thetae_spread_fail_above"] == 0.20
+    assert TH["val_auroc_min"] == 0.90 and TH["test_auroc_min"] == 0.88
+    assert not hasattr(decision, "DEFAULT_THRESHOLDS")
+    assert inspect.signature(decision.lens_decision).parameters["thresholds"].default is inspect.Parameter.empty
 
 
 def test_success():
@@ -126,10 +145,50 @@ def test_thresholds_are_overridable_and_checked():
     arms = {"lens_a1": GOOD, "lens_b1": arm(final_core_lr_auc=0.62)}
     assert lens_decision(arms)["verdict"] == "ACCEPTABLE"
     assert lens_decision(arms, {"core_pass_below": 0.63})["verdict"] == "SUCCESS"
-    with pytest.raises(ValueError, match="core_pass_belwo"):
-        lens_decision(arms, {"core_pass_belwo": 0.63})
+    partial = {k: v for k, v in TH.items() if k != "reliance_fail_above"}
+    with pytest.raises(ValueError, match=r"reliance_fail_above.*conf/thresholds/lens.yaml"):
+        decision.lens_decision(arms, partial)
+    with pytest.raises(ValueError, match="core_pass_below"):
+        decision.lens_decision(arms, {**TH, "core_pass_below": None})
 
 
 def test_string_core_gate_is_a_fallback():
     b1 = {k: v for k, v in GOOD.items() if k != "final_core_lr_auc"} | {"core_gate": "FAIL", "core_reliance": 0.08}
     assert lens_decision({"lens_a1": GOOD, "lens_b1": b1})["verdict"] == "STOP_SHORTCUT"
+
+
+def arm_info(experiment: str, means: dict, n: int = 2, strings: dict | None = None) -> dict:
+    """An arm as the summarizer hands it to plugins (metric -> {mean, ...})."""
+    return {"experiment": experiment, "n_completed": n, "n_failed": 0, "seeds": list(range(n)), "job_dirs": [],
+            "metrics": {k: {"n": n, "mean": v} for k, v in means.items()}, "strings": strings or {}}
+
+
+def test_lens_summary_runs_the_tree_on_arm_means():
+    arms = {"experiment=lens_a1": arm_info("lens_a1", GOOD),
+            "experiment=lens_b1": arm_info("lens_b1", arm(final_core_lr_auc=0.70, core_reliance=0.08)),
+            "experiment=other": arm_info("other", GOOD)}
+    out = lens_summary(arms=arms, jobs=[], thresholds=TH)
+    assert out["result"]["verdict"] == "STOP_SHORTCUT" and set(out["result"]["checks"]) == {"lens_a1", "lens_b1"}
+    assert "Lens decision" in out["title"] and "**Verdict: STOP_SHORTCUT**" in out["markdown"]
+    assert "| lens_b1 | 0.7000 FAIL |" in out["markdown"]  # the per-arm checks table
+    # the same arms under other thresholds: the tree follows them
+    relaxed = {**TH, "core_fail_above": 0.75, "reliance_fail_above": 0.1}
+    assert lens_summary(arms=arms, jobs=[], thresholds=relaxed)["result"]["verdict"] == "ACCEPTABLE"
+    # a string verdict agreed by every seed is an input too (core_gate when no numeric value exists)
+    b1 = {k: v for k, v in GOOD.items() if k != "final_core_lr_auc"} | {"core_reliance": 0.08}
+    arms["experiment=lens_b1"] = arm_info("lens_b1", b1, strings={"core_gate": "FAIL"})
+    assert lens_summary(arms=arms, jobs=[], thresholds=TH)["result"]["verdict"] == "STOP_SHORTCUT"
+
+
+def test_lens_summary_has_nothing_to_say_without_lens_arms_and_refuses_to_guess():
+    assert lens_summary(arms={"experiment=puzzle": arm_info("puzzle_exp4", {"x": 1.0})}, jobs=[], thresholds=TH) is None
+    assert lens_summary(arms={"experiment=lens_b1": arm_info("lens_b1", GOOD, n=0)}, jobs=[], thresholds=TH) is None
+    two = {"experiment=lens_b1": arm_info("lens_b1", GOOD), "experiment=lens_b1 data.fraction=0.5": arm_info("lens_b1", GOOD)}
+    out = lens_summary(arms=two, jobs=[], thresholds=TH)
+    assert out["result"]["verdict"] is None and "several arms" in out["markdown"]
+
+
+def test_lens_summary_is_a_partial_taking_arms_and_jobs():
+    # how the summarizer calls it: instantiate(_partial_=True, thresholds=...)(arms=..., jobs=...)
+    fn = functools.partial(lens_summary, thresholds=TH)
+    assert fn(arms={}, jobs=[]) is None
