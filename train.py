@@ -43,6 +43,18 @@ def best_score(checkpoint: ModelCheckpoint, best: dict[str, Any]) -> Any:
     return None
 
 
+def merge_summaries(run_dir: Path, metrics: dict[str, Any]) -> None:
+    """Add every callback summary to `metrics`; a key given by two summaries (or by the run) is an error."""
+    owner: dict[str, str] = {k: "train.py" for k in metrics}
+    for path in sorted(summary_dir(run_dir).glob("*.json")):
+        for key, value in json.loads(path.read_text()).items():
+            if key in owner:
+                raise ValueError(f"metrics.json key {key!r} is given by both {owner[key]} and callback {path.stem!r}; "
+                                 "rename one of them so neither result is silently lost")
+            owner[key] = f"callback {path.stem!r}"
+            metrics[key] = value
+
+
 def run_dir_of(cfg: DictConfig) -> Path:
     """The run's output directory (Hydra's, or paths.output_dir when composed without Hydra)."""
     if HydraConfig.initialized():
@@ -97,25 +109,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {"experiment": cfg.experiment_name, "seed": cfg.seed, "run_dir": str(run_dir)}
     if cfg.get("train", True):
         # our own checkpoints hold the config (OmegaConf objects), so they are loaded with weights_only=False
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=False)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         checkpoint = trainer.checkpoint_callback
         if checkpoint is not None and checkpoint.best_model_path:
-            best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False, mmap=True)
+            best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True, mmap=True)
             metrics[f"best_{model.monitor.replace('/', '_')}"] = to_jsonable(best_score(checkpoint, best))
             metrics["best_epoch"] = int(best["epoch"])
         metrics["epochs_trained"] = int(trainer.current_epoch)
+        if getattr(model, "effective_lr", None) is not None:
+            metrics["lr"] = model.effective_lr  # after the linear scaling rule, when it is on
         for key, value in trainer.callback_metrics.items():
             if key.startswith("val/"):
                 metrics[f"last_{key.replace('/', '_')}"] = to_jsonable(value)
 
     if cfg.get("test", True):
         best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, weights_only=False)
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
         for key, value in (results[0] if results else {}).items():
             metrics[key.replace("/", "_")] = to_jsonable(value)
 
-    for path in sorted(summary_dir(run_dir).glob("*.json")):
-        metrics.update(json.loads(path.read_text()))
+    merge_summaries(run_dir, metrics)
     metrics["wall_time_s"] = round(time.time() - start, 2)
     metrics["status"] = "completed"
     if trainer.is_global_zero:
@@ -150,7 +163,9 @@ def main(cfg: DictConfig) -> float | None:
         raise
     finally:
         close_loggers()
-    value = metrics.get(cfg.get("optimized_metric") or "")
+    # the metric a sweeper optimises: optimized_metric, else the best value of the module's monitor
+    name = cfg.get("optimized_metric") or next((k for k in metrics if k.startswith("best_") and k != "best_epoch"), "")
+    value = metrics.get(name)
     return float(value) if isinstance(value, (int, float)) else None
 
 

@@ -1,26 +1,36 @@
-"""Read and validate a predictions CSV (the contract in shared/DESIGN.md).
+"""Write, read and validate predictions files (the contract in docs/contract.md).
 
-Columns: ``sample_id``, ``target``, then ``logit`` (binary, one column) or ``logit_0..logit_{C-1}``
-(multiclass), then any metadata columns. Optional MC-Dropout columns: binary ``mc_prob`` and ``mc_std``;
-multiclass ``mc_prob_0..mc_prob_{C-1}`` and ``mc_std`` (std of the predicted class probability).
+A predictions file is ``predictions_<split>.csv`` plus a sidecar ``predictions_<split>.json``. The CSV
+has ``sample_id``, ``split`` and, by output kind:
 
-The split a file came from is in its name, ``predictions_<split>.csv``, and optionally in a ``split``
-column. Every problem raises a ValueError that names the file and the column, so a bad file fails before
-any number is computed from it.
+- binary: ``target`` (0/1) and ``logit``; optional ``prob`` (temperature applied), ``mc_prob``, ``mc_std``;
+- multiclass: ``target`` (0..C-1) and ``logit_0..logit_{C-1}``; optional ``prob_k``, ``mc_prob_k``, ``mc_std``
+  (std of the predicted class probability);
+- regression: per target ``t``: ``t`` (truth), ``t_mean`` and, with uncertainty, ``t_std``; optional
+  ``t_mc_mean``, ``t_mc_std``;
+
+then every metadata column of the split. The sidecar records ``kind``, ``split`` and ``target_names``
+(and whatever the writer adds: checkpoint, temperature, thresholds, metrics). The split is recorded in
+the content (the ``split`` column and the sidecar), so renaming a test file does not make it a
+validation file. Every problem raises a ValueError that names the file and the column, so a bad file
+fails before any number is computed from it.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+KINDS = ("binary", "multiclass", "regression")
 _NAME_SPLIT = re.compile(r"^predictions_(?P<split>.+)\.csv$")
 _LOGIT_K = re.compile(r"^logit_(\d+)$")
-_MC_PROB_K = re.compile(r"^mc_prob_(\d+)$")
 
 
 @dataclass
@@ -29,24 +39,37 @@ class Predictions:
 
     Attributes:
         path: The file it was read from.
+        kind: ``binary``, ``multiclass`` or ``regression``.
         sample_id: Sample ids as strings (read as text, so "007" and "7" stay different).
-        targets: Integer class labels, shape (N,).
-        logits: Shape (N,) for a binary file, (N, C) for a multiclass one.
+        targets: Classification: integer labels (N,). Regression: truths (N, T).
+        logits: Classification: (N,) binary or (N, C) multiclass; None for regression.
+        target_names: Regression targets, in column order; empty for classification.
+        means, stds: Regression: (N, T) predicted means and stds (stds None for a point regressor).
         name_split: The split named by the file name (``predictions_<split>.csv``), or None.
         column_splits: Distinct values of the ``split`` column, or an empty tuple.
-        mc_prob: MC-Dropout mean probabilities ((N,) binary p(class 1), (N, C) multiclass) or None.
-        mc_std: MC-Dropout std of the predicted class probability, (N,), or None.
+        recorded_split: The split in the sidecar JSON, or None.
+        mc_prob: Classification MC-Dropout mean probabilities ((N,) or (N, C)) or None.
+        mc_std: MC-Dropout std: (N,) for classification, (N, T) for regression; None without MC columns.
+        mc_mean: Regression MC-Dropout means (N, T) or None.
+        sidecar: The sidecar JSON (empty when there is none).
         metadata: Every other column, unchanged.
     """
 
     path: Path
+    kind: str
     sample_id: np.ndarray
     targets: np.ndarray
-    logits: np.ndarray
+    logits: np.ndarray | None = None
+    target_names: tuple[str, ...] = ()
+    means: np.ndarray | None = None
+    stds: np.ndarray | None = None
     name_split: str | None = None
     column_splits: tuple[str, ...] = ()
+    recorded_split: str | None = None
     mc_prob: np.ndarray | None = None
     mc_std: np.ndarray | None = None
+    mc_mean: np.ndarray | None = None
+    sidecar: dict[str, Any] = field(default_factory=dict)
     metadata: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def __len__(self) -> int:
@@ -55,24 +78,27 @@ class Predictions:
     @property
     def is_binary(self) -> bool:
         """True for a one-logit (binary) file."""
-        return self.logits.ndim == 1
+        return self.kind == "binary"
 
     @property
     def n_classes(self) -> int:
-        """2 for a binary file, C for a multiclass one."""
+        """2 for a binary file, C for a multiclass one, 0 for regression."""
+        if self.kind == "regression":
+            return 0
         return 2 if self.is_binary else int(self.logits.shape[1])
 
     @property
     def splits(self) -> set[str]:
-        """Every split this file claims to come from (file name and ``split`` column), lower-cased."""
+        """Every split this file claims to come from (name, ``split`` column, sidecar), lower-cased."""
         found = {s.lower() for s in self.column_splits}
-        if self.name_split is not None:
-            found.add(self.name_split.lower())
+        for s in (self.name_split, self.recorded_split):
+            if s is not None:
+                found.add(s.lower())
         return found
 
     @property
     def is_test_split(self) -> bool:
-        """Whether the file name or the ``split`` column says 'test'."""
+        """Whether the file name, its ``split`` column or its sidecar says 'test'."""
         return "test" in self.splits
 
 
@@ -80,6 +106,130 @@ def split_from_name(path: str | Path) -> str | None:
     """The ``<split>`` of a file named ``predictions_<split>.csv``, else None."""
     match = _NAME_SPLIT.match(Path(path).name)
     return match.group("split") if match else None
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """``predictions_<split>.json`` beside ``predictions_<split>.csv``."""
+    return Path(path).with_suffix(".json")
+
+
+# --------------------------------------------------------------------------------------------------
+# writing
+
+
+def output_columns(kind: str, outputs: np.ndarray, target_names: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """The prediction columns of one output kind (see the module docstring).
+
+    Args:
+        kind: ``binary``, ``multiclass`` or ``regression``.
+        outputs: binary (N,) logits; multiclass (N, C); regression (N, T) or (N, T, 2) mean and std.
+        target_names: Regression target names (T of them).
+    """
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if kind == "binary":
+        if outputs.ndim == 2 and outputs.shape[1] == 1:
+            outputs = outputs[:, 0]
+        if outputs.ndim != 1:
+            raise ValueError(f"binary outputs must be (N,) logits, got shape {outputs.shape}")
+        return {"logit": outputs}
+    if kind == "multiclass":
+        if outputs.ndim != 2 or outputs.shape[1] < 2:
+            raise ValueError(f"multiclass outputs must be (N, C >= 2) logits, got shape {outputs.shape}")
+        return {f"logit_{k}": outputs[:, k] for k in range(outputs.shape[1])}
+    if kind == "regression":
+        names = list(target_names)
+        if outputs.ndim == 1 and len(names) == 1:
+            outputs = outputs[:, None]
+        if outputs.ndim not in (2, 3) or outputs.shape[1] != len(names) or (outputs.ndim == 3 and outputs.shape[2] != 2):
+            raise ValueError(f"regression outputs must be (N, {len(names)}) or (N, {len(names)}, 2) for targets {names}, "
+                             f"got shape {outputs.shape}")
+        cols: dict[str, np.ndarray] = {}
+        for j, t in enumerate(names):
+            if outputs.ndim == 3:
+                cols[f"{t}_mean"], cols[f"{t}_std"] = outputs[:, j, 0], outputs[:, j, 1]
+            else:
+                cols[f"{t}_mean"] = outputs[:, j]
+        return cols
+    raise ValueError(f"unknown output kind {kind!r}; expected one of {KINDS}")
+
+
+def prediction_table(
+    kind: str,
+    outputs: np.ndarray,
+    frame: pd.DataFrame,
+    split: str,
+    target_names: Sequence[str] = (),
+    probs: np.ndarray | None = None,
+    mc: tuple[np.ndarray, np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """A predictions table for one split, in the contract's column order.
+
+    Args:
+        kind: The module's output kind.
+        outputs: The outputs, in the frame's row order.
+        frame: The split frame: ``sample_id``, ``target`` (classification) or one column per target
+            name (regression), and metadata.
+        split: The split name, recorded in a ``split`` column.
+        target_names: Regression targets.
+        probs: Calibrated probabilities (classification; ``prob`` / ``prob_k`` columns) or None.
+        mc: MC-Dropout (mean, std) as ``lightning_modules.mc_dropout.summarize`` gives them, or None.
+    """
+    frame = frame.reset_index(drop=True)
+    n = len(frame)
+    if len(outputs) != n:
+        raise ValueError(f"{split}: {len(outputs)} predictions for {n} samples")
+    truth = ["target"] if kind in ("binary", "multiclass") else list(target_names)
+    missing = [c for c in ["sample_id", *truth] if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{split}: the split frame lacks {missing} (the datamodule's split_frame must hold them)")
+    columns: dict[str, Any] = {"sample_id": frame["sample_id"].astype(str), "split": [split] * n}
+    predicted = output_columns(kind, outputs, target_names)
+    if kind == "regression":
+        for t in target_names:
+            columns[t] = frame[t]
+            columns.update({k: v for k, v in predicted.items() if k in (f"{t}_mean", f"{t}_std")})
+            if mc is not None:
+                j = list(target_names).index(t)
+                columns[f"{t}_mc_mean"], columns[f"{t}_mc_std"] = mc[0][:, j], mc[1][:, j]
+    else:
+        columns["target"] = frame["target"]
+        columns.update(predicted)
+        if probs is not None:
+            columns.update({k.replace("logit", "prob"): v for k, v in output_columns(kind, _logit_like(kind, probs)).items()})
+        if mc is not None:
+            columns.update({k.replace("logit", "mc_prob"): v for k, v in output_columns(kind, _logit_like(kind, mc[0])).items()})
+            columns["mc_std"] = mc[1]
+    meta = frame.drop(columns=[c for c in ["sample_id", "split", *truth] if c in frame.columns])
+    clash = [c for c in meta.columns if c in columns]
+    if clash:
+        raise ValueError(f"{split}: metadata column(s) {clash} collide with prediction columns; rename them in the data")
+    return pd.concat([pd.DataFrame(columns), meta], axis=1)
+
+
+def _logit_like(kind: str, probs: np.ndarray) -> np.ndarray:
+    """Binary probabilities may come as (N,) p(class 1) or (N, 2); the file keeps p(class 1)."""
+    probs = np.asarray(probs)
+    if kind == "binary" and probs.ndim == 2:
+        return probs[:, -1]
+    return probs
+
+
+def write_predictions(path: str | Path, table: pd.DataFrame, record: Mapping[str, Any]) -> Path:
+    """Write the CSV and its sidecar JSON (``kind``, ``split``, ``target_names`` and the rest of `record`)."""
+    from rigor.jsonio import write_json
+
+    for key in ("kind", "split"):
+        if key not in record:
+            raise ValueError(f"write_predictions: the record needs {key!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+    write_json(sidecar_path(path), {"target_names": [], **record, "csv": path.name})
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# reading
 
 
 def _numeric_column(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
@@ -121,11 +271,6 @@ def _logit_columns(columns: list[str], path: Path) -> list[str]:
         raise ValueError(f"{path}: has both 'logit' and 'logit_<k>' columns; expected one binary or C multiclass")
     if "logit" in columns:
         return ["logit"]
-    if not indexed:
-        raise ValueError(
-            f"{path}: missing column 'logit' (binary) or 'logit_0'..'logit_<C-1>' (multiclass); "
-            f"found {columns}"
-        )
     n = max(indexed) + 1
     missing = [f"logit_{k}" for k in range(n) if k not in indexed]
     if missing:
@@ -135,43 +280,69 @@ def _logit_columns(columns: list[str], path: Path) -> list[str]:
     return [f"logit_{k}" for k in range(n)]
 
 
-def _mc_columns(columns: list[str], path: Path, binary: bool, n_classes: int) -> tuple[list[str], str] | None:
-    present = [c for c in columns if c.startswith("mc_prob") or c == "mc_std"]
-    if not present:
-        return None
-    expected = ["mc_prob"] if binary else [f"mc_prob_{k}" for k in range(n_classes)]
-    missing = [c for c in expected + ["mc_std"] if c not in columns]
-    if missing:
-        kind = "binary" if binary else f"{n_classes}-class"
-        raise ValueError(f"{path}: MC-Dropout columns are incomplete for a {kind} file; missing {missing}")
-    return expected, "mc_std"
+def _regression_names(columns: list[str], sidecar: Mapping[str, Any]) -> list[str]:
+    recorded = [str(t) for t in sidecar.get("target_names") or []]
+    if recorded:
+        return recorded
+    return [c[: -len("_mean")] for c in columns if c.endswith("_mean") and not c.endswith("_mc_mean") and c[: -len("_mean")] in columns]
 
 
-def read_predictions(path: str | Path) -> Predictions:
+def _detect_kind(columns: list[str], path: Path, sidecar: Mapping[str, Any]) -> str:
+    classification = "logit" in columns or any(_LOGIT_K.match(c) for c in columns)
+    regression = bool(_regression_names(columns, sidecar)) and not classification
+    if classification:
+        return "binary" if "logit" in columns else "multiclass"
+    if regression:
+        return "regression"
+    raise ValueError(
+        f"{path}: no prediction columns: expected 'logit' (binary), 'logit_0'..'logit_<C-1>' (multiclass) or, per "
+        f"target t, 't' and 't_mean' (regression); found {columns}"
+    )
+
+
+def _read_sidecar(path: Path) -> dict[str, Any]:
+    side = sidecar_path(path)
+    if not side.is_file():
+        return {}
+    try:
+        loaded = json.loads(side.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{side}: unreadable sidecar of {path.name} ({err}); delete it or rewrite the predictions") from err
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{side}: expected a JSON object")
+    return loaded
+
+
+def read_predictions(path: str | Path, kind: str | Iterable[str] | None = None) -> Predictions:
     """Read a predictions CSV and check it against the contract.
 
     Args:
-        path: A ``predictions_<split>.csv`` file (other names are accepted; the split is then unknown
-            unless a ``split`` column gives it).
+        path: A ``predictions_<split>.csv`` file (other names are accepted; the split then comes from the
+            ``split`` column or the sidecar).
+        kind: The output kind(s) the caller accepts (e.g. ``("binary", "multiclass")`` for calibration);
+            None accepts any.
 
     Returns:
         The validated Predictions.
 
     Raises:
         FileNotFoundError: The file does not exist.
-        ValueError: A missing column, non-finite logits, non-integer or out-of-range targets, duplicate
-            sample ids, an incomplete set of MC-Dropout columns, or an empty file. The message names the
-            file and the column.
+        ValueError: An empty file, a missing column, non-finite numbers, non-integer or out-of-range
+            targets, duplicate sample ids, an incomplete set of MC-Dropout columns, a kind other than
+            `kind` or than the sidecar records. The message names the file and the column.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"predictions file not found: {path}")
-    # sample_id as text: ids must match across files exactly, leading zeros included.
-    frame = pd.read_csv(path, dtype={"sample_id": str, "split": str})
+    try:
+        # sample_id as text: ids must match across files exactly, leading zeros included.
+        frame = pd.read_csv(path, dtype={"sample_id": str, "split": str})
+    except pd.errors.EmptyDataError as err:
+        raise ValueError(f"{path}: the file is empty (0 bytes or no header); rewrite it with evaluate.py") from err
+    sidecar = _read_sidecar(path)
     columns = [str(c) for c in frame.columns]
-    missing = [c for c in ("sample_id", "target") if c not in columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; found {columns}")
+    if "sample_id" not in columns:
+        raise ValueError(f"{path}: missing column 'sample_id'; found {columns}")
     if len(frame) == 0:
         raise ValueError(f"{path}: has a header but no rows")
 
@@ -182,43 +353,86 @@ def read_predictions(path: str | Path) -> Predictions:
     if len(dup):
         raise ValueError(f"{path}: column 'sample_id' has {len(dup)} duplicated id(s), e.g. {list(dup[:5])}")
 
+    found = _detect_kind(columns, path, sidecar)
+    recorded = sidecar.get("kind")
+    if recorded is not None and recorded != found:
+        raise ValueError(f"{path}: its sidecar {sidecar_path(path).name} records kind {recorded!r} but the columns are {found!r}")
+    wanted = (kind,) if isinstance(kind, str) else (tuple(kind) if kind is not None else KINDS)
+    if found not in wanted:
+        raise ValueError(f"{path}: holds {found} predictions; this needs {' or '.join(wanted)}")
+
+    result = Predictions(path=path, kind=found, sample_id=ids.to_numpy(dtype=str), targets=np.empty(0),
+                         name_split=split_from_name(path), sidecar=sidecar,
+                         recorded_split=str(sidecar["split"]) if sidecar.get("split") is not None else None)
+    used = {"sample_id", "split"}
+    if found == "regression":
+        used |= _read_regression(result, frame, columns, path)
+    else:
+        used |= _read_classification(result, frame, columns, path)
+    if "split" in columns:
+        result.column_splits = tuple(sorted({str(s).strip() for s in frame["split"].dropna()}))
+    result.metadata = frame[[c for c in columns if c not in used]].copy()
+    return result
+
+
+def _read_classification(result: Predictions, frame: pd.DataFrame, columns: list[str], path: Path) -> set[str]:
+    if "target" not in columns:
+        raise ValueError(f"{path}: missing column 'target' (class labels); found {columns}")
     logit_cols = _logit_columns(columns, path)
     binary = logit_cols == ["logit"]
     n_classes = 2 if binary else len(logit_cols)
     logits = np.column_stack([_numeric_column(frame, c, path) for c in logit_cols])
-    logits = logits[:, 0] if binary else logits
-    targets = _targets(frame, path, n_classes)
-
-    mc_prob = mc_std = None
-    mc = _mc_columns(columns, path, binary, n_classes)
-    mc_cols: list[str] = []
-    if mc is not None:
-        prob_cols, std_col = mc
-        mc_cols = prob_cols + [std_col]
-        parsed = {c: _numeric_column(frame, c, path) for c in prob_cols}
+    result.logits = logits[:, 0] if binary else logits
+    result.targets = _targets(frame, path, n_classes)
+    used = {"target", *logit_cols}
+    prob_cols = ["prob"] if binary else [f"prob_{k}" for k in range(n_classes)]
+    used |= {c for c in prob_cols if c in columns}
+    present = [c for c in columns if c.startswith("mc_prob") or c == "mc_std"]
+    if present:
+        expected = ["mc_prob"] if binary else [f"mc_prob_{k}" for k in range(n_classes)]
+        missing = [c for c in expected + ["mc_std"] if c not in columns]
+        if missing:
+            kind = "binary" if binary else f"{n_classes}-class"
+            raise ValueError(f"{path}: MC-Dropout columns are incomplete for a {kind} file; missing {missing}")
+        parsed = {c: _numeric_column(frame, c, path) for c in expected}
         for c, v in parsed.items():
             if ((v < 0) | (v > 1)).any():
                 raise ValueError(f"{path}: column '{c}' must hold probabilities in [0, 1]")
         mc_prob = np.column_stack(list(parsed.values()))
-        mc_prob = mc_prob[:, 0] if binary else mc_prob
-        mc_std = _numeric_column(frame, std_col, path)
-        if (mc_std < 0).any():
+        result.mc_prob = mc_prob[:, 0] if binary else mc_prob
+        result.mc_std = _numeric_column(frame, "mc_std", path)
+        if (result.mc_std < 0).any():
             raise ValueError(f"{path}: column 'mc_std' must be non-negative")
+        used |= {*expected, "mc_std"}
+    return used
 
-    column_splits: tuple[str, ...] = ()
-    if "split" in columns:
-        column_splits = tuple(sorted({str(s).strip() for s in frame["split"].dropna()}))
 
-    used = {"sample_id", "target", *logit_cols, *mc_cols}
-    metadata = frame[[c for c in columns if c not in used]].copy()
-    return Predictions(
-        path=path,
-        sample_id=ids.to_numpy(dtype=str),
-        targets=targets,
-        logits=logits,
-        name_split=split_from_name(path),
-        column_splits=column_splits,
-        mc_prob=mc_prob,
-        mc_std=mc_std,
-        metadata=metadata,
-    )
+def _read_regression(result: Predictions, frame: pd.DataFrame, columns: list[str], path: Path) -> set[str]:
+    names = _regression_names(columns, result.sidecar)
+    missing = [c for t in names for c in (t, f"{t}_mean") if c not in columns]
+    if missing:
+        raise ValueError(f"{path}: regression targets {names} need columns {missing}")
+    with_std = [f"{t}_std" in columns for t in names]
+    if any(with_std) and not all(with_std):
+        raise ValueError(f"{path}: {[f'{t}_std' for t, w in zip(names, with_std) if not w]} missing: either every target "
+                         "has a _std column (regression with uncertainty) or none does (point regression)")
+    result.target_names = tuple(names)
+    result.targets = np.column_stack([_numeric_column(frame, t, path) for t in names])
+    result.means = np.column_stack([_numeric_column(frame, f"{t}_mean", path) for t in names])
+    used = {*names, *(f"{t}_mean" for t in names)}
+    if all(with_std):
+        stds = np.column_stack([_numeric_column(frame, f"{t}_std", path) for t in names])
+        if (stds <= 0).any():
+            bad = [f"{t}_std" for j, t in enumerate(names) if (stds[:, j] <= 0).any()]
+            raise ValueError(f"{path}: column(s) {bad} must hold positive standard deviations")
+        result.stds = stds
+        used |= {f"{t}_std" for t in names}
+    mc = [(f"{t}_mc_mean" in columns, f"{t}_mc_std" in columns) for t in names]
+    if any(a or b for a, b in mc):
+        need = [c for t in names for c in (f"{t}_mc_mean", f"{t}_mc_std") if c not in columns]
+        if need:
+            raise ValueError(f"{path}: MC-Dropout columns are incomplete; missing {need}")
+        result.mc_mean = np.column_stack([_numeric_column(frame, f"{t}_mc_mean", path) for t in names])
+        result.mc_std = np.column_stack([_numeric_column(frame, f"{t}_mc_std", path) for t in names])
+        used |= {c for t in names for c in (f"{t}_mc_mean", f"{t}_mc_std")}
+    return used

@@ -20,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -96,7 +97,8 @@ def bench_step(steps: int, repeats: int, batch_size: int) -> dict[str, float]:
 
 def _fit(manifest: Path, out: Path, with_callbacks: bool, epochs: int) -> tuple[float, float, float]:
     dm = LensDataModule(manifest_path=str(manifest), batch_size=128, augment={"hflip": 0.5, "vflip": 0.5, "rot90": True}, seed=0)
-    module = LensModule(make_net(), optimizer={"lr": 1e-4, "weight_decay": 1e-4}, scheduler={"name": "cosine", "t_max": epochs})
+    module = LensModule(make_net(), optimizer=partial(torch.optim.AdamW, lr=1e-4, weight_decay=1e-4),
+                        scheduler=partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=epochs))
     clock = _Clock()
     callbacks: list[L.Callback] = []
     sens = None

@@ -1,7 +1,7 @@
 """RigorCallback: the small contract shared by Rigor's analysis callbacks.
 
 - ``summary()`` returns the callback's final numbers. Rank 0 writes it to
-  ``<run dir>/summaries/<Callback>.json`` at teardown (so it also survives processes that ``ddp_spawn``
+  ``<run dir>/summaries/<name>.json`` at teardown (``name``: the callback's key in the config) (so it also survives processes that ``ddp_spawn``
   starts and ends), and train.py merges these files into metrics.json (callbacks never read each other).
 - ``state()`` / ``restore(state)`` persist the callback's history in checkpoints, so a resumed run ends
   with the same history; state is restored only when fitting resumes, not when the best checkpoint is
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,32 +29,51 @@ from rigor.jsonio import write_json
 log = logging.getLogger(__name__)
 
 
-def split_logits(
-    pl_module: L.LightningModule, loader: Any, transforms: dict[Any, Callable[[torch.Tensor], torch.Tensor]] | None = None
-) -> tuple[dict[Any, np.ndarray], np.ndarray]:
-    """Logits of a whole split under each input transform, in one pass over the loader, in eval mode.
+@dataclass
+class SplitOutputs:
+    """A split's outputs in sample order: ``index`` (N,), ``outputs`` (N, ...), ``target`` (N, ...).
+
+    With transforms, ``outputs`` maps each transform's name to its outputs.
+    """
+
+    index: np.ndarray
+    outputs: Any
+    target: np.ndarray
+
+
+def run_split(
+    pl_module: L.LightningModule, loader: Any, transforms: dict[Any, Callable[[dict], dict]] | None = None
+) -> SplitOutputs:
+    """The module's outputs over a whole split, in one pass over the loader, in eval mode.
+
+    This is the one loop callbacks and the overfit check use (evaluate.py's predict goes through
+    ``trainer.predict`` and the same ``batch_outputs``).
 
     Args:
-        pl_module: The module (its forward gives the logits).
-        loader: An ordered loader of dict batches with ``image`` and ``target``.
-        transforms: Named functions applied to the image batch (default: ``{None: identity}``).
-
-    Returns:
-        ({name: logits}, targets as int)
+        pl_module: A BaseTask (``batch_outputs(batch)`` gives the outputs).
+        loader: An ordered loader of dict batches.
+        transforms: Named functions ``batch -> batch`` applied before the forward (e.g. masking an input);
+            the family that knows the input key writes them. None: the outputs as they are.
     """
-    transforms = transforms or {None: lambda x: x}
-    logits: dict[Any, list[torch.Tensor]] = {k: [] for k in transforms}
-    targets = []
+    fns = transforms or {None: lambda b: b}
+    outputs: dict[Any, list[torch.Tensor]] = {k: [] for k in fns}
+    index, target = [], []
     was_training = pl_module.training
     pl_module.eval()
     with torch.inference_mode():
         for batch in loader:
-            images = batch["image"].to(pl_module.device)
-            targets.append(batch["target"])
-            for key, fn in transforms.items():
-                logits[key].append(pl_module(fn(images)).float().cpu())
+            batch = {k: v.to(pl_module.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            index.append(batch["index"].cpu())
+            target.append(batch["target"].cpu())
+            for key, fn in fns.items():
+                outputs[key].append(pl_module.batch_outputs(fn(batch)).float().cpu())
     pl_module.train(was_training)
-    return {k: torch.cat(v).numpy() for k, v in logits.items()}, torch.cat(targets).numpy().astype(int)
+    stacked = {k: (torch.cat(v).numpy() if v else np.empty(0)) for k, v in outputs.items()}
+    return SplitOutputs(
+        index=torch.cat(index).numpy() if index else np.empty(0, dtype=int),
+        outputs=stacked if transforms else stacked[None],
+        target=torch.cat(target).numpy() if target else np.empty(0),
+    )
 
 
 def summary_dir(run_dir: str | Path) -> Path:
@@ -62,7 +82,17 @@ def summary_dir(run_dir: str | Path) -> Path:
 
 
 class RigorCallback(Callback):
-    """Base class: summary, checkpointed state and figure saving."""
+    """Base class: summary, checkpointed state and figure saving.
+
+    ``summary_name`` is set from the callback's key in ``callbacks:`` (rigor.config.instantiate_callbacks),
+    so two callbacks of one class keep separate summaries and checkpoint states.
+    """
+
+    summary_name: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.summary_name or type(self).__name__
 
     def summary(self) -> dict[str, Any]:
         return {}
@@ -74,18 +104,18 @@ class RigorCallback(Callback):
         pass
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        checkpoint.setdefault("rigor_callbacks", {})[type(self).__name__] = self.state()
+        checkpoint.setdefault("rigor_callbacks", {})[self.name] = self.state()
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         if trainer.state.fn == TrainerFn.FITTING:
-            state = checkpoint.get("rigor_callbacks", {}).get(type(self).__name__)
+            state = checkpoint.get("rigor_callbacks", {}).get(self.name)
             if state is not None:
                 self.restore(state)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         summary = self.summary()
         if summary and trainer.is_global_zero:
-            write_json(summary_dir(trainer.default_root_dir) / f"{type(self).__name__}.json", summary)
+            write_json(summary_dir(trainer.default_root_dir) / f"{self.name}.json", summary)
 
     @staticmethod
     def active(trainer: L.Trainer) -> bool:

@@ -9,27 +9,29 @@ import lightning as L
 from analysis.gates import gate_verdict
 from analysis.images import apply_core_mask
 from analysis.metrics import auroc
-from callbacks.base import RigorCallback, split_logits
+from callbacks.base import RigorCallback, run_split
 
 
 def sensitivity_curve(pl_module: L.LightningModule, loader: Any, radii: list[float], fill: float) -> dict[float, float]:
     """AUROC of the model on every batch of `loader` with the core masked at each radius (one pass)."""
-    transforms = {r: (lambda x, r=r: apply_core_mask(x, r, fill)) for r in radii}
-    scores, targets = split_logits(pl_module, loader, transforms)
-    return {r: auroc(targets, scores[r]) for r in radii}
+    # the lens family's input is "image"; masking happens on the batch, before the module's forward
+    transforms = {r: (lambda b, r=r: {**b, "image": apply_core_mask(b["image"], r, fill)}) for r in radii}
+    result = run_split(pl_module, loader, transforms)
+    targets = result.target.astype(int)
+    return {r: auroc(targets, result.outputs[r]) for r in radii}
 
 
 class CoreSensitivity(RigorCallback):
     """Runs after testing (on the best checkpoint) for the validation and test splits.
 
-    ``core_reliance = AUROC(r=0) - AUROC(r=reliance_radius)``; seed 6.2: PASS below 0.03, FAIL above 0.05.
+    ``core_reliance = AUROC(r=0) - AUROC(r=reliance_radius)``, with a seed 6.2 PASS/WARN/FAIL verdict.
 
     Args:
         radii: Mask radii in pixels (0 = no mask).
         reliance_radius: Radius whose drop defines core_reliance.
         splits: Splits to evaluate ("val" gives core_sensitivity_*, "test" test_core_sensitivity_*).
         fill: Value of masked pixels.
-        reliance_pass_below, reliance_fail_above: Verdict thresholds.
+        reliance_pass_below, reliance_fail_above: Verdict thresholds (required, from conf/thresholds/lens.yaml).
     """
 
     def __init__(
@@ -38,8 +40,9 @@ class CoreSensitivity(RigorCallback):
         reliance_radius: float = 7,
         splits: list[str] = ("val", "test"),
         fill: float = 0.0,
-        reliance_pass_below: float = 0.03,
-        reliance_fail_above: float = 0.05,
+        *,
+        reliance_pass_below: float,
+        reliance_fail_above: float,
     ) -> None:
         self.radii = [float(r) for r in radii]
         if 0.0 not in self.radii or float(reliance_radius) not in self.radii:

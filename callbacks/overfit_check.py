@@ -54,8 +54,8 @@ class OverfitCheck(RigorCallback):
         n_few: Samples of the second check.
         few_max_epochs: Full-batch epochs allowed to predict all of them correctly.
         few_accuracy: Accuracy that counts as memorised (1.0: all).
-        lr: Learning rate of the copy's AdamW (null: the module's own optimizer settings).
-        weight_decay: Weight decay of that AdamW (null: the module's own).
+        lr: Learning rate of the copy's optimizer (the module's own optimizer config; null: its own lr).
+        weight_decay: Weight decay of that optimizer (null: the module's own).
         split: Split the samples come from.
         seed: Picks the samples (the single sample is the first of the few).
         enabled: Switch both checks off without removing the callback.
@@ -154,15 +154,12 @@ class OverfitCheck(RigorCallback):
         trainer = getattr(pl_module, "_trainer", None)
         clone = copy.deepcopy(pl_module, memo={id(trainer): None} if trainer is not None else None)
         clone.train()
-        params = [p for p in clone.parameters() if p.requires_grad]
+        params = [p for p in clone.trainable_parameters() if p.requires_grad]
         if not params:
             raise OverfitCheckError(f"{describe_model(pl_module)} has no trainable parameters; it cannot learn anything")
-        own = dict(getattr(pl_module, "optimizer_kwargs", {}) or {})
-        if self.lr is not None:
-            own["lr"] = self.lr
-        if self.weight_decay is not None:
-            own["weight_decay"] = self.weight_decay
-        return clone, torch.optim.AdamW(params, **own)
+        # the module's own optimizer (its config), with this check's lr and weight decay when given
+        own = {k: v for k, v in (("lr", self.lr), ("weight_decay", self.weight_decay)) if v is not None}
+        return clone, clone.optimizer_factory(params, **own)
 
     def _correct(self, module: L.LightningModule, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return module.correct_predictions(logits, batch)  # BaseTask's hook
@@ -173,7 +170,7 @@ class OverfitCheck(RigorCallback):
         best = float("inf")
         with torch.enable_grad():
             for step in range(self.single_max_steps):
-                loss = clone.compute_loss(clone(batch["image"]), batch)
+                loss = clone.compute_loss(clone.batch_outputs(batch), batch)
                 value = float(loss.detach())
                 best = min(best, value)
                 if value < self.single_loss_below:
@@ -189,7 +186,7 @@ class OverfitCheck(RigorCallback):
         best = 0.0
         with torch.enable_grad():
             for epoch in range(self.few_max_epochs):
-                logits = clone(batch["image"])
+                logits = clone.batch_outputs(batch)
                 acc = float(self._correct(clone, logits.detach(), batch).float().mean())
                 best = max(best, acc)
                 if acc >= self.few_accuracy:

@@ -175,7 +175,7 @@ class PuzzlePlots(RigorCallback):
         dm = trainer.datamodule
         cols, rows = dm.cols, dm.rows
         frame = dm.split_frame(self.split).iloc[outputs["index"].numpy()]
-        logits = outputs["logits"]
+        logits = outputs["outputs"]
         pred = pl_module.predicted_cells(logits).cpu().numpy()
         probs_t = pl_module.cell_probabilities(logits)
         probs = None if probs_t is None else probs_t.cpu().numpy()

@@ -9,7 +9,7 @@ import lightning as L
 import torch
 
 from analysis.calibration import calibration_report, fit_temperature
-from callbacks.base import RigorCallback, split_logits
+from callbacks.base import RigorCallback, run_split
 
 CHECKPOINT_KEY = "rigor_temperature"
 
@@ -34,14 +34,17 @@ class TemperatureScaling(RigorCallback):
         self.results: dict[str, Any] = {}
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        outputs, targets = split_logits(pl_module, trainer.datamodule.split_dataloader(self.fit_split))
-        logits = outputs[None]
+        if pl_module.output_kind not in ("binary", "multiclass"):
+            raise ValueError(f"callbacks.temperature_scaling: {type(pl_module).__name__} is a {pl_module.output_kind} model; "
+                             "temperature scaling applies to classifiers only (remove the callback)")
+        fitted = run_split(pl_module, trainer.datamodule.split_dataloader(self.fit_split))
+        logits, targets = fitted.outputs, fitted.target.astype(int)
         temperature = fit_temperature(logits, targets)
         out: dict[str, Any] = {"temperature": temperature}
         test = pl_module.epoch_outputs("test")
         evaluated = {self.fit_split: (logits, targets)}
         if len(test["index"]):
-            evaluated["test"] = (test["logits"].numpy(), test["target"].numpy().astype(int))
+            evaluated["test"] = (test["outputs"].numpy(), test["target"].numpy().astype(int))
         for split, (lg, y) in evaluated.items():
             for tag, t in (("uncalibrated", 1.0), ("calibrated", temperature)):
                 for name, value in calibration_report(lg, y, t, self.n_bins).items():

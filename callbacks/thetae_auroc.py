@@ -19,8 +19,10 @@ class ThetaEStratifiedAUROC(RigorCallback):
         edges: θ_E bin edges in arcsec.
         every_n_epochs: Validation epochs between evaluations.
         column: Metadata column holding θ_E.
-        min_auroc_pass, min_auroc_fail: Seed 6.3 thresholds on the worst bin (PASS above / FAIL below).
-        spread_pass, spread_fail: Seed 6.3 thresholds on max - min over bins (PASS below / FAIL above).
+        min_auroc_pass, min_auroc_fail: Seed 6.3 thresholds on the worst bin (PASS above / FAIL below);
+            required, from conf/thresholds/lens.yaml.
+        spread_pass, spread_fail: Seed 6.3 thresholds on max - min over bins (PASS below / FAIL above);
+            required, likewise.
     """
 
     def __init__(
@@ -28,10 +30,11 @@ class ThetaEStratifiedAUROC(RigorCallback):
         edges: list[float] = (0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0),
         every_n_epochs: int = 5,
         column: str = "theta_e",
-        min_auroc_pass: float = 0.80,
-        min_auroc_fail: float = 0.70,
-        spread_pass: float = 0.15,
-        spread_fail: float = 0.20,
+        *,
+        min_auroc_pass: float,
+        min_auroc_fail: float,
+        spread_pass: float,
+        spread_fail: float,
     ) -> None:
         self.edges = [float(e) for e in edges]
         self.every_n_epochs = every_n_epochs
@@ -47,7 +50,7 @@ class ThetaEStratifiedAUROC(RigorCallback):
         frame = trainer.datamodule.split_frame(split)
         index = out["index"].numpy()
         strata = frame[self.column].to_numpy(dtype=float)[index]
-        return stratified_auroc(out["target"].numpy(), out["logits"].numpy(), strata, self.edges)
+        return stratified_auroc(out["target"].numpy(), out["outputs"].numpy(), strata, self.edges)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch

@@ -15,13 +15,15 @@ class LensModule(BaseTask):
 
     monitor = "val/auroc"
     mode = "max"
+    input_keys = ("image",)
+    output_kind = "binary"
 
     def configure_metrics(self) -> MetricCollection:
         # thresholds=None keeps torchmetrics' exact AUROC (no binning)
         return MetricCollection({"auroc": BinaryAUROC(thresholds=None), "accuracy": BinaryAccuracy()})
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(-1)
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.net(inputs["image"]).squeeze(-1)
 
     def compute_loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(logits.float(), batch["target"].float())

@@ -1,11 +1,22 @@
-"""MC-Dropout as a wrapper around any module with dropout (seed 000: 25 stochastic passes).
+"""MC-Dropout as a wrapper around any BaseTask with dropout (seed 000: 25 stochastic passes).
 
-The passes are batched, not looped: the batch is repeated N times along the batch axis and sent
-through the network once (in chunks if that is too large), with only the dropout layers in training
-mode, so BatchNorm keeps its running statistics.
+The passes are batched, not looped: every input of the batch is repeated N times along the batch axis
+and sent through the module once (in chunks if that is too large), with only the dropout layers in
+training mode, so BatchNorm keeps its running statistics (the seed's ``model.train()`` would also switch
+BatchNorm to batch statistics).
+
+Summaries per output kind (``summarize``):
+
+- binary: mean p(class 1) and the std over passes of p;
+- multiclass: mean softmax and the std over passes of the predicted class's probability;
+- regression (point): mean and std over passes of each target;
+- regression with uncertainty: mean of the means and the total std sqrt(mean(std^2) + var(means)).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,60 +29,84 @@ def dropout_layers(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if isinstance(m, DROPOUT_TYPES) and m.p > 0]
 
 
-class MCDropout(nn.Module):
-    """Stochastic forward passes of a classifier with dropout.
+def summarize(kind: str, samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std of stochastic passes, per output kind (see the module docstring).
 
     Args:
-        model: A module mapping (B, ...) inputs to (B,) binary or (B, C) multiclass logits.
+        kind: ``binary``, ``multiclass`` or ``regression``.
+        samples: Outputs of every pass, (n_passes, B, ...) as the module returns them.
+
+    Returns:
+        (mean, std): binary (B,), (B,); multiclass (B, C), (B,); regression (B, T), (B, T).
+    """
+    samples = samples.float()
+    if kind == "binary":
+        probs = torch.sigmoid(samples)
+        return probs.mean(0), probs.std(0)
+    if kind == "multiclass":
+        probs = torch.softmax(samples, dim=-1)
+        mean = probs.mean(0)
+        pred = mean.argmax(dim=-1)
+        picked = probs.gather(-1, pred.expand(samples.shape[0], -1).unsqueeze(-1)).squeeze(-1)
+        return mean, picked.std(0)
+    if kind == "regression":
+        if samples.dim() == 4:  # (n, B, T, 2): mean and std per pass
+            means, stds = samples[..., 0], samples[..., 1]
+            return means.mean(0), torch.sqrt((stds**2).mean(0) + means.var(0))
+        return samples.mean(0), samples.std(0)
+    raise ValueError(f"unknown output kind {kind!r}")
+
+
+class MCDropout(nn.Module):
+    """Stochastic forward passes of a BaseTask with dropout.
+
+    Args:
+        module: A BaseTask (anything with ``batch_outputs(batch)`` and ``model_inputs(batch)``).
         n_passes: Number of stochastic passes (seed 000: 25).
-        max_batch: Largest number of rows sent through the model at once (passes x samples).
+        max_batch: Largest number of rows sent through the module at once (passes x samples).
 
     Raises:
-        ValueError: If the model has no active dropout layer (every pass would be identical).
+        ValueError: If the module has no active dropout layer (every pass would be identical).
     """
 
-    def __init__(self, model: nn.Module, n_passes: int = 25, max_batch: int = 4096) -> None:
+    def __init__(self, module: nn.Module, n_passes: int = 25, max_batch: int = 4096) -> None:
         super().__init__()
         if n_passes < 2:
             raise ValueError(f"mc_dropout.n_passes must be at least 2, got {n_passes}")
-        self.model = model
+        self.module = module
         self.n_passes = n_passes
         self.max_batch = max_batch
-        self.dropouts = dropout_layers(model)
+        self.dropouts = dropout_layers(module)
         if not self.dropouts:
-            raise ValueError(f"{type(model).__name__} has no dropout layer with p > 0: MC-Dropout needs one")
+            raise ValueError(f"{type(module).__name__} has no dropout layer with p > 0: MC-Dropout needs one")
 
     @torch.inference_mode()
-    def sample_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of every pass: shape (n_passes, B) or (n_passes, B, C)."""
-        was_training = self.model.training
-        self.model.eval()
+    def sample(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """Outputs of every pass: shape (n_passes, B, ...)."""
+        inputs = self.module.model_inputs(batch)
+        size = len(batch["index"])
+        per_chunk = max(1, self.max_batch // max(size, 1))  # passes per forward
+        was_training = self.module.training
+        self.module.eval()
         for m in self.dropouts:
             m.train()
         try:
-            batch = x.shape[0]
-            stacked = x.unsqueeze(0).expand(self.n_passes, *x.shape).reshape(self.n_passes * batch, *x.shape[1:])
-            chunks = [self.model(part) for part in torch.split(stacked, max(self.max_batch, 1))]
-            logits = torch.cat(chunks)
+            chunks = []
+            for start in range(0, self.n_passes, per_chunk):
+                k = min(per_chunk, self.n_passes - start)
+                repeated = {key: _repeat(value, k, key) for key, value in inputs.items()}
+                out = self.module(repeated)
+                chunks.append(out.reshape(k, size, *out.shape[1:]))
         finally:
-            self.model.train(was_training)
-        return logits.reshape(self.n_passes, batch, *logits.shape[1:])
+            self.module.train(was_training)
+        return torch.cat(chunks)
 
-    @staticmethod
-    def probabilities(logits: torch.Tensor) -> torch.Tensor:
-        """Per-pass probabilities: p(class 1) for binary logits, softmax for multiclass."""
-        return torch.sigmoid(logits) if logits.dim() == 2 else torch.softmax(logits, dim=-1)
+    def forward(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) of the passes for the module's output kind (see ``summarize``)."""
+        return summarize(self.module.output_kind, self.sample(batch))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean probability and the std (over passes) of the predicted class's probability.
 
-        Returns:
-            (mean_prob, std): mean_prob (B,) p(class 1) or (B, C); std (B,).
-        """
-        probs = self.probabilities(self.sample_logits(x).float())
-        mean = probs.mean(dim=0)
-        if probs.dim() == 2:  # binary: the predicted class's probability is p or 1 - p; same std
-            return mean, probs.std(dim=0)
-        pred = mean.argmax(dim=-1)
-        picked = probs.gather(-1, pred.expand(self.n_passes, -1).unsqueeze(-1)).squeeze(-1)
-        return mean, picked.std(dim=0)
+def _repeat(value: Any, k: int, key: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"MC-Dropout repeats tensor inputs; input {key!r} is a {type(value).__name__}")
+    return value.unsqueeze(0).expand(k, *value.shape).reshape(k * value.shape[0], *value.shape[1:])

@@ -158,10 +158,12 @@ class PuzzleClassifier(BaseTask):
 
     monitor = "val/top1"
     mode = "max"
+    input_keys = ("image",)
+    output_kind = "multiclass"
 
-    def __init__(self, net: nn.Module | Callable[..., nn.Module], cols: int, rows: int, optimizer: dict[str, Any],
-                 scheduler: dict[str, Any] | None = None, top_k: Sequence[int] = (1, 5), rotation: bool = False,
-                 rotation_weight: float = 1.0) -> None:
+    def __init__(self, net: nn.Module | Callable[..., nn.Module], cols: int, rows: int, optimizer: Callable[..., Any],
+                 top_k: Sequence[int] = (1, 5), rotation: bool = False, rotation_weight: float = 1.0,
+                 **base: Any) -> None:
         self.cols, self.rows = int(cols), int(rows)
         self.n_cells = self.cols * self.rows
         self.top_k = [int(k) for k in top_k]
@@ -170,7 +172,7 @@ class PuzzleClassifier(BaseTask):
         self.rotation = bool(rotation)
         self.rotation_weight = float(rotation_weight)
         built = _build(net, num_outputs=self.n_cells, num_rotations=QUARTER_TURNS if self.rotation else 0)
-        super().__init__(built, optimizer, scheduler)
+        super().__init__(built, optimizer, **base)
 
     def configure_metrics(self) -> MetricCollection:
         # Sliced keeps the cell metrics on the cell head when a rotation head is appended;
@@ -215,6 +217,10 @@ class PuzzleClassifier(BaseTask):
             ok = ok & (rot_logits.argmax(-1) == k)
         return ok
 
+    def prediction_outputs(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The cell logits (a rotation head's logits are left out of the predictions file)."""
+        return outputs[:, : self.n_cells]
+
     def predicted_cells(self, logits: torch.Tensor) -> torch.Tensor:
         return logits[:, : self.n_cells].argmax(-1)
 
@@ -236,12 +242,15 @@ class PuzzleRegressor(BaseTask):
 
     monitor = "val/mean_distance"
     mode = "min"
+    input_keys = ("image",)
+    output_kind = "regression"
+    target_names = ("col", "row")  # the predictions file holds col, col_mean, row, row_mean in cells
 
-    def __init__(self, net: nn.Module | Callable[..., nn.Module], cols: int, rows: int, optimizer: dict[str, Any],
-                 scheduler: dict[str, Any] | None = None) -> None:
+    def __init__(self, net: nn.Module | Callable[..., nn.Module], cols: int, rows: int, optimizer: Callable[..., Any],
+                 **base: Any) -> None:
         self.cols, self.rows = int(cols), int(rows)
         self.n_cells = self.cols * self.rows
-        super().__init__(_build(net, num_outputs=2, num_rotations=0), optimizer, scheduler)
+        super().__init__(_build(net, num_outputs=2, num_rotations=0), optimizer, **base)
         self.register_buffer("grid", torch.tensor([float(cols), float(rows)]), persistent=False)
 
     def configure_metrics(self) -> MetricCollection:
@@ -265,6 +274,10 @@ class PuzzleRegressor(BaseTask):
 
     def metric_inputs(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.to_cells(logits), self._target(batch).float()
+
+    def prediction_outputs(self, outputs: torch.Tensor) -> torch.Tensor:
+        """(col, row) in cells."""
+        return self.to_cells(outputs)
 
     def _rounded(self, logits: torch.Tensor) -> torch.Tensor:
         cells = self.to_cells(logits).round()

@@ -64,6 +64,8 @@ def instantiate_dict(cfg: DictConfig | None, kind: type, what: str, **kwargs: An
         obj = hydra.utils.instantiate(conf, **kwargs)
         if not isinstance(obj, kind):
             raise TypeError(f"{what}.{name}: {conf._target_} is not a {kind.__name__}")
+        if hasattr(obj, "summary_name"):
+            obj.summary_name = str(name)  # summaries and checkpoint state are keyed by the config name
         objects.append(obj)
     return objects
 

@@ -1,11 +1,12 @@
-"""The checkpoint-based evaluate task: rebuild a run from its saved config and write predictions.
+"""evaluate.py's predict task: rebuild a run from its saved config and write its predictions file.
 
-    python evaluate.py ckpt_path=<run>/checkpoints/best.ckpt split=test [mc_dropout.enabled=true]
+    python evaluate.py ckpt_path=<run>/checkpoints/best.ckpt split=test [mc_dropout.enabled=true] [trainer=cpu]
 
-Writes ``<run>/predictions_<split>.csv`` in the contract of shared/DESIGN.md (sample_id, target,
-``logit`` or ``logit_0..logit_{C-1}``, then the datamodule's metadata columns; plus ``prob*`` with the
-stored temperature applied, and ``mc_prob*``, ``mc_std`` with MC-Dropout) and
-``<run>/predictions_<split>_metrics.json`` with the family's metrics.
+The run's own trainer config is used (GPU and precision apply; ``trainer=<name>`` picks another file of
+conf/trainer/), and the checkpoint is restored by Lightning through ``trainer.predict(ckpt_path=...)``,
+so a module that saves only its trainable weights (adapters) restores through its own
+``load_state_dict``. Writes ``<run>/predictions_<split>.csv`` and ``predictions_<split>.json`` in the
+contract of docs/contract.md (analysis/predictions.py).
 """
 
 from __future__ import annotations
@@ -17,32 +18,24 @@ from typing import Any
 import hydra
 import lightning as L
 import numpy as np
-import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 
 from analysis.calibration import mc_triage, probabilities_from_logits
+from analysis.predictions import prediction_table, write_predictions
 from callbacks.temperature_scaling import CHECKPOINT_KEY
-from lightning_modules.mc_dropout import MCDropout
-from rigor.config import register_resolvers
-from rigor.jsonio import write_json
+from rigor.config import REPO_ROOT, register_resolvers
 
 log = logging.getLogger(__name__)
 
+TRIAGE_KEYS = {"review_std": "mc_review_std", "auto_conf": "mc_auto_conf", "auto_std": "mc_auto_std"}
 
-def load_run(ckpt_path: str | Path) -> tuple[DictConfig, L.LightningModule, L.LightningDataModule, dict[str, Any]]:
-    """Rebuild datamodule and module from the run's `.hydra/config.yaml` and load the checkpoint's weights.
 
-    Args:
-        ckpt_path: ``<run>/checkpoints/<name>.ckpt``.
-
-    Returns:
-        (config, module in eval mode, datamodule set up, raw checkpoint dict)
-    """
+def run_config(ckpt_path: str | Path) -> tuple[DictConfig, Path]:
+    """The saved config of the run that holds `ckpt_path` (``<run>/checkpoints/<name>.ckpt``) and its directory."""
     register_resolvers()
     ckpt_path = Path(ckpt_path)
-    if not ckpt_path.exists():
+    if not ckpt_path.is_file():
         raise FileNotFoundError(f"ckpt_path: {ckpt_path} does not exist")
     run_dir = ckpt_path.resolve().parent.parent
     config_path = run_dir / ".hydra" / "config.yaml"
@@ -50,88 +43,112 @@ def load_run(ckpt_path: str | Path) -> tuple[DictConfig, L.LightningModule, L.Li
         raise FileNotFoundError(f"ckpt_path: expected the run's config at {config_path} (checkpoints/ inside a Rigor run directory)")
     cfg = OmegaConf.load(config_path)
     cfg.paths.output_dir = str(run_dir)  # was ${hydra:runtime.output_dir}, unknown outside that run
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    module: L.LightningModule = hydra.utils.instantiate(cfg.model)
-    module.load_state_dict(checkpoint["state_dict"])
-    module.eval()
-    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
-    datamodule.setup("predict")
-    return cfg, module, datamodule, checkpoint
+    return cfg, run_dir
 
 
-def logit_columns(logits: np.ndarray, prefix: str = "logit") -> dict[str, np.ndarray]:
-    """``logit`` for one-logit (binary) output, ``logit_0..logit_{C-1}`` otherwise."""
-    if logits.ndim == 1:
-        return {prefix: logits}
-    return {f"{prefix}_{k}": logits[:, k] for k in range(logits.shape[1])}
+def trainer_config(run_cfg: DictConfig, name: str | None) -> DictConfig:
+    """The run's trainer config, or conf/trainer/<name>.yaml; one device (prediction needs no DDP)."""
+    if name:
+        path = REPO_ROOT / "conf" / "trainer" / f"{name}.yaml"
+        if not path.is_file():
+            choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
+            raise ValueError(f"trainer={name!r}: no conf/trainer/{name}.yaml; choose one of {choices}")
+        own = OmegaConf.load(path)
+        base = OmegaConf.load(path.parent / "default.yaml")
+        own.pop("defaults", None)
+        trainer = OmegaConf.merge(base, own)
+    else:
+        trainer = run_cfg.trainer.copy()
+    for key in ("sync_batchnorm", "strategy", "limit_predict_batches"):
+        trainer.pop(key, None)
+    trainer.devices, trainer.num_nodes = 1, 1
+    return trainer
 
 
-def predict_split(
-    module: L.LightningModule,
-    datamodule: L.LightningDataModule,
-    split: str,
-    temperature: float | None = None,
-    mc: MCDropout | None = None,
-) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Predictions table and the family's metrics (its own MetricCollection) for one split."""
-    metrics = module.configure_metrics()
-    logits, mc_prob, mc_std = [], [], []
-    with torch.inference_mode():
-        for batch in tqdm(datamodule.split_dataloader(split), desc=f"predict {split}", leave=False):
-            batch = {k: v.to(module.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            out = module(batch["image"]).float()
-            metrics.update(*module.metric_inputs(out, batch))
-            logits.append(out.cpu())
-            if mc is not None:
-                mean, std = mc(batch["image"])
-                mc_prob.append(mean.cpu())
-                mc_std.append(std.cpu())
-    values = {k: float(v) for k, v in metrics.compute().items()}
-    all_logits = torch.cat(logits).numpy()
-    frame = datamodule.split_frame(split).reset_index(drop=True)
-    if len(frame) != len(all_logits):
-        raise RuntimeError(f"{split}: {len(all_logits)} predictions for {len(frame)} samples")
-    columns: dict[str, Any] = {"sample_id": frame["sample_id"], "target": frame["target"], **logit_columns(all_logits)}
-    if temperature is not None:
-        columns.update(logit_columns(probabilities_from_logits(all_logits, temperature), "prob"))
-    if mc is not None:
-        mean = torch.cat(mc_prob).numpy()
-        columns.update(logit_columns(mean, "mc_prob"))
-        columns["mc_std"] = torch.cat(mc_std).numpy()
-    meta = frame.drop(columns=["sample_id", "target"])
-    table = pd.concat([pd.DataFrame(columns), meta], axis=1)
-    return table, values
+def _thresholds(run_cfg: DictConfig) -> dict[str, Any]:
+    node = run_cfg.get("thresholds")
+    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
+
+
+def triage_thresholds(mc_cfg: Any, thresholds: dict[str, Any]) -> dict[str, float]:
+    """MC-Dropout triage thresholds: ``mc_dropout.<key>`` when given, else the run's ``thresholds.mc_<key>``."""
+    out, missing = {}, []
+    for key, name in TRIAGE_KEYS.items():
+        value = mc_cfg.get(key) if mc_cfg is not None else None
+        value = thresholds.get(name) if value is None else value
+        if value is None:
+            missing.append(f"mc_dropout.{key}")
+        else:
+            out[key] = float(value)
+    if missing:
+        raise ValueError(f"MC-Dropout triage needs {missing}: the run's config has no thresholds.mc_* (seed 000: "
+                         "review_std 0.35, auto_conf 0.90, auto_std 0.25); give them on the command line")
+    return out
 
 
 def run_predict(cfg: DictConfig) -> dict[str, Any]:
-    """evaluate.py task=predict: write predictions_<split>.csv and its metrics next to the run."""
+    """Write predictions_<split>.csv/.json of a checkpoint and print the family's metrics.
+
+    Args:
+        cfg: ``ckpt_path`` (required), ``split``, ``out_dir``, ``trainer`` (a conf/trainer name or null),
+            ``mc_dropout.{enabled, n_passes, review_std, auto_conf, auto_std}``.
+    """
     if not cfg.get("ckpt_path"):
         raise ValueError("evaluate: ckpt_path=<run>/checkpoints/best.ckpt is required for task=predict")
-    run_cfg, module, datamodule, checkpoint = load_run(cfg.ckpt_path)
-    split = cfg.get("split", "test")
+    run_cfg, run_dir = run_config(cfg.ckpt_path)
+    split = cfg.get("split") or "test"
+    L.seed_everything(int(run_cfg.seed), workers=True)  # MC-Dropout masks are reproducible
+    datamodule: L.LightningDataModule = hydra.utils.instantiate(run_cfg.data)
+    datamodule.setup("predict")
     if split not in getattr(datamodule, "datasets", {}):
         raise ValueError(f"split={split!r}: the datamodule has {sorted(getattr(datamodule, 'datasets', {}))}")
-    temperature = checkpoint.get(CHECKPOINT_KEY)
+    module: L.LightningModule = hydra.utils.instantiate(run_cfg.model)
     mc_cfg = cfg.get("mc_dropout") or {}
-    mc = MCDropout(module, n_passes=int(mc_cfg.get("n_passes", 25))) if mc_cfg.get("enabled", False) else None
-    L.seed_everything(int(run_cfg.seed), workers=True)  # MC-Dropout masks are reproducible
-    table, values = predict_split(module, datamodule, split, temperature, mc)
-    run_dir = Path(cfg.ckpt_path).resolve().parent.parent
-    out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else run_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = out_dir / f"predictions_{split}.csv"
-    table.to_csv(csv_path, index=False)
-    report: dict[str, Any] = {"split": split, "n": len(table), "checkpoint": str(cfg.ckpt_path), "temperature": temperature,
-                              **{k.replace("/", "_"): v for k, v in values.items()}}
+    n_passes = int(mc_cfg.get("n_passes") or 25) if mc_cfg.get("enabled", False) else 0
+    if n_passes:
+        from lightning_modules.mc_dropout import MCDropout
+
+        MCDropout(module, n_passes)  # refuses a model without dropout before any work
+        module.mc_passes = n_passes
+    trainer: L.Trainer = hydra.utils.instantiate(trainer_config(run_cfg, cfg.get("trainer")), logger=False, callbacks=[],
+                                                 default_root_dir=str(run_dir), enable_checkpointing=False)
+    parts = trainer.predict(module, dataloaders=datamodule.split_dataloader(split), ckpt_path=str(cfg.ckpt_path),
+                            weights_only=True)
+    merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts else {}
+    if not merged:
+        raise RuntimeError(f"{split}: the split is empty; nothing to predict")
+    order = torch.argsort(merged["index"], stable=True)
+    merged = {k: v[order] for k, v in merged.items()}
+    outputs, target = merged["outputs"], merged["target"]
+
+    metrics = module.configure_metrics()
+    metrics.update(*module.metric_inputs(outputs, {"target": target, "index": merged["index"]}))
+    values = {k.replace("/", "_"): float(v) for k, v in metrics.compute().items()}
+    kind = module.output_kind
+    shown = module.prediction_outputs(outputs).numpy()
+    checkpoint = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    temperature = checkpoint.get(CHECKPOINT_KEY)
+    probs = probabilities_from_logits(shown, temperature) if temperature is not None and kind != "regression" else None
+    mc = (merged["mc_mean"].numpy(), merged["mc_std"].numpy()) if n_passes else None
+    frame = datamodule.split_frame(split).iloc[merged["index"].numpy()]
+    table = prediction_table(kind, shown, frame, split, getattr(module, "target_names", ()), probs=probs, mc=mc)
+
+    thresholds = _thresholds(run_cfg)
+    report: dict[str, Any] = {"kind": kind, "split": split, "target_names": list(getattr(module, "target_names", ())),
+                              "n": len(table), "checkpoint": str(cfg.ckpt_path), "experiment": run_cfg.get("experiment_name"),
+                              "seed": int(run_cfg.seed), "temperature": temperature, "thresholds": thresholds,
+                              "metrics": values}
     if mc is not None:
-        mean = table[[c for c in table.columns if c.startswith("mc_prob")]].to_numpy().squeeze()
-        triage = mc_triage(mean, table["mc_std"].to_numpy(), float(mc_cfg.get("review_std", 0.35)),
-                           float(mc_cfg.get("auto_conf", 0.90)), float(mc_cfg.get("auto_std", 0.25)))
-        report.update({"mc_passes": mc.n_passes, "mc_mean_std": float(table["mc_std"].mean()),
-                       **{f"triage_{k}": v for k, v in triage.items()}})
-    metrics_path = out_dir / f"predictions_{split}_metrics.json"
-    write_json(metrics_path, report)
+        report.update({"mc_passes": n_passes, "mc_mean_std": float(np.mean(mc[1]))})
+        if kind != "regression":
+            triage = mc_triage(mc[0], mc[1], **triage_thresholds(mc_cfg, thresholds))
+            report.update({f"triage_{k}": v for k, v in triage.items()})
+    out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else run_dir
+    csv_path = write_predictions(out_dir / f"predictions_{split}.csv", table, report)
     for key, value in report.items():
+        if key not in ("thresholds", "metrics"):
+            print(f"{key:>24}: {value}")
+    for key, value in values.items():
         print(f"{key:>24}: {value}")
     print(f"predictions: {csv_path}")
-    return {**report, "predictions_path": str(csv_path)}
+    return {**report, **values, "predictions_path": str(csv_path)}

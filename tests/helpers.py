@@ -46,3 +46,12 @@ class CrashAfterEpoch(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch == self.epoch:
             raise RuntimeError(f"simulated crash after epoch {self.epoch}")
+
+
+def adamw(lr: float = 1e-3, **kwargs: float):
+    """The optimizer partial a model config's ``optimizer: {_target_: torch.optim.AdamW, _partial_: true}`` gives."""
+    from functools import partial
+
+    import torch
+
+    return partial(torch.optim.AdamW, lr=lr, **kwargs)

@@ -35,7 +35,8 @@ def test_lens_matrix_matches_seed_004():
     for cfg in (a1, b1, b2, b3, b4):  # seed 004 section 4.2
         assert cfg.trainer.max_epochs == 50 and cfg.data.batch_size == 128
         assert cfg.model.optimizer.lr == 1e-4 and cfg.model.optimizer.weight_decay == 1e-4
-        assert cfg.model.scheduler.name == "cosine" and cfg.callbacks.early_stopping.patience == 15
+        assert cfg.model.scheduler._target_.endswith("CosineAnnealingLR") and cfg.callbacks.early_stopping.patience == 15
+        assert cfg.model.optimizer._target_ == "torch.optim.AdamW"
         assert cfg.callbacks.early_stopping.monitor == "val/auroc" and cfg.callbacks.early_stopping.mode == "max"
         assert cfg.callbacks.shortcut_gates.n_samples == 2000 and cfg.callbacks.shortcut_gates.every_n_epochs == 5
         assert cfg.model.net.model_name == "resnet18" and cfg.model.net.in_chans == 3 and cfg.model.net.num_classes == 1

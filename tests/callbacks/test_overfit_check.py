@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.helpers import adamw
 from callbacks.overfit_check import OverfitCheck, OverfitCheckError
 from lightning_modules.lens import LensModule
 from lightning_modules.nets.puzzle import CellClassifier
@@ -46,7 +47,7 @@ def distinct_samples(n: int = 10, seed: int = 0, size: int = 16) -> ListDataset:
 
 
 def classifier(net) -> PuzzleClassifier:
-    return PuzzleClassifier(net, cols=4, rows=3, optimizer={"lr": 1e-3})
+    return PuzzleClassifier(net, cols=4, rows=3, optimizer=adamw(1e-3))
 
 
 def small_cnn() -> partial:
@@ -91,7 +92,7 @@ def test_single_sample_failure_and_frozen_net():
 def test_binary_module_uses_threshold_zero():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 32), nn.ReLU(), nn.Linear(32, 1))
-    lens = LensModule(net, optimizer={"lr": 1e-3})
+    lens = LensModule(net, optimizer=adamw(1e-3))
     correct = lens.correct_predictions  # BaseTask's default
     assert correct(torch.tensor([2.0, -1.0, 0.5]), {"target": torch.tensor([1.0, 0.0, 0.0])}).tolist() == [True, True, False]
     assert correct(torch.tensor([[2.0], [-1.0]]), {"target": torch.tensor([0, 0])}).tolist() == [False, True]
@@ -103,12 +104,12 @@ def test_binary_module_uses_threshold_zero():
 
 def test_regressor_is_checked_with_its_own_criterion():
     torch.manual_seed(0)
-    module = PuzzleRegressor(small_cnn(), cols=4, rows=3, optimizer={"lr": 1e-3})
+    module = PuzzleRegressor(small_cnn(), cols=4, rows=3, optimizer=adamw(1e-3))
     data = distinct_samples(4, size=8)
     data.targets = torch.tensor([[0.0, 0.0], [3.0, 0.0], [1.0, 2.0], [2.0, 1.0]])
     results = OverfitCheck(single_max_steps=500, n_few=4, few_max_epochs=1500, lr=1e-2).run(module, data)
     assert results["overfit_4_epoch"] is not None  # rounded (col, row) right for all four
-    blind = PuzzleRegressor(BlindNet, cols=4, rows=3, optimizer={"lr": 1e-3})
+    blind = PuzzleRegressor(BlindNet, cols=4, rows=3, optimizer=adamw(1e-3))
     with pytest.raises(OverfitCheckError, match=r"PuzzleRegressor\(net=BlindNet.*could not overfit 4 samples"):
         OverfitCheck(single_max_steps=500, n_few=4, few_max_epochs=100, lr=1e-1).run(blind, data)
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from matplotlib.colors import to_rgba
 
+from tests.helpers import adamw
 from callbacks.puzzle_plots import TRUTH_COLOUR, WRONG_COLOUR, PuzzlePlots, accuracy_map, pair_title, piece_grid
 from datamodules.puzzle import PuzzleDataModule
 from lightning_modules.nets.puzzle import CellClassifier, CellRegressor
@@ -55,16 +56,16 @@ def test_callback_writes_the_three_pictures(tmp_path, kind):
     dm.setup()
     net = partial(CellClassifier if kind != "regressor" else CellRegressor, channels=[4], kernel_size=3, stride=2)
     if kind == "regressor":
-        module = PuzzleRegressor(net, COLS, ROWS, optimizer={"lr": 1e-3})
+        module = PuzzleRegressor(net, COLS, ROWS, optimizer=adamw(1e-3))
     else:
-        module = PuzzleClassifier(net, COLS, ROWS, optimizer={"lr": 1e-3}, rotation=kind == "rotation")
+        module = PuzzleClassifier(net, COLS, ROWS, optimizer=adamw(1e-3), rotation=kind == "rotation")
     n = len(dm.datasets["test"])
     with torch.no_grad():
-        logits = module(torch.stack([dm.datasets["test"][i]["image"] for i in range(n)]))
+        logits = module({"image": torch.stack([dm.datasets["test"][i]["image"] for i in range(n)])})
     if kind != "regressor":  # make exactly piece 0 right and piece 1 wrong
         logits[:, :COLS * ROWS] = 0.0
         logits[0, 0], logits[1, 0] = 5.0, 5.0
-    outputs = {"index": torch.arange(n), "logits": logits, "target": torch.zeros(n)}
+    outputs = {"index": torch.arange(n), "outputs": logits, "target": torch.zeros(n)}
     cb = PuzzlePlots(seed=1)
     paths = cb.draw(stub_trainer(tmp_path, dm), module, outputs)
     names = sorted(Path(p).name for p in paths)
