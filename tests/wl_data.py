@@ -1,0 +1,23 @@
+"""A tiny simulated weak-lensing data set shared by the family's tests (seconds to generate)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TINY_SIM = {
+    "n_cosmologies": 6,
+    "n_train": 4,
+    "n_val": 4,
+    "n_test": 2,
+    "downsample": 8,
+    "nuisance_grid": [2, 1],
+    "n_ell": 24,
+    "seed": 3,
+}
+
+
+def tiny_wl_manifest(cache_root: Path, **overrides) -> Path:
+    """Generate (or reuse) the tiny data set under cache_root; returns its manifest path."""
+    from datamodules.simulate.weak_lensing import ensure_wl_dataset
+
+    return ensure_wl_dataset(cache_root, {**TINY_SIM, **overrides}, n_workers=1, progress=False)
