@@ -80,22 +80,7 @@ def _safe(name: str) -> str:
 MC_TRIAGE_KEYS = {"review_std": "mc_review_std", "auto_conf": "mc_auto_conf", "auto_std": "mc_auto_std"}
 
 
-def read_sidecar(path: Path) -> dict[str, Any] | None:
-    """The JSON written beside a predictions CSV (``predictions_<split>.json``), or None when absent.
-
-    Raises:
-        ValueError: The file exists but is not a JSON object (names the file).
-    """
-    side = Path(path).with_suffix(".json")
-    if not side.is_file():
-        return None
-    data, err = _read_json(side)
-    if err or not isinstance(data, dict):
-        raise ValueError(f"{side}: expected a JSON object beside {Path(path).name} (kind, split, thresholds, ...); {err or type(data).__name__}")
-    return data
-
-
-def evidence_of_test_split(pred: Predictions, sidecar: Mapping[str, Any] | None) -> list[str]:
+def evidence_of_test_split(pred: Predictions) -> list[str]:
     """Why a predictions file counts as test data: its name, its ``split`` column, its JSON sidecar.
 
     The content decides, not only the name: a renamed ``predictions_test.csv`` still has split=test in
@@ -106,12 +91,12 @@ def evidence_of_test_split(pred: Predictions, sidecar: Mapping[str, Any] | None)
         evidence.append(f"file name {pred.path.name!r}")
     if "test" in {str(v).lower() for v in pred.column_splits}:
         evidence.append(f"'split' column {sorted(pred.column_splits)}")
-    if sidecar is not None and str(sidecar.get("split", "")).lower() == "test":
+    if (pred.recorded_split or "").lower() == "test":
         evidence.append(f"{pred.path.with_suffix('.json').name}: split='test'")
     return evidence
 
 
-def triage_thresholds(cfg: DictConfig, sidecar: Mapping[str, Any] | None, path: Path) -> tuple[dict[str, float] | None, str | None]:
+def triage_thresholds(cfg: DictConfig, pred: Predictions) -> tuple[dict[str, float] | None, str | None]:
     """MC-Dropout triage thresholds: the command line's ``mc_dropout.*``, else the run's thresholds.
 
     Each of review_std, auto_conf, auto_std is taken from ``mc_dropout.<key>`` when given, else from the
@@ -121,7 +106,8 @@ def triage_thresholds(cfg: DictConfig, sidecar: Mapping[str, Any] | None, path: 
         (thresholds, None), or (None, a note naming the keys to give) when some are in neither place.
     """
     given = _get(cfg, "mc_dropout", {}) or {}
-    recorded = (sidecar or {}).get("thresholds") or {}
+    recorded = pred.sidecar.get("thresholds") or {}
+    path = pred.path
     found, missing = {}, []
     for key, name in MC_TRIAGE_KEYS.items():
         value = given.get(key) if isinstance(given, Mapping) else None
@@ -163,14 +149,14 @@ def run_calibrate(cfg: DictConfig) -> dict[str, Any]:
     fit_path, apply_path = _required_path(cfg, "fit"), _required_path(cfg, "apply")
     force = bool(_get(cfg, "force", False))
     n_bins = int(_get(cfg, "n_bins", 15))
-    fit = read_predictions(fit_path)
-    evidence = evidence_of_test_split(fit, read_sidecar(fit.path))
+    fit = read_predictions(fit_path, kind=("binary", "multiclass"))
+    evidence = evidence_of_test_split(fit)
     if evidence and not force:
         raise ValueError(
             f"{fit.path}: refusing to fit a temperature on the test split ({'; '.join(evidence)}); fit on "
             "validation/dev predictions, or set force=true"
         )
-    target = read_predictions(apply_path)
+    target = read_predictions(apply_path, kind=("binary", "multiclass"))
     if fit.is_binary != target.is_binary or fit.n_classes != target.n_classes:
         raise ValueError(
             f"{fit.path} has {fit.n_classes} classes ({'binary' if fit.is_binary else 'multiclass'}) but "
@@ -206,7 +192,7 @@ def run_calibrate(cfg: DictConfig) -> dict[str, Any]:
         },
     }
     if target.mc_prob is not None:
-        triage, note = triage_thresholds(cfg, read_sidecar(target.path), target.path)
+        triage, note = triage_thresholds(cfg, target)
         if triage is not None:
             result["mc_triage"] = mc_triage(target.mc_prob, target.mc_std, **triage)
             result["mc_triage_thresholds"] = triage
@@ -299,7 +285,7 @@ def run_compare(cfg: DictConfig) -> dict[str, Any]:
         files, ``n`` and the paths written.
     """
     path_a, path_b = _required_path(cfg, "a"), _required_path(cfg, "b")
-    a, b = read_predictions(path_a), read_predictions(path_b)
+    a, b = (read_predictions(p, kind=("binary", "multiclass")) for p in (path_a, path_b))
     pos = align_predictions(a, b)
     targets = a.targets
     probs_a = probabilities_from_logits(a.logits)

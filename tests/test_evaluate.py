@@ -65,7 +65,12 @@ def test_calibrate_on_val_applies_to_test_and_refuses_test_fits(sweep):
     assert report["temperature"] == pytest.approx(json.loads((job / "metrics.json").read_text())["temperature"], rel=1e-4)
     assert (job / "predictions_test_reliability.png").exists()
     proc = _run("evaluate.py", "task=calibrate", f"fit={job}/predictions_test.csv", f"apply={job}/predictions_val.csv", check=False)
-    assert proc.returncode != 0 and "test" in proc.stderr
+    assert proc.returncode != 0 and "refusing to fit a temperature on the test split" in proc.stderr
+    # renamed, the test predictions are still refused: the content says test
+    renamed = job / "renamed_test_as_dev.csv"
+    renamed.write_text((job / "predictions_test.csv").read_text())
+    proc = _run("evaluate.py", "task=calibrate", f"fit={renamed}", f"apply={job}/predictions_val.csv", check=False)
+    assert proc.returncode != 0 and "'split' column" in proc.stderr
 
 
 def test_compare_two_seeds_against_statsmodels(sweep):
@@ -114,6 +119,16 @@ def test_summarize_lists_arms_and_failed_jobs(sweep):
     assert f"{np.mean(values):.4f}" in md
     assert "ddof=1" in md or "ddof = 1" in md
     assert proc.returncode == 0
+    # the runs' saved configs declare the lens plugin (resolved from .hydra/config.yaml, whose other
+    # nodes hold ${hydra:...}); lens_smoke is none of the seed's arms, so it has nothing to say
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert "lens_decision" in summary and summary["lens_decision"] is None
+
+
+def test_unknown_task_lists_the_task_files():
+    proc = _run("evaluate.py", "task=nope", check=False)
+    assert proc.returncode != 0 and "Could not find 'task/nope'" in proc.stderr
+    assert all(p.stem in proc.stderr for p in (ROOT / "conf" / "task").glob("*.yaml"))
 
 
 def test_gates_task_detects_nothing_on_toy_data(tmp_path, toy_lens_manifest):
