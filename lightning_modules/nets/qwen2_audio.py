@@ -7,8 +7,8 @@ answer tokens at the answer position (the last prompt token): the net's output i
 
 Real weights come from ``from_pretrained(<local dir>)``. The embedded default is a tiny Qwen2-Audio
 built from a config (Whisper features over a 1 s window: 100 mel frames, max_source_positions 50; a
-byte-level tokenizer), pretrained here on a label-free pretext task over the training clips only
-(which mel band is loudest, which half is louder), saved with ``save_pretrained`` into a cache and
+byte-level tokenizer), pretrained here on label-free pretext questions over the training clips only
+(which mel band is loudest, which half or quarter is louder, how much the loudness varies), saved with ``save_pretrained`` into a cache and
 loaded back through the same ``from_pretrained`` path. LoRA then adapts that frozen base, as it adapts
 a pretrained model in the seed.
 
@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 AUDIO_PROMPT = "<|audio_bos|><|AUDIO|><|audio_eos|>"
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>")
-TINY_VERSION = 1
+TINY_VERSION = 2
 
 # LoRA target sets: projections of the language model's decoder layers only.
 _ATTN = r"self_attn\.(?:q_proj|k_proj|v_proj|o_proj)"
@@ -112,18 +112,36 @@ def tiny_config(tiny: Mapping[str, Any], tokenizer: Any) -> Any:
     )
 
 
-def pretext_targets(features: np.ndarray, n_bands: int) -> tuple[np.ndarray, np.ndarray]:
-    """Label-free pretext answers from log-mel features (B, n_mels, T).
+PRETEXT_QUESTIONS = ("band", "half", "quarter", "modulation")
+
+
+def pretext_targets(features: np.ndarray, n_bands: int, modulation_edges: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Label-free pretext answers from log-mel features (B, n_mels, T); each answer is a digit.
+
+    - ``band``: which of n_bands mel bands has the highest mean log-mel (0..n_bands-1);
+    - ``half``: is the second half louder than the first (0/1);
+    - ``quarter``: which quarter of the clip is loudest (0..3);
+    - ``modulation``: quartile of the std over time of the frame loudness (0..3), by ``modulation_edges``
+      (the 25/50/75% quantiles of the pretext clips; computed from these features when None).
 
     Returns:
-        (loudest band in 0..n_bands-1 by mean log-mel over time, louder half: 0 first / 1 second).
+        ``{question: (B,) int answers}`` and ``"modulation_edges"``.
     """
     features = np.asarray(features, dtype=np.float64)
     bands = np.array_split(np.arange(features.shape[1]), n_bands)
     band_energy = np.stack([features[:, b, :].mean(axis=(1, 2)) for b in bands], axis=1)
-    half = features.shape[2] // 2
-    louder_second = features[:, :, half:].mean(axis=(1, 2)) > features[:, :, :half].mean(axis=(1, 2))
-    return band_energy.argmax(axis=1), louder_second.astype(np.int64)
+    loudness = features.mean(axis=1)  # (B, T) frame loudness
+    half = loudness.shape[1] // 2
+    quarters = np.stack([q.mean(axis=1) for q in np.array_split(loudness, 4, axis=1)], axis=1)
+    spread = loudness.std(axis=1)
+    edges = np.quantile(spread, [0.25, 0.5, 0.75]) if modulation_edges is None else np.asarray(modulation_edges)
+    return {
+        "band": band_energy.argmax(axis=1),
+        "half": (loudness[:, half:].mean(axis=1) > loudness[:, :half].mean(axis=1)).astype(np.int64),
+        "quarter": quarters.argmax(axis=1),
+        "modulation": np.searchsorted(edges, spread, side="right").astype(np.int64),
+        "modulation_edges": edges,
+    }
 
 
 def encode_prompts(processor: Any, audio: Sequence[np.ndarray], prompt: str, sample_rate: int) -> dict[str, torch.Tensor]:
@@ -149,8 +167,9 @@ def pretrain_tiny(model: nn.Module, processor: Any, audio: np.ndarray, pretext: 
                   progress: bool = True) -> list[float]:
     """Train every weight of the tiny model on the pretext questions (cross-entropy on the answer token).
 
-    Two questions, alternating per batch: which of ``n_bands`` mel bands is loudest (answer: a digit),
-    and which half of the clip is louder (0 or 1). No SPEECH/NONSPEECH label is used.
+    The questions (pretext_targets) cycle batch by batch; each has its own prompt in
+    ``pretext["prompts"]``. No SPEECH/NONSPEECH label is used, and only the clips given (the training
+    split) are seen.
 
     Returns:
         The loss of every step.
@@ -158,25 +177,27 @@ def pretrain_tiny(model: nn.Module, processor: Any, audio: np.ndarray, pretext: 
     n_bands = int(pretext["n_bands"])
     if not 2 <= n_bands <= 10:
         raise ValueError(f"model.net.pretext.n_bands must lie in 2..10 (one digit token each), got {n_bands}")
+    prompts = dict(pretext["prompts"])
+    unknown = sorted(set(prompts) - set(PRETEXT_QUESTIONS))
+    if unknown or not prompts:
+        raise ValueError(f"model.net.pretext.prompts: unknown question(s) {unknown}; expected some of {PRETEXT_QUESTIONS}")
+    questions = [q for q in PRETEXT_QUESTIONS if q in prompts]
     tokenizer = processor.tokenizer
-    digit_ids = [tokenizer.convert_tokens_to_ids(str(k)) for k in range(10)]
-    prompts = (pretext["band_prompt"], pretext["half_prompt"])
-    # the features of every clip once; each question's token ids are the same for every clip of the window
-    encoded = [encode_prompts(processor, audio, p, sample_rate) for p in prompts]
-    band, half = pretext_targets(encoded[0]["input_features"].numpy(), n_bands)
-    answers = [torch.as_tensor(band), torch.as_tensor(half)]
+    digit_ids = torch.as_tensor([tokenizer.convert_tokens_to_ids(str(k)) for k in range(10)], dtype=torch.long)
+    # features once; each question's token ids are the same for every clip of the window
+    encoded = {q: encode_prompts(processor, audio, prompts[q], sample_rate) for q in questions}
+    answers = pretext_targets(encoded[questions[0]]["input_features"].numpy(), n_bands)
     gen = torch.Generator().manual_seed(int(pretext["seed"]))
     opt = torch.optim.AdamW(model.parameters(), lr=float(pretext["lr"]), weight_decay=0.0)
     steps, batch = int(pretext["steps"]), int(pretext["batch_size"])
     losses = []
     model.train()
     for step in tqdm(range(steps), desc="pretrain tiny Qwen2-Audio (pretext)", unit="step", disable=not progress):
-        q = step % 2
+        q = questions[step % len(questions)]
         idx = torch.randint(0, len(audio), (batch,), generator=gen)
         inputs = {k: v[idx] for k, v in encoded[q].items()}
         logits = last_token_logits(model, inputs)
-        target = torch.as_tensor(digit_ids, dtype=torch.long)[answers[q][idx]]
-        loss = nn.functional.cross_entropy(logits, target)
+        loss = nn.functional.cross_entropy(logits, digit_ids[torch.as_tensor(answers[q])[idx]])
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -28,8 +28,8 @@ PROMPT = AUDIO_PROMPT + "Speech? Answer:"
 TINY = dict(sample_rate=16000, window_seconds=1.0, hop_length=160, n_fft=400, num_mel_bins=80, encoder_layers=2,
             encoder_heads=4, encoder_ffn_dim=64, encoder_dim=32, hidden_size=32, intermediate_size=64, num_layers=2,
             num_heads=4, num_kv_heads=2, max_positions=64)
-PRETEXT = dict(steps=4, batch_size=4, lr=1e-3, seed=0, n_bands=4, band_prompt=AUDIO_PROMPT + "Loudest band? Answer:",
-               half_prompt=AUDIO_PROMPT + "Louder half? Answer:")
+PRETEXT = dict(steps=4, batch_size=4, lr=1e-3, seed=0, n_bands=4,
+               prompts={"band": AUDIO_PROMPT + "Loudest band? Answer:", "half": AUDIO_PROMPT + "Louder half? Answer:"})
 
 
 @pytest.fixture(scope="module")
@@ -141,12 +141,16 @@ def test_answers_must_differ_at_first_token() -> None:
 
 
 def test_pretext_targets_hand_worked() -> None:
-    feats = np.zeros((2, 8, 10))
+    feats = np.zeros((2, 8, 12))
     feats[0, 6:8, :] = 1.0  # top band loudest
-    feats[0, :, 5:] += 0.5  # second half louder
-    feats[1, 0:2, :5] = 2.0  # bottom band, first half
-    band, half = pretext_targets(feats, n_bands=4)
-    assert band.tolist() == [3, 0] and half.tolist() == [1, 0]
+    feats[0, :, 9:] += 0.5  # last quarter (frames 9-11) louder: second half too
+    feats[1, 0:2, 3:6] = 2.0  # bottom band, second quarter, first half
+    out = pretext_targets(feats, n_bands=4, modulation_edges=np.array([0.1, 0.2, 0.3]))
+    assert out["band"].tolist() == [3, 0] and out["half"].tolist() == [1, 0] and out["quarter"].tolist() == [3, 1]
+    # loudness std over time: clip 0 = std of [0.25]*9 + [0.75]*3 = 0.2165; clip 1 = std of 0.5 on 3 of 12 frames = 0.2165
+    spread = np.array([np.std([0.25] * 9 + [0.75] * 3), np.std([0, 0, 0, 0.5, 0.5, 0.5] + [0] * 6)])
+    assert out["modulation"].tolist() == np.searchsorted([0.1, 0.2, 0.3], spread, side="right").tolist() == [2, 2]
+    assert pretext_targets(feats, 4)["modulation_edges"].shape == (3,)
 
 
 def test_spec_augment_masks_within_bounds() -> None:

@@ -1,0 +1,99 @@
+"""AudioDataModule: group splits with a dev carve-out, the audit before every run, processor inputs."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from analysis.group_splits import LeakageError  # noqa: E402
+from datamodules.audio import AudioDataModule, assign_splits  # noqa: E402
+from datamodules.simulate.audio import AUDIO_NAME  # noqa: E402
+
+TINY = dict(sample_rate=16000, window_seconds=1, hop_length=160, n_fft=400, num_mel_bins=80, encoder_layers=1,
+            encoder_heads=2, encoder_ffn_dim=32, encoder_dim=16, hidden_size=16, intermediate_size=32, num_layers=1,
+            num_heads=2, num_kv_heads=1, max_positions=64)
+SIM = {"n_speakers": 6, "clips_per_speaker": 3, "n_sources": 7, "clips_per_source": 2, "test_fraction": 0.3}
+PROMPT = "<|audio_bos|><|AUDIO|><|audio_eos|>Speech? Answer:"
+
+
+def _dm(tmp_path, **kw) -> AudioDataModule:
+    args = dict(cache_dir=str(tmp_path), simulation=SIM, dev_fraction=0.3, tiny=TINY, prompt=PROMPT, batch_size=4, seed=1)
+    args.update(kw)
+    return AudioDataModule(**args)
+
+
+@pytest.fixture(scope="module")
+def sim_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("audio_dm")
+
+
+def test_splits_batches_and_frames(sim_dir) -> None:
+    dm = _dm(sim_dir)
+    dm.prepare_data()
+    dm.setup("fit")
+    frame = dm.manifest()
+    groups = {s: set(frame.loc[frame.split == s, "group"]) for s in ("train", "val", "test")}
+    assert not groups["train"] & groups["val"] and not groups["train"] & groups["test"] and not groups["val"] & groups["test"]
+    assert dm.audit["shared_groups"] == 0 and dm.audit["val_groups"] >= 2  # one speaker and one source at least
+    # dev is carved from train: the manifest's test rows stay test
+    manifest = pd.read_parquet(dm.resolved_manifest())
+    assert set(manifest.loc[manifest.split == "test", "sample_id"]) == set(frame.loc[frame.split == "test", "sample_id"])
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch) == {"input_features", "feature_attention_mask", "input_ids", "attention_mask", "target", "index"}
+    assert batch["input_features"].shape[1:] == (80, 100) and batch["feature_attention_mask"].shape[1:] == (100,)
+    # 100 frames -> 25 audio tokens in the prompt
+    audio_id = dm.processor().tokenizer.convert_tokens_to_ids("<|AUDIO|>")
+    assert (batch["input_ids"] == audio_id).sum(dim=1).tolist() == [25] * 4
+    for split in ("train", "val", "test"):
+        f = dm.split_frame(split)
+        assert len(f) == len(dm.datasets[split]) and {"sample_id", "target", "group", "snr_db"} <= set(f.columns)
+        assert (f["split"] == split).all()  # the recorded split travels with the frame
+        item = dm.datasets[split][3]
+        assert int(item["target"]) == int(f["target"].iloc[3]) and int(item["index"]) == 3
+
+
+def test_features_match_the_processor_on_the_same_clip(sim_dir) -> None:
+    dm = _dm(sim_dir)
+    dm.setup("fit")
+    clip = dm.clips("test")[2]
+    direct = dm.processor().feature_extractor([clip], sampling_rate=16000, return_tensors="np", padding="max_length")
+    np.testing.assert_allclose(dm.datasets["test"][2]["input_features"].numpy(), direct["input_features"][0], rtol=1e-5, atol=1e-5)
+
+
+def test_audit_refuses_a_manifest_whose_splits_share_a_group(sim_dir, tmp_path) -> None:
+    dm = _dm(sim_dir)
+    manifest = pd.read_parquet(dm.resolved_manifest())
+    leaked_group = manifest.loc[manifest.split == "test", "group"].iloc[0]
+    row = manifest.index[manifest.group == leaked_group][0]
+    manifest.loc[row, "split"] = "train"  # one clip of a test group moved to train
+    (tmp_path / "m").mkdir()
+    manifest.to_parquet(tmp_path / "m" / "manifest.parquet")
+    np.save(tmp_path / "m" / AUDIO_NAME, np.load(dm.resolved_manifest().parent / AUDIO_NAME))
+    bad = _dm(sim_dir, manifest_path=str(tmp_path / "m" / "manifest.parquet"))
+    with pytest.raises(LeakageError, match=leaked_group):
+        bad.setup("fit")
+
+
+def test_assign_splits_redraws_and_checks_values() -> None:
+    frame = pd.DataFrame({"group": [f"g{i // 2}" for i in range(20)], "label": [int(i < 10) for i in range(20)],
+                          "split": ["train"] * 20})
+    split = assign_splits(frame, 0.2, 0.25, dev_seed=0, resplit_seed=None, source="m.parquet")
+    assert set(split) == {"train", "val"}  # the manifest had no test rows: none are made
+    split = assign_splits(frame, 0.4, 0.25, dev_seed=0, resplit_seed=3, source="m.parquet")
+    assert set(split) == {"train", "val", "test"}
+    assert frame.assign(s=split).groupby("group")["s"].nunique().max() == 1
+    with pytest.raises(ValueError, match="column 'split' has \\['dev'\\]"):
+        assign_splits(frame.assign(split="dev"), 0.2, 0.25, 0, None, "m.parquet")
+
+
+def test_missing_column_is_named(sim_dir, tmp_path) -> None:
+    dm = _dm(sim_dir)
+    manifest = pd.read_parquet(dm.resolved_manifest()).drop(columns=["group"])
+    manifest.to_parquet(tmp_path / "manifest.parquet")
+    with pytest.raises(ValueError, match=r"manifest.parquet: missing column\(s\) \['group'\]"):
+        _dm(sim_dir, manifest_path=str(tmp_path / "manifest.parquet")).manifest()
