@@ -1,4 +1,4 @@
-"""Ranking metrics that stay honest on awkward inputs: single-class sets give NaN, never 0.0."""
+"""Ranking metrics that stay honest on awkward inputs: single-class sets give NaN, never 0.0; stratified metrics."""
 
 from __future__ import annotations
 
@@ -45,26 +45,37 @@ def bin_label(low: float, high: float) -> str:
     return f"{low:.2f}-{high:.2f}"
 
 
-def stratified_auroc(
+#: Which negatives a stratum's positives are scored against.
+NEGATIVES = ("all", "same_bin")
+
+
+def stratified_metrics(
     targets: np.ndarray,
     scores: np.ndarray,
     strata: np.ndarray,
     edges: Sequence[float],
+    negatives: str = "all",
+    threshold: float | None = None,
 ) -> list[dict]:
-    """AUROC of each stratum's positives against ALL negatives.
+    """AUROC (and completeness at a fixed threshold) of each stratum of any metadata column.
 
-    This is the θ_E-stratified AUROC of the lens plan: negatives carry no θ_E, so each θ_E bin is scored
-    as "its positives versus every negative". A bin with no positives (or a set with no negatives) gets
-    NaN and its counts, never 0.0.
+    One code path for every stratified number: θ_E or arc S/N (negatives carry none: each bin's
+    positives against ALL negatives) and PSF bin, depth bin or host magnitude (negatives have them too:
+    ``negatives="same_bin"`` scores a bin's positives against that bin's negatives). A bin with no
+    positives or no negatives gets NaN AUROC and its counts, never 0.0.
 
     Args:
         targets: Binary labels.
         scores: Model scores.
-        strata: Stratifying value per sample (NaN for negatives is fine; it is ignored for them).
+        strata: Stratifying value per sample (NaN is in no bin).
         edges: Increasing bin edges; bin i is [edges[i], edges[i+1]).
+        negatives: "all" or "same_bin" (see above).
+        threshold: A score threshold fixed elsewhere (e.g. FPR 1e-3 on the validation negatives); each
+            bin then also gets ``completeness``, the fraction of its positives scored above it (NaN for
+            an empty bin), and ``n_detected``.
 
     Returns:
-        One dict per bin: low, high, label, auroc, n_pos, n_neg.
+        One dict per bin: low, high, label, auroc, n_pos, n_neg (and completeness, n_detected).
     """
     targets = np.asarray(targets).astype(int).ravel()
     scores = np.asarray(scores, dtype=float).ravel()
@@ -73,21 +84,44 @@ def stratified_auroc(
         raise ValueError(
             f"targets, scores and strata must have the same length, got {targets.size}, {scores.size}, {strata.size}"
         )
+    if negatives not in NEGATIVES:
+        raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}")
     edges = [float(e) for e in edges]
-    if any(b <= a for a, b in zip(edges, edges[1:])):
-        raise ValueError(f"bin edges must increase strictly, got {edges}")
-    neg = targets == 0
+    if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise ValueError(f"bin edges must increase strictly (two at least), got {edges}")
     rows = []
     for low, high in zip(edges, edges[1:]):
-        pos = (targets == 1) & (strata >= low) & (strata < high)
+        in_bin = (strata >= low) & (strata < high)
+        pos = (targets == 1) & in_bin
+        neg = (targets == 0) & (in_bin if negatives == "same_bin" else True)
         n_pos, n_neg = int(pos.sum()), int(neg.sum())
         if n_pos == 0 or n_neg == 0:
             value = float("nan")
         else:
             sel = pos | neg
             value = float(roc_auc_score(targets[sel], scores[sel]))
-        rows.append(dict(low=low, high=high, label=bin_label(low, high), auroc=value, n_pos=n_pos, n_neg=n_neg))
+        row = dict(low=low, high=high, label=bin_label(low, high), auroc=value, n_pos=n_pos, n_neg=n_neg)
+        if threshold is not None:
+            detected = int(np.sum(scores[pos] > threshold))
+            row["n_detected"] = detected
+            row["completeness"] = detected / n_pos if n_pos and not math.isnan(threshold) else float("nan")
+        rows.append(row)
     return rows
+
+
+def stratified_auroc(
+    targets: np.ndarray,
+    scores: np.ndarray,
+    strata: np.ndarray,
+    edges: Sequence[float],
+) -> list[dict]:
+    """AUROC of each stratum's positives against ALL negatives (the θ_E-stratified AUROC of the lens plan).
+
+    stratified_metrics with ``negatives="all"``: negatives carry no θ_E, so each θ_E bin is scored as "its
+    positives versus every negative"; a bin with no positives (or a set with no negatives) gets NaN and
+    its counts, never 0.0.
+    """
+    return stratified_metrics(targets, scores, strata, edges, negatives="all")
 
 
 def spread_summary(rows: list[dict]) -> dict[str, float]:

@@ -123,6 +123,10 @@ def test_summarize_lists_arms_and_failed_jobs(sweep):
     # nodes hold ${hydra:...}); lens_smoke is none of the seed's arms, so it has nothing to say
     summary = json.loads((sweep / "summary.json").read_text())
     assert "lens_decision" in summary and summary["lens_decision"] is None
+    # the search metrics of both splits reach the sweep summary (mean and CI over seeds per arm)
+    assert {"val_tpr0", "test_tpr0", "test_tpr10", "test_purity_at_c0.5_prev_1e-3"} <= set(table["metric"])
+    tpr0s = [json.loads((sweep / j / "metrics.json").read_text())["test_tpr0"] for j in ("0", "1")]
+    assert table.loc[table["metric"] == "test_tpr0", "mean"].iloc[0] == pytest.approx(np.mean(tpr0s))
 
 
 def test_unknown_task_lists_the_task_files():

@@ -10,7 +10,6 @@ from omegaconf import OmegaConf
 
 from callbacks.core_sensitivity import CoreSensitivity
 from callbacks.shortcut_gates import ShortcutGates
-from callbacks.thetae_auroc import ThetaEStratifiedAUROC
 from tests.conftest import compose
 
 GOOD = {"final_core_lr_auc": 0.55, "final_radial_lr_auc": 0.50, "core_reliance": 0.01, "test_thetae_min_auroc": 0.85,
@@ -47,16 +46,17 @@ def test_every_lens_experiment_reads_the_one_thresholds_file():
     for name in ("lens_a1", "lens_b1", "lens_b2", "lens_b3", "lens_b4", "lens_smoke"):
         cfg = compose([f"experiment={name}", "thresholds.thetae_spread_fail_above=0.33"])
         cb = cfg.callbacks
-        assert cb.thetae_auroc.spread_fail == 0.33 and cfg.summary.lens_decision.thresholds.thetae_spread_fail_above == 0.33
+        assert cb.thetae_auroc.verdicts.thetae.spread_fail == 0.33
+        assert cfg.summary.lens_decision.thresholds.thetae_spread_fail_above == 0.33
+        assert hydra.utils.instantiate(cb.thetae_auroc).verdicts["thetae"]["spread_fail"] == 0.33
         assert cb.shortcut_gates.core_fail_above == cfg.thresholds.core_fail_above == 0.65
         assert cb.core_sensitivity.reliance_pass_below == cfg.thresholds.reliance_pass_below == 0.03
-        assert cb.thetae_auroc.min_auroc_pass == cfg.thresholds.thetae_min_pass_above == 0.80
+        assert cb.thetae_auroc.verdicts.thetae.min_auroc_pass == cfg.thresholds.thetae_min_pass_above == 0.80
 
 
 @pytest.mark.parametrize("cls, names", [
     (ShortcutGates, ("core_pass_below", "core_fail_above", "radial_pass_below", "radial_fail_above")),
     (CoreSensitivity, ("reliance_pass_below", "reliance_fail_above")),
-    (ThetaEStratifiedAUROC, ("min_auroc_pass", "min_auroc_fail", "spread_pass", "spread_fail")),
 ])
 def test_callbacks_have_no_threshold_defaults(cls, names):
     params = inspect.signature(cls.__init__).parameters

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from analysis.metrics import auroc, spread_summary, stratified_auroc
+from analysis.metrics import auroc, spread_summary, stratified_auroc, stratified_metrics
 
 
 def test_auroc_matches_sklearn_on_random_data():
@@ -72,3 +72,42 @@ def test_stratified_auroc_rejects_bad_input():
         stratified_auroc(np.array([0, 1]), np.array([0.1]), np.array([1.0, 1.0]), [0, 1])
     with pytest.raises(ValueError, match="increase"):
         stratified_auroc(np.array([0, 1]), np.array([0.1, 0.2]), np.array([1.0, 1.0]), [1, 1])
+
+
+def test_stratified_metrics_same_bin_negatives_match_sklearn():
+    # PSF bin: negatives have one too, so a bin's positives are scored against that bin's negatives
+    rng = np.random.default_rng(2)
+    n = 1500
+    y = rng.integers(0, 2, n)
+    psf = rng.integers(0, 3, n).astype(float)
+    s = rng.normal(size=n) + y * (1 + psf)  # easier in worse... any bin-dependent signal
+    rows = stratified_metrics(y, s, psf, [-0.5, 0.5, 1.5, 2.5], negatives="same_bin")
+    for row, b in zip(rows, (0, 1, 2)):
+        sel = psf == b
+        assert row["auroc"] == pytest.approx(roc_auc_score(y[sel], s[sel]), abs=1e-12)
+        assert (row["n_pos"], row["n_neg"]) == (int((y[sel] == 1).sum()), int((y[sel] == 0).sum()))
+    # the same column with all negatives is a different number (and stratified_auroc's)
+    all_rows = stratified_metrics(y, s, psf, [-0.5, 0.5, 1.5, 2.5])
+    assert all_rows[0]["n_neg"] == int((y == 0).sum())
+    assert [r["auroc"] for r in all_rows] == [r["auroc"] for r in stratified_auroc(y, s, psf, [-0.5, 0.5, 1.5, 2.5])]
+
+
+def test_stratified_metrics_completeness_hand_worked_and_one_class_bins():
+    # arc S/N bins [0, 10), [10, 20), [20, 40); negatives have no S/N (NaN)
+    y = np.array([0, 0, 0, 1, 1, 1, 1])
+    s = np.array([0.1, 0.2, 0.6, 0.5, 0.7, 0.9, 0.95])
+    snr = np.array([np.nan, np.nan, np.nan, 5.0, 8.0, 15.0, 12.0])
+    rows = stratified_metrics(y, s, snr, [0, 10, 20, 40], threshold=0.6)
+    assert (rows[0]["n_detected"], rows[0]["completeness"]) == (1, 0.5)  # 0.7 > 0.6, 0.5 is not
+    assert (rows[1]["n_detected"], rows[1]["completeness"]) == (2, 1.0)
+    assert rows[0]["auroc"] == pytest.approx(5 / 6)  # 0.5 beats 0.1, 0.2; 0.7 beats all three
+    assert math.isnan(rows[2]["auroc"]) and math.isnan(rows[2]["completeness"]) and rows[2]["n_pos"] == 0
+    # a threshold that could not be set (NaN) gives NaN completeness, not 0
+    assert all(math.isnan(r["completeness"]) for r in stratified_metrics(y, s, snr, [0, 10, 20, 40], threshold=float("nan")))
+    # one class in a same_bin stratum: NaN with its counts
+    host = np.array([17.0, 17.0, 17.0, 17.0, 20.0, 20.0, 20.0])
+    rows = stratified_metrics(y, s, host, [16, 18, 21], negatives="same_bin")
+    assert rows[0]["auroc"] == pytest.approx(2 / 3) and math.isnan(rows[1]["auroc"])  # 0.5 vs 0.1, 0.2, 0.6
+    assert (rows[1]["n_pos"], rows[1]["n_neg"]) == (3, 0)
+    with pytest.raises(ValueError, match="negatives"):
+        stratified_metrics(y, s, host, [16, 18], negatives="bin")

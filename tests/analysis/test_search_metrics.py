@@ -1,0 +1,159 @@
+"""Lens-search metrics against sklearn's ROC and precision-recall curves and hand-worked cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
+
+from analysis.search_metrics import (
+    purity,
+    purity_at_completeness,
+    rate_label,
+    search_metrics,
+    threshold_at_fpr,
+    tpr0,
+    tpr10,
+    tpr_at_fp_count,
+    tpr_at_fpr,
+)
+
+
+def _data(n_pos: int, n_neg: int, seed: int = 0, decimals: int | None = 1):
+    """Overlapping classes; rounding makes many ties between and within classes."""
+    rng = np.random.default_rng(seed)
+    scores = np.concatenate([rng.normal(1.5, 1, n_pos), rng.normal(0, 1, n_neg)])
+    if decimals is not None:
+        scores = np.round(scores, decimals)
+    return np.r_[np.ones(n_pos, int), np.zeros(n_neg, int)], scores
+
+
+def _sklearn_tpr_with_fp_at_most(y, s, max_fp):
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    fps = np.rint(fpr * np.sum(y == 0))
+    return tpr[fps <= max_fp].max()
+
+
+@pytest.mark.parametrize("seed, decimals", [(0, 1), (1, 2), (2, None)])
+def test_tpr_at_fp_count_matches_sklearn_roc_curve(seed, decimals):
+    y, s = _data(300, 2000, seed, decimals)
+    for k in (0, 1, 9, 20):
+        assert tpr_at_fp_count(y, s, k) == pytest.approx(_sklearn_tpr_with_fp_at_most(y, s, k), abs=1e-12)
+    assert tpr0(y, s) == tpr_at_fp_count(y, s, 0) and tpr10(y, s) == tpr_at_fp_count(y, s, 9)
+    for f in (1e-2, 1e-3):
+        fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+        assert tpr_at_fpr(y, s, f) == pytest.approx(tpr[fpr <= f + 1e-12].max(), abs=1e-12)
+
+
+def test_hand_worked_ties_count_against_the_finder():
+    # positives 0.9, 0.8, 0.5; negatives 0.8, 0.3. The positive tied with the top negative cannot be
+    # flagged without flagging that negative too: TPR0 = 1/3. One false positive allowed: all three.
+    y = np.array([1, 1, 1, 0, 0])
+    s = np.array([0.9, 0.8, 0.5, 0.8, 0.3])
+    assert tpr0(y, s) == pytest.approx(1 / 3)
+    assert tpr_at_fp_count(y, s, 1) == 1.0
+
+
+def test_no_false_positives_at_all():
+    y = np.array([1, 1, 0, 0] * 5)
+    s = np.array([0.9, 0.8, 0.1, 0.2] * 5)
+    assert tpr0(y, s) == 1.0 and tpr10(y, s) == 1.0
+    assert roc_auc_score(y, s) == 1.0
+
+
+def test_too_few_negatives_is_nan_with_a_warning_never_a_guess():
+    y, s = _data(50, 999, seed=3)
+    with pytest.warns(RuntimeWarning, match="FPR=0.001 unresolved: 999 negatives"):
+        assert math.isnan(tpr_at_fpr(y, s, 1e-3))
+    y, s = _data(50, 1000, seed=3)  # exactly 1/FPR negatives: one false positive allowed
+    assert tpr_at_fpr(y, s, 1e-3) == tpr_at_fp_count(y, s, 1)
+    with pytest.warns(RuntimeWarning, match="1e-04|0.0001"):
+        assert math.isnan(tpr_at_fpr(y, s, 1e-4))
+    # TPR10 needs ten negatives; with exactly ten the threshold is the lowest negative
+    y = np.r_[np.ones(3, int), np.zeros(9, int)]
+    s = np.r_[[5.0, 0.5, -1.0], np.arange(9.0)]
+    with pytest.warns(RuntimeWarning, match="needs at least 10"):
+        assert math.isnan(tpr10(y, s))
+    y, s = np.r_[y, 0], np.r_[s, 0.0]
+    assert tpr10(y, s) == pytest.approx(2 / 3)  # 5.0 and 0.5 are above the lowest negative, 0.0
+    with pytest.warns(RuntimeWarning, match="no positives"):
+        assert math.isnan(tpr_at_fpr(np.zeros(2000, int), np.arange(2000.0), 1e-3))
+
+
+def test_threshold_at_fpr_lets_at_most_that_many_negatives_through():
+    neg = np.arange(1000.0)
+    t = threshold_at_fpr(neg, 1e-2)  # 10 false positives allowed: the 11th highest negative
+    assert t == 989.0 and np.sum(neg > t) == 10
+    with pytest.warns(RuntimeWarning):
+        assert math.isnan(threshold_at_fpr(np.arange(50.0), 1e-2))
+
+
+def test_purity_hand_worked():
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    s = np.array([0.9, 0.8, 0.7, 0.6, 0.75, 0.5, 0.4, 0.1])
+    with pytest.warns(RuntimeWarning, match="no false positive"):
+        rows = purity_at_completeness(y, s, [0.5, 0.75], [0.5, 1e-3])
+    half = [r for r in rows if r["completeness"] == 0.5]
+    assert all(math.isnan(r["purity"]) and r["n_fp"] == 0 for r in half)  # FPR 0 of 4 is unresolved, not purity 1
+    r = next(r for r in rows if r["completeness"] == 0.75 and r["prevalence"] == 0.5)
+    assert (r["tpr"], r["fpr"], r["n_fp"]) == (0.75, 0.25, 1)
+    assert r["purity"] == pytest.approx(0.75)  # 0.75 * 0.5 / (0.75 * 0.5 + 0.25 * 0.5)
+    r = next(r for r in rows if r["completeness"] == 0.75 and r["prevalence"] == 1e-3)
+    assert r["purity"] == pytest.approx(0.75e-3 / (0.75e-3 + 0.25 * 0.999))
+    assert purity(0.5, 0.0, 1e-3) != purity(0.5, 0.0, 1e-3)  # NaN
+
+
+@pytest.mark.parametrize("c", [0.3, 0.5, 0.8, 0.9, 1.0])
+def test_purity_at_the_sample_prevalence_is_sklearn_precision(c):
+    y, s = _data(400, 1600, seed=4, decimals=2)
+    prevalence = y.mean()
+    (row,) = purity_at_completeness(y, s, [c], [prevalence])
+    precision, recall, _ = precision_recall_curve(y, s, drop_intermediate=False)
+    # the highest threshold whose recall reaches c (sklearn lists recall in decreasing order)
+    i = np.flatnonzero(recall >= c - 1e-12)[-1]
+    assert row["tpr"] == pytest.approx(recall[i]) and row["purity"] == pytest.approx(precision[i], abs=1e-12)
+
+
+def test_purity_bootstrap_matches_a_plain_loop_with_sklearn():
+    y, s = _data(60, 240, seed=5, decimals=2)
+    n_boot, seed, c, p = 200, 7, 0.8, 1e-3
+    (row,) = purity_at_completeness(y, s, [c], [p], n_boot=n_boot, seed=seed)
+    pos, neg = s[y == 1], s[y == 0]
+    rng = np.random.default_rng(seed)
+    ip, ineg = rng.integers(0, pos.size, (n_boot, pos.size)), rng.integers(0, neg.size, (n_boot, neg.size))
+    values = []
+    for b in range(n_boot):
+        yy = np.r_[np.ones(pos.size, int), np.zeros(neg.size, int)]
+        fpr, tpr, _ = roc_curve(yy, np.r_[pos[ip[b]], neg[ineg[b]]], drop_intermediate=False)
+        i = np.flatnonzero(tpr >= c - 1e-12)[0]
+        if fpr[i] > 0:
+            values.append(tpr[i] * p / (tpr[i] * p + fpr[i] * (1 - p)))
+    assert row["n_boot_valid"] == len(values)
+    low, high = np.quantile(values, [0.025, 0.975])
+    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert row["ci_low"] <= row["purity"] <= row["ci_high"]
+
+
+def test_search_metrics_keys_and_values():
+    y, s = _data(200, 2000, seed=6, decimals=None)
+    with pytest.warns(RuntimeWarning, match="FPR=0.0001 unresolved"):
+        m = search_metrics(y, s, fprs=[1e-2, 1e-3, 1e-4], completeness=[0.5, 0.9], prevalences=[1e-3, 1e-4], n_boot=50)
+    assert m["auroc"] == pytest.approx(roc_auc_score(y, s))
+    assert m["tpr0"] == tpr0(y, s) and m["tpr_at_fpr_1e-2"] == tpr_at_fpr(y, s, 1e-2)
+    assert math.isnan(m["tpr_at_fpr_1e-4"])  # 2000 negatives cannot resolve 1e-4
+    assert {"purity_at_c0.5_prev_1e-3", "purity_at_c0.9_prev_1e-4_ci_low", "purity_at_c0.9_prev_1e-4_ci_high"} <= set(m)
+    assert (m["n_pos"], m["n_neg"]) == (200, 2000)
+    assert [rate_label(x) for x in (1e-2, 1e-3, 1e-4, 0.5, 0.9, 2.5e-3)] == ["1e-2", "1e-3", "1e-4", "0.5", "0.9", "2.5e-3"]
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="same length"):
+        tpr0(np.array([0, 1]), np.array([0.1]))
+    with pytest.raises(ValueError, match="0/1"):
+        tpr0(np.array([0, 2]), np.array([0.1, 0.2]))
+    with pytest.raises(ValueError, match="finite"):
+        tpr0(np.array([0, 1]), np.array([0.1, np.nan]))
+    with pytest.raises(ValueError, match="completeness"):
+        purity_at_completeness(np.array([0, 1]), np.array([0.1, 0.2]), [1.5], [1e-3])
