@@ -482,3 +482,56 @@ def hull_starts(cosmologies: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     """n starting states drawn from the simulated cosmologies (inside the hull, as the kit starts)."""
     rng = np.random.default_rng(seed)
     return np.asarray(cosmologies, dtype=np.float64)[rng.integers(0, len(cosmologies), n)]
+
+
+def summary_posteriors(
+    val_summaries: np.ndarray,
+    val_cosmology: np.ndarray,
+    val_params: np.ndarray,
+    test_summaries: np.ndarray,
+    n_steps: int = 10_000,
+    proposal_std: float = 0.06,
+    burn_in: float = 0.2,
+    seed: int = 0,
+    acceptance_band: Sequence[float] = (0.2, 0.5),
+    ess_min: float = 100.0,
+    grid_size: int = 256,
+    n_trace: int = 32,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray, dict[str, float], list[str]]:
+    """The whole CNN + MCMC stage: summaries of validation maps -> posteriors of every test map.
+
+    Args:
+        val_summaries: (N_val, D) summaries of the validation maps (CNN point predictions, log C_ell, ...).
+        val_cosmology: (N_val,) cosmology id of each validation map.
+        val_params: (N_val, P) parameters of each validation map.
+        test_summaries: (N_test, D) summaries of the maps to infer.
+        n_steps, proposal_std, burn_in, seed, n_trace: See ``metropolis``.
+        acceptance_band, ess_min: See ``chain_checks``.
+        grid_size: Lookup grid of the interpolator.
+        progress: tqdm over the steps.
+
+    Returns:
+        (posterior mean (N_test, P), posterior std (N_test, P), diagnostics, warnings).
+    """
+    cosmo, means, covs = summary_moments(val_summaries, val_cosmology, val_params)
+    lik = GaussianSummaryLikelihood(cosmo, means, covs, grid_size=grid_size)
+    data = np.asarray(test_summaries, dtype=np.float64).reshape(len(test_summaries), -1)
+    start = hull_starts(cosmo, len(data), seed=seed)
+    # a start where a map's likelihood underflows is moved to the cosmology that suits that map best
+    lp0 = lik.log_prob(start, data)
+    if not np.all(np.isfinite(lp0)):
+        per = np.stack([lik.log_prob(np.repeat(c[None], len(data), 0), data) for c in cosmo], axis=1)
+        start = np.where(np.isfinite(lp0)[:, None], start, cosmo[np.argmax(per, axis=1)])
+    result = metropolis(lambda th: lik.log_prob(th, data), start, n_steps=n_steps, proposal_std=proposal_std,
+                        burn_in=burn_in, seed=seed, n_trace=n_trace, progress=progress)
+    diag = chain_checks(result, acceptance_band, ess_min)
+    diag.update({"n_cosmologies": float(len(cosmo)), "summary_dim": float(means.shape[1])})
+    std = result.std
+    stuck = std <= 0
+    if stuck.any():  # a chain that never moved: keep its (useless) answer scorable, and say so
+        msg = f"MCMC: {int(stuck.any(axis=1).sum())} chain(s) never moved; their std is set to 1e-6"
+        result.warnings.append(msg)
+        warnings.warn(msg, stacklevel=2)
+        std = np.where(stuck, 1e-6, std)
+    return result.mean, std, diag, list(result.warnings)

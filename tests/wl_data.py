@@ -7,9 +7,9 @@ from pathlib import Path
 TINY_SIM = {
     "n_cosmologies": 6,
     "n_train": 4,
-    "n_val": 4,
+    "n_val": 8,
     "n_test": 2,
-    "downsample": 8,
+    "downsample": 4,
     "nuisance_grid": [2, 1],
     "n_ell": 24,
     "seed": 3,

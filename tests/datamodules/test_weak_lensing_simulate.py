@@ -117,11 +117,11 @@ def test_tiny_dataset_format_splits_and_noise(tmp_path) -> None:
     pixels = np.load(manifest.with_name("pixels.npy"), mmap_mode="r")
     mask = np.load(manifest.with_name("mask.npy"))
     geometry = json.loads(manifest.with_name("geometry.json").read_text())
-    assert pixels.shape == (6 * 10, int(mask.sum())) and mask.shape == (178, 22)
+    assert pixels.shape == (6 * 14, int(mask.sum())) and mask.shape == (356, 44)
     assert set(frame.columns) >= {"sample_id", "split", "cosmology_id", "realisation", "omega_m", "s8", "log_t_agn", "dz", "noisy"}
     # splits along realisations: every cosmology in every split
     counts = frame.groupby(["cosmology_id", "split"]).size().unstack()
-    assert (counts["train"] == 4).all() and (counts["val"] == 4).all() and (counts["test"] == 2).all()
+    assert (counts["train"] == 4).all() and (counts["val"] == 8).all() and (counts["test"] == 2).all()
     assert frame.loc[frame["split"] == "test", "noisy"].all() and not frame.loc[frame["split"] != "test", "noisy"].any()
     # test maps carry the kit's shape noise on top of the signal
     sigma = geometry["noise_sigma"]
@@ -130,5 +130,5 @@ def test_tiny_dataset_format_splits_and_noise(tmp_path) -> None:
     assert var_noisy - var_clean == pytest.approx(sigma**2, rel=0.15)
     # cached: a second call reuses the directory
     assert tiny_wl_manifest(tmp_path) == manifest
-    assert mode_counts((178, 22), geometry["pixel_arcmin"], log_bins(100, 1e4, 10))[-1] == 0  # above Nyquist
+    assert mode_counts((356, 44), geometry["pixel_arcmin"], log_bins(100, 1e4, 10))[-1] == 0  # above Nyquist
     assert pixel_window((4, 4), 2.0)[0, 0] == 1.0
