@@ -7,10 +7,12 @@ TorchScript archive: it needs ``force_quick_gelu=True`` (the activation OpenAI t
 ``weights_only=False``, which runs whatever the file says, so it is refused unless
 ``allow_torchscript=True`` is given for a file you trust.
 
-The cache key is (model name, force_quick_gelu, sha256 of the weights file, data set id, split,
-the transform's repr, normalisation): every arm and seed reuses one computation, and changing the
-weights file (even at the same path) invalidates it. Each entry is ``<key>.npy`` plus a ``<key>.json``
-that records what went into the key.
+The cache key is (model name, its open_clip config, which fixes the eval transform, open_clip's
+version, force_quick_gelu, sha256 of the weights file, data set id, split, normalisation): every arm
+and seed reuses one computation, and changing the weights file (even at the same path) invalidates it.
+On a warm cache the model is never built (``ClipSpec`` loads it only on a miss), and a weights file's
+hash is remembered by (path, size, mtime). Each entry is ``<key>.npy`` plus a ``<key>.json`` that
+records what went into the key and the transform's repr.
 """
 
 from __future__ import annotations
@@ -87,6 +89,76 @@ class LoadedClip:
     weights_sha256: str | None
     force_quick_gelu: bool
 
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What determines this model's embeddings (part of the cache key)."""
+        return clip_identity(self.name, self.weights_sha256, self.force_quick_gelu)
+
+    def load(self) -> LoadedClip:
+        return self
+
+
+def clip_identity(name: str, weights_sha256: str | None, force_quick_gelu: bool) -> dict[str, Any]:
+    """Model name, its open_clip config (which fixes the eval transform), open_clip's version, QuickGELU, weights hash."""
+    import open_clip
+
+    return {"model": name, "model_cfg": open_clip.get_model_config(name), "open_clip": open_clip.__version__,
+            "force_quick_gelu": bool(force_quick_gelu), "weights_sha256": weights_sha256}
+
+
+@dataclass
+class ClipSpec:
+    """A CLIP model to be loaded only when embeddings must be computed (a warm cache never builds it).
+
+    Args: as ``load_clip``.
+    """
+
+    name: str
+    pretrained: str | None
+    force_quick_gelu: bool = False
+    allow_torchscript: bool = False
+    device: str = "cpu"
+    init_seed: int = 0
+    memo_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        import open_clip
+
+        if self.name not in open_clip.list_models():
+            raise ValueError(f"data.clip.model: unknown open_clip architecture {self.name!r}; e.g. ViT-B-32 (see open_clip.list_models())")
+        if self.pretrained is None:
+            self.weights_sha256 = f"random-init:{self.init_seed}"
+        else:
+            path = check_weights_file(self.pretrained, self.allow_torchscript)
+            self.weights_sha256 = memo_sha256(path, self.memo_dir) if self.memo_dir else file_sha256(path)
+        self._loaded: LoadedClip | None = None
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return clip_identity(self.name, self.weights_sha256, self.force_quick_gelu)
+
+    def load(self) -> LoadedClip:
+        if self._loaded is None:
+            self._loaded = load_clip(self.name, self.pretrained, self.force_quick_gelu, self.allow_torchscript, self.device,
+                                     self.init_seed)
+        return self._loaded
+
+
+def memo_sha256(path: Path, memo_dir: str | Path) -> str:
+    """sha256 of a weights file, remembered by (resolved path, size, mtime_ns): a 600 MB file is hashed once.
+
+    A rewritten file has a new mtime (and usually size), so it is hashed again.
+    """
+    stat = Path(path).stat()
+    key = cache_key({"path": str(Path(path).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
+    memo = Path(memo_dir) / "sha256" / f"{key}.txt"
+    if memo.exists():
+        return memo.read_text().strip()
+    sha = file_sha256(path)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text(sha)
+    return sha
+
 
 def load_clip(
     name: str,
@@ -94,6 +166,7 @@ def load_clip(
     force_quick_gelu: bool = False,
     allow_torchscript: bool = False,
     device: str = "cpu",
+    init_seed: int = 0,
 ) -> LoadedClip:
     """An open_clip model from a local weights file, frozen, in eval mode.
 
@@ -104,6 +177,7 @@ def load_clip(
         force_quick_gelu: QuickGELU activations (OpenAI's weights were trained with them).
         allow_torchscript: Accept a TorchScript archive (loaded with weights_only=False).
         device: Where the model runs.
+        init_seed: Seed of the random weights when `pretrained` is None (part of the cache key).
     """
     import open_clip
 
@@ -126,9 +200,13 @@ def load_clip(
         model.load_state_dict(state, strict=True)
         model.to(device)
     else:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=pretrained, force_quick_gelu=force_quick_gelu, weights_only=True, device=device
-        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)  # random weights (pretrained=None) are a function of the seed
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained, force_quick_gelu=force_quick_gelu, weights_only=True, device=device
+            )
+        if pretrained is None:
+            sha = f"random-init:{init_seed}"
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -171,20 +249,12 @@ class EmbeddingCache:
         self.hits = 0
         self.misses = 0
 
-    def parts(self, clip: LoadedClip, dataset_id: str, split: str, normalize: bool) -> dict[str, Any]:
-        return {
-            "model": clip.name,
-            "force_quick_gelu": clip.force_quick_gelu,
-            "weights_sha256": clip.weights_sha256,
-            "dataset": dataset_id,
-            "split": split,
-            "transform": repr(clip.preprocess),
-            "normalize": normalize,
-        }
+    def parts(self, clip: LoadedClip | ClipSpec, dataset_id: str, split: str, normalize: bool) -> dict[str, Any]:
+        return {**clip.identity, "dataset": dataset_id, "split": split, "normalize": normalize}
 
     def get(
         self,
-        clip: LoadedClip,
+        clip: LoadedClip | ClipSpec,
         images: np.ndarray,
         dataset_id: str,
         split: str,
@@ -205,11 +275,13 @@ class EmbeddingCache:
         self.misses += 1
         log.info("embedding cache miss: %s %s, computing %d embeddings with %s", dataset_id, split, len(images), clip.name)
         start = time.time()
-        array = encode_images(clip, images, batch_size, normalize, desc=f"embedding {split}")
+        loaded = clip.load()
+        array = encode_images(loaded, images, batch_size, normalize, desc=f"embedding {split}")
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.stem + ".tmp.npy")
         np.save(tmp, array)
         tmp.replace(path)
-        meta = {**parts, "shape": list(array.shape), "seconds": round(time.time() - start, 2), "weights": clip.weights}
+        meta = {**parts, "shape": list(array.shape), "seconds": round(time.time() - start, 2), "weights": loaded.weights,
+                "transform": repr(loaded.preprocess)}
         path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
         return array

@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 
 from analysis.subtasks import percentile_thresholds, subtask_labels, superclass_labels, three_classes
 from datamodules.base import SPLITS, BaseDataModule
-from datamodules.clip_embeddings import EmbeddingCache, load_clip
+from datamodules.clip_embeddings import ClipSpec, EmbeddingCache
 from datamodules.simulate.clip_digits import DIGIT_SOURCES, load_digit_images, pretrain_tiny_clip
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,8 @@ class ClipSubtaskDataModule(BaseDataModule):
         root: CIFAR-10 directory (torchvision's format); unused for the digit sets.
         class_names: One name per class (captions of the tiny CLIP; the frames' ``class_name``).
         superclass_map: Superclass of each class, indexed by class (seed: CIFAR-10 vehicle 0 / animal 1).
-        split: ``val_size``, ``test_size`` (digit sets only; CIFAR-10 has its own test split), ``split_seed``.
+        split: ``val_size``, ``test_size`` (digit sets only; CIFAR-10 has its own test split), ``split_seed``,
+            ``subset`` (digit sets: a stratified subset of this many images before splitting; null keeps all).
         subtasks: ``mode`` (fixed | percentile), ``brightness_thresholds``, ``edge_thresholds``,
             ``edge_pixel_threshold``, ``percentiles``, ``drop_border`` (analysis/subtasks.py).
         clip: ``model``, ``pretrained`` (local weights file or null), ``force_quick_gelu``,
@@ -155,7 +156,8 @@ class ClipSubtaskDataModule(BaseDataModule):
         """Names the images of every split (part of the embedding cache key)."""
         s = self.split_cfg
         where = str(Path(self.root).resolve()) if self.source == "cifar10" and self.root else ""
-        return f"{self.source}:{where}:val={s['val_size']}:test={s.get('test_size')}:split_seed={s['split_seed']}"
+        subset = f":subset={s['subset']}" if s.get("subset") else ""
+        return f"{self.source}:{where}:val={s['val_size']}:test={s.get('test_size')}:split_seed={s['split_seed']}{subset}"
 
     def split_images(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per split: images (uint8), labels and each image's row in its source array."""
@@ -169,6 +171,10 @@ class ClipSubtaskDataModule(BaseDataModule):
             return {"train": (train_x[keep], train_y[keep], keep), "val": (train_x[val], train_y[val], val),
                     "test": (test_x, test_y, np.arange(len(test_y)))}
         images, labels = load_digit_images(self.source)
+        subset = self.split_cfg.get("subset")
+        if subset:  # a stratified subset (benchmarks, quick checks), drawn before the splits
+            _, keep = stratified_holdout(labels, int(subset), seed, "subset")
+            images, labels = images[keep], labels[keep]
         if len(set(labels.tolist())) != len(self.class_names):
             raise ValueError(f"data.class_names has {len(self.class_names)} names but {self.source} has "
                              f"{len(set(labels.tolist()))} classes")
@@ -228,8 +234,10 @@ class ClipSubtaskDataModule(BaseDataModule):
         device = self.clip_cfg.get("device") or "auto"
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        clip = load_clip(name, weights, bool(self.clip_cfg.get("force_quick_gelu", False)),
-                         bool(self.clip_cfg.get("allow_torchscript", False)), device=device)
+        # built only if some split misses the cache
+        clip = ClipSpec(name, weights, bool(self.clip_cfg.get("force_quick_gelu", False)),
+                        bool(self.clip_cfg.get("allow_torchscript", False)), device=device,
+                        memo_dir=str(self.cache_dir / "clip_embeddings"))
         self.cache = EmbeddingCache(self.cache_dir / "clip_embeddings")
         for split in SPLITS:
             images, labels, rows = splits[split]

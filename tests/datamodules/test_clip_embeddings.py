@@ -124,3 +124,20 @@ def test_cache_is_hit_by_the_second_arm_and_invalidated_when_the_weights_change(
     new = changed.get(load_clip(MICRO, weights), images, "toy:v1", "train")
     assert changed.misses == 1 and changed.hits == 0
     assert not np.allclose(new, first)
+
+
+def test_a_warm_cache_never_builds_the_model_and_the_hash_memo_follows_the_file(micro, tmp_path):
+    from datamodules.clip_embeddings import ClipSpec, memo_sha256
+
+    model, _, images = micro
+    weights = save(model, tmp_path / "w.safetensors")
+    cold = ClipSpec(MICRO, str(weights), memo_dir=str(tmp_path / "memo"))
+    EmbeddingCache(tmp_path / "cache").get(cold, images, "toy", "test")
+    assert cold._loaded is not None  # a miss loads it
+    warm = ClipSpec(MICRO, str(weights), memo_dir=str(tmp_path / "memo"))
+    cache = EmbeddingCache(tmp_path / "cache")
+    cache.get(warm, images, "toy", "test")
+    assert cache.hits == 1 and warm._loaded is None
+    assert warm.weights_sha256 == ce.file_sha256(weights)
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")  # rewritten in place
+    assert memo_sha256(weights, tmp_path / "memo") == ce.file_sha256(weights) != warm.weights_sha256
