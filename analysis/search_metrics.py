@@ -137,6 +137,18 @@ def _operating_points(pos_sorted_desc: np.ndarray, neg_sorted_asc: np.ndarray, c
     return n_tp / n_pos, n_fp / n_neg, n_fp
 
 
+def _purity_ci(values: np.ndarray, alpha: float) -> tuple[float, float, int]:
+    """Percentile CI of bootstrap purities; a resample without false positives (NaN) is unresolved.
+
+    Its purity is above what its negatives can show, so it is ranked above every resolved value
+    (not dropped, which would bias the interval down); a bound that lands among those is NaN.
+    """
+    ranked = np.where(np.isnan(values), np.inf, values)
+    low, high = np.quantile(ranked, [alpha / 2, 1 - alpha / 2], method="inverted_cdf")
+    bound = lambda v: float(v) if np.isfinite(v) else float("nan")  # noqa: E731
+    return bound(low), bound(high), int(np.sum(~np.isnan(values)))
+
+
 def purity_at_completeness(
     targets: np.ndarray,
     scores: np.ndarray,
@@ -160,7 +172,9 @@ def purity_at_completeness(
 
     Returns:
         One row per (completeness, prevalence): completeness, prevalence, purity, ci_low, ci_high, tpr,
-        fpr, n_fp, n_pos, n_neg, n_boot_valid (resamples whose FPR was resolved; the CI uses those).
+        fpr, n_fp, n_pos, n_neg, n_boot_valid (resamples whose FPR was resolved). The percentile CI ranks
+        unresolved resamples above every resolved one; a bound among them, or an unresolved point
+        estimate, is NaN.
     """
     pos, neg = _split_scores(targets, scores)
     for c in completeness:
@@ -189,12 +203,8 @@ def purity_at_completeness(
         for p in prevalences:
             row = dict(completeness=float(c), prevalence=float(p), purity=purity(tpr, fpr, p), ci_low=float("nan"),
                        ci_high=float("nan"), tpr=tpr, fpr=fpr, n_fp=n_fp, n_pos=int(pos.size), n_neg=int(neg.size), n_boot_valid=0)
-            if c in boot:
-                values = purity(*boot[c], p)
-                values = values[~np.isnan(values)]
-                row["n_boot_valid"] = int(values.size)
-                if values.size:
-                    row["ci_low"], row["ci_high"] = (float(v) for v in np.quantile(values, [alpha / 2, 1 - alpha / 2]))
+            if c in boot and n_fp > 0:
+                row["ci_low"], row["ci_high"], row["n_boot_valid"] = _purity_ci(purity(*boot[c], p), alpha)
             rows.append(row)
     if unresolved:
         warnings.warn(f"purity undefined at completeness {unresolved}: no false positive among {neg.size} negatives "

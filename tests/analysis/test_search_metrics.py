@@ -128,12 +128,25 @@ def test_purity_bootstrap_matches_a_plain_loop_with_sklearn():
         yy = np.r_[np.ones(pos.size, int), np.zeros(neg.size, int)]
         fpr, tpr, _ = roc_curve(yy, np.r_[pos[ip[b]], neg[ineg[b]]], drop_intermediate=False)
         i = np.flatnonzero(tpr >= c - 1e-12)[0]
-        if fpr[i] > 0:
-            values.append(tpr[i] * p / (tpr[i] * p + fpr[i] * (1 - p)))
-    assert row["n_boot_valid"] == len(values)
-    low, high = np.quantile(values, [0.025, 0.975])
+        values.append(tpr[i] * p / (tpr[i] * p + fpr[i] * (1 - p)) if fpr[i] > 0 else np.inf)
+    assert row["n_boot_valid"] == int(np.isfinite(values).sum())
+    ordered = np.sort(values)  # percentile bounds without interpolation: the ceil(q * B)-th value
+    low, high = ordered[int(np.ceil(0.025 * n_boot)) - 1], ordered[int(np.ceil(0.975 * n_boot)) - 1]
     assert (row["ci_low"], row["ci_high"]) == (pytest.approx(low), pytest.approx(high))
     assert row["ci_low"] <= row["purity"] <= row["ci_high"]
+
+
+def test_purity_ci_when_some_resamples_have_no_false_positive():
+    # a finder good enough that some resamples of its negatives hold no false positive at c = 0.5
+    y = np.r_[np.ones(20, int), np.zeros(40, int)]
+    s = np.r_[np.linspace(1.0, 2.0, 20), np.linspace(-2.0, 0.0, 39), 1.6]  # one negative among the top positives
+    (row,) = purity_at_completeness(y, s, [0.5], [1e-3], n_boot=400, seed=1)
+    assert row["n_fp"] == 1 and 0 < row["n_boot_valid"] < 400
+    assert not math.isnan(row["ci_low"])
+    assert math.isnan(row["ci_high"])  # the upper bound falls among unresolved resamples: not a number to quote
+    with pytest.warns(RuntimeWarning, match="no false positive"):
+        (row,) = purity_at_completeness(y[:-1], s[:-1], [0.5], [1e-3], n_boot=50, seed=1)
+    assert math.isnan(row["purity"]) and math.isnan(row["ci_low"]) and math.isnan(row["ci_high"])
 
 
 def test_search_metrics_keys_and_values():
