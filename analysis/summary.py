@@ -2,6 +2,7 @@
 
 An *arm* is one configuration run over several seeds. Runs are grouped by their Hydra overrides minus
 ``seed=...``, so ``experiment=lens_b1 seed=1`` and ``experiment=lens_b1 seed=2`` are one arm.
+``metrics_table`` is a generic summary plugin (docs/contract.md): a table of chosen metrics per arm.
 """
 
 from __future__ import annotations
@@ -119,3 +120,41 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits
     lines = ["| " + " | ".join(str(h) for h in headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def metrics_table(
+    arms: Mapping[str, Mapping[str, Any]],
+    jobs: Sequence[Mapping[str, Any]],
+    metrics: Sequence[str],
+    title: str = "Selected metrics",
+) -> dict[str, Any] | None:
+    """Summary plugin: one row per arm, one column per chosen metric, as ``mean [CI]`` over seeds.
+
+    A family declares it under ``summary:`` with the metrics its readers look at first (e.g. a lens
+    search's TPR0, TPR10, TPR at FPR 1e-3 and purity), so they are not lost among hundreds of rows.
+
+    Args:
+        arms: Arm name -> ``{metrics: {name: summarize_metric dict}, n_completed, ...}``.
+        jobs: The job records (unused).
+        metrics: Metric names, in column order.
+        title: Section title.
+
+    Returns:
+        None when no arm has any of the metrics; else ``{"title", "markdown", "result"}`` with
+        result[arm][metric] = the summarize_metric dict (or None when the arm lacks it).
+    """
+    result = {arm: {m: info.get("metrics", {}).get(m) for m in metrics} for arm, info in arms.items()
+              if any(m in info.get("metrics", {}) for m in metrics)}
+    if not result:
+        return None
+
+    def cell(s: Mapping[str, float] | None) -> str:
+        if s is None or math.isnan(s["mean"]):
+            return "n/a" if s is None else f"nan (n={s['n']})"
+        ci = "" if math.isnan(s.get("ci_half", float("nan"))) else f" [{fmt(s['ci_low'])}, {fmt(s['ci_high'])}]"
+        return f"{fmt(s['mean'])}{ci} (n={s['n']})"
+
+    rows = [[arm] + [cell(values[m]) for m in metrics] for arm, values in result.items()]
+    md = ("Mean over completed seeds [Student-t CI] (n = seeds with a value; nan: unresolved or undefined in "
+          "every seed)\n\n" + markdown_table(["arm", *metrics], rows))
+    return {"title": title, "markdown": md, "result": result}

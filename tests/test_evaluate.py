@@ -127,6 +127,8 @@ def test_summarize_lists_arms_and_failed_jobs(sweep):
     assert {"val_tpr0", "test_tpr0", "test_tpr10", "test_purity_at_c0.5_prev_1e-3"} <= set(table["metric"])
     tpr0s = [json.loads((sweep / j / "metrics.json").read_text())["test_tpr0"] for j in ("0", "1")]
     assert table.loc[table["metric"] == "test_tpr0", "mean"].iloc[0] == pytest.approx(np.mean(tpr0s))
+    (arm,) = summary["lens_search"].values()  # the experiment's metrics_table plugin
+    assert arm["test_tpr0"]["mean"] == pytest.approx(np.mean(tpr0s)) and "Lens search metrics" in md
 
 
 def test_unknown_task_lists_the_task_files():

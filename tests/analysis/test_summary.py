@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from analysis.summary import BASE_ARM, arm_name, group_runs, markdown_table, numeric_metrics, summarize_metric
+from analysis.summary import BASE_ARM, arm_name, group_runs, markdown_table, metrics_table, numeric_metrics, summarize_metric
 
 
 @pytest.mark.parametrize("n", [2, 3, 5, 10])
@@ -61,3 +61,18 @@ def test_numeric_metrics_and_table():
     assert numeric_metrics(m) == {"test_auroc": 0.9, "best_epoch": 7.0}
     table = markdown_table(["a", "b"], [["x|y", 0.123456], ["z", float("nan")]])
     assert table.splitlines() == ["| a | b |", "|---|---|", "| x\\|y | 0.1235 |", "| z | nan |"]
+
+
+def test_metrics_table_plugin():
+    a = {"metrics": {"test_tpr0": summarize_metric([0.2, 0.4, 0.3]), "test_auroc": summarize_metric([0.9])}, "n_completed": 3}
+    b = {"metrics": {"test_tpr0": summarize_metric([float("nan")] * 2)}, "n_completed": 2}
+    c = {"metrics": {"other": summarize_metric([1.0])}, "n_completed": 1}
+    out = metrics_table({"arm=a": a, "arm=b": b, "arm=c": c}, [], ["test_auroc", "test_tpr0"], title="Search")
+    assert out["title"] == "Search" and set(out["result"]) == {"arm=a", "arm=b"}  # c has none of them
+    low, high = stats.t.interval(0.95, 2, loc=0.3, scale=stats.sem([0.2, 0.4, 0.3]))
+    lines = out["markdown"].splitlines()
+    assert lines[-4] == "| arm | test_auroc | test_tpr0 |"
+    assert lines[-1] == "| arm=b | n/a | nan (n=0) |"
+    assert lines[-2] == f"| arm=a | 0.9000 (n=1) | 0.3000 [{low:.4f}, {high:.4f}] (n=3) |"
+    assert out["result"]["arm=b"]["test_auroc"] is None
+    assert metrics_table({"arm=c": c}, [], ["test_tpr0"]) is None
