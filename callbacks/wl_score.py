@@ -43,7 +43,8 @@ class WLScore(RigorCallback):
 
     Args:
         score_scale, score_floor: The challenge score's constants (conf/thresholds/weak_lensing.yaml).
-        write_val: Also write predictions_val.csv (the MCMC stage needs it).
+        write_val: Also write predictions_val.csv (evaluate.py task=wl_mcmc needs it; one more pass over the
+            validation maps).
         mcmc: ``{summaries: [outputs, power_spectrum], n_steps, proposal_std, burn_in, seed, grid_size, n_trace,
             acceptance_band, ess_min, ps_ell_min, ps_ell_max, ps_n_bins}``; ``summaries: []`` switches it off.
     """
@@ -70,16 +71,20 @@ class WLScore(RigorCallback):
         out = pl_module.epoch_outputs("test")
         test_index, test_outputs = out["index"].numpy(), out["outputs"].double().numpy()
         self._write(pl_module, dm, run_dir, "test", test_index, test_outputs)
-        val = run_split(pl_module, dm.split_dataloader("val"))
-        if self.write_val:
-            self._write(pl_module, dm, run_dir, "val", val.index, val.outputs)
+        summaries = list(self.mcmc.get("summaries", []) or [])
+        val_index, val_outputs = np.arange(len(dm.split_frame("val"))), None
+        if self.write_val or "outputs" in summaries:  # a pass over every validation map: only when something needs it
+            val = run_split(pl_module, dm.split_dataloader("val"))
+            val_index, val_outputs = val.index, val.outputs
+            if self.write_val:
+                self._write(pl_module, dm, run_dir, "val", val_index, val_outputs)
         if pl_module.output_kind == "regression" and test_outputs.ndim == 3:
             truth = dm.split_frame("test").iloc[test_index][list(names)].to_numpy(np.float64)
             m = wl_metrics(truth, test_outputs[..., 0], test_outputs[..., 1], names, self.score_scale, self.score_floor,
                            dm.label_loc, dm.label_scale)
             self._summary.update({f"test_{k}": v for k, v in m.items()})
-        for summary in self.mcmc.get("summaries", []) or []:
-            self._run_mcmc(summary, pl_module, dm, run_dir, val.index, val.outputs, test_index, test_outputs)
+        for summary in summaries:
+            self._run_mcmc(summary, pl_module, dm, run_dir, val_index, val_outputs, test_index, test_outputs)
 
     # ----------------------------------------------------------------------------------------------
     def _write(self, pl_module: L.LightningModule, dm: Any, run_dir: Path, split: str, index: np.ndarray, outputs: np.ndarray,
