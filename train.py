@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -23,10 +24,12 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from callbacks.base import summary_dir
 from rigor.config import instantiate_callbacks, instantiate_loggers, register_resolvers
+from rigor.guard import EXIT_TERMINATED, ConfigStamp, ResumeConfigError, TermHandler, Terminated, check_resume, check_splits, relevant_config, safe_load
 from rigor.jsonio import to_jsonable, write_json
 
 log = logging.getLogger("rigor.train")
@@ -62,60 +65,86 @@ def run_dir_of(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_dir)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def train(cfg: DictConfig, term: TermHandler | None = None) -> dict[str, Any]:
     """Fit, test on the best checkpoint and write metrics.json. Returns the metrics.
 
     Args:
         cfg: The composed config (conf/train.yaml).
+        term: The SIGTERM recorder main() installs (None: SIGTERM is not watched).
     """
     start = time.time()
+    term = term or TermHandler()
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    try:
+        seed = int(cfg.seed)
+    except (TypeError, ValueError):
+        raise ValueError(f"seed must be an integer, got {cfg.seed!r}") from None
+    if cfg.get("train", True) and int(cfg.trainer.get("max_epochs") or 0) < 1:
+        raise ValueError(f"trainer.max_epochs={cfg.trainer.get('max_epochs')}: nothing would be trained; set it to 1 or more "
+                         "(or train=false to test a checkpoint)")
+    stamp = relevant_config(cfg)
+    resume = cfg.get("ckpt_path")
+    if resume is not None:
+        safe_load(resume)  # refuses a file that would run code before Lightning touches it
+    elif last.exists():
+        check_resume(stamp, last, bool(cfg.get("resume_force", False)))
+        done = _completed(run_dir)
+        if done is not None:
+            print(f"already completed (same config): {run_dir / 'metrics.json'}; delete it to run the tests again")
+            return done
+        log.warning("found %s: resuming that run", last)
+        resume = str(last)
     shutil.rmtree(summary_dir(run_dir), ignore_errors=True)  # a resumed run recomputes them
     if cfg.get("cpu_threads"):
         torch.set_num_threads(int(cfg.cpu_threads))
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(seed, workers=True)
 
     log.info("datamodule <%s>", cfg.data._target_)
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     log.info("module <%s>", cfg.model._target_)
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)
+    datamodule.setup("fit")
+    used = (["train", "val"] if cfg.get("train", True) else []) + (["test"] if cfg.get("test", True) else [])
+    warnings = check_splits(datamodule, model.output_kind, used, getattr(datamodule, "size_keys", "the data config (data.*)"))
+    term.check("set-up", last)
+
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    callbacks.append(
-        ModelCheckpoint(
-            dirpath=ckpt_dir,
-            filename="best",
-            monitor=model.monitor,
-            mode=model.mode,
-            save_last=True,
-            save_top_k=1,
-            enable_version_counter=False,
-            auto_insert_metric_name=False,
-        )
-    )
+    # best.ckpt follows the monitor; last.ckpt is written at the end of every epoch, whatever the monitor did
+    callbacks += [
+        ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=model.monitor, mode=model.mode, save_top_k=1,
+                        enable_version_counter=False, auto_insert_metric_name=False),
+        # (Lightning's save_last writes only when another checkpoint was saved in the same step)
+        ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+                        enable_version_counter=False),
+        ConfigStamp(stamp),
+    ]
     loggers = instantiate_loggers(cfg.get("logger"))
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir))
+    trainer_cfg = cfg.trainer
+    if trainer_cfg.get("sync_batchnorm") and trainer_cfg.get("accelerator") == "cpu":
+        log.info("trainer.sync_batchnorm is for GPUs; off on CPU")
+        trainer_cfg = OmegaConf.merge(trainer_cfg, {"sync_batchnorm": False})
+    trainer: L.Trainer = hydra.utils.instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir))
 
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    resume = cfg.get("ckpt_path")
-    last = ckpt_dir / "last.ckpt"
-    if resume is None and last.exists():
-        log.warning("found %s: resuming that run", last)
-        resume = str(last)
-
-    metrics: dict[str, Any] = {"experiment": cfg.experiment_name, "seed": cfg.seed, "run_dir": str(run_dir)}
+    metrics: dict[str, Any] = {"experiment": cfg.experiment_name, "seed": seed, "run_dir": str(run_dir)}
+    best_path = ckpt_dir / "best.ckpt"  # this directory's, even when the run directory was moved
     if cfg.get("train", True):
-        # our own checkpoints hold the config (OmegaConf objects), so they are loaded with weights_only=False
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
-        checkpoint = trainer.checkpoint_callback
-        if checkpoint is not None and checkpoint.best_model_path:
-            best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True, mmap=True)
-            metrics[f"best_{model.monitor.replace('/', '_')}"] = to_jsonable(best_score(checkpoint, best))
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+        except SIGTERMException:
+            pass
+        term.check("training", last)
+        if best_path.exists():
+            best = safe_load(best_path)
+            metrics[f"best_{model.monitor.replace('/', '_')}"] = to_jsonable(best_score(trainer.checkpoint_callback, best))
             metrics["best_epoch"] = int(best["epoch"])
-        metrics["epochs_trained"] = int(trainer.current_epoch)
+        # from last.ckpt: under ddp_spawn the trainer in this process never sees the epochs run in its children
+        metrics["epochs_trained"] = int(safe_load(last)["epoch"]) + 1
         if getattr(model, "effective_lr", None) is not None:
             metrics["lr"] = model.effective_lr  # after the linear scaling rule, when it is on
         for key, value in trainer.callback_metrics.items():
@@ -123,14 +152,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 metrics[f"last_{key.replace('/', '_')}"] = to_jsonable(value)
 
     if cfg.get("test", True):
-        best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
+        ckpt = str(best_path) if best_path.exists() else cfg.get("ckpt_path")
+        try:
+            results = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+        except SIGTERMException:
+            results = []
+        term.check("testing", last)
         for key, value in (results[0] if results else {}).items():
             metrics[key.replace("/", "_")] = to_jsonable(value)
 
     merge_summaries(run_dir, metrics)
+    if warnings:
+        metrics["warnings"] = warnings
     metrics["wall_time_s"] = round(time.time() - start, 2)
     metrics["status"] = "completed"
+    term.check("the end-of-run analyses", last)
     if trainer.is_global_zero:
         write_json(run_dir / "metrics.json", metrics)
         for logger in loggers:
@@ -138,6 +174,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info("metrics: %s", run_dir / "metrics.json")
         print(f"metrics.json: {run_dir / 'metrics.json'}")
     return metrics
+
+
+def _completed(run_dir: Path) -> dict[str, Any] | None:
+    """The metrics of a run that already completed in `run_dir`, else None."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text())
+    except ValueError:
+        return None
+    return metrics if isinstance(metrics, dict) and metrics.get("status") == "completed" else None
 
 
 def close_loggers() -> None:
@@ -154,14 +202,22 @@ def close_loggers() -> None:
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     run_dir = run_dir_of(cfg)
+    term = TermHandler().install()
     try:
-        metrics = train(cfg)
+        metrics = train(cfg, term)
+    except ResumeConfigError:
+        raise  # the directory belongs to an earlier run: leave it as it is
     except BaseException as err:
         run_dir.mkdir(parents=True, exist_ok=True)
-        failure = {"status": "failed", "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+        status = "terminated" if isinstance(err, Terminated) else "failed"
+        failure = {"status": status, "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
         write_json(run_dir / "failure.json", failure)
+        if isinstance(err, Terminated):
+            log.error("%s", err)
+            sys.exit(EXIT_TERMINATED)  # non-zero: a scheduler requeues it, a sweep stops here
         raise
     finally:
+        term.uninstall()
         close_loggers()
     # the metric a sweeper optimises: optimized_metric, else the best value of the module's monitor
     name = cfg.get("optimized_metric") or next((k for k in metrics if k.startswith("best_") and k != "best_epoch"), "")

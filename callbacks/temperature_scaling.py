@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +51,14 @@ class TemperatureScaling(RigorCallback):
                 for name, value in calibration_report(lg, y, t, self.n_bins).items():
                     out[f"{split}_{name}_{tag}"] = value
         self.results = out
-        best = getattr(trainer.checkpoint_callback, "best_model_path", "")
-        if best and trainer.is_global_zero and Path(best).exists():
-            ckpt = torch.load(best, map_location="cpu", weights_only=False)
+        # this run directory's best.ckpt (the callback's best_model_path is stale in a moved run directory)
+        best = Path(trainer.default_root_dir) / "checkpoints" / "best.ckpt"
+        if trainer.is_global_zero and best.exists():
+            ckpt = torch.load(best, map_location="cpu", weights_only=True)
             ckpt[CHECKPOINT_KEY] = temperature
-            torch.save(ckpt, best)
+            tmp = best.with_suffix(".ckpt.tmp")
+            torch.save(ckpt, tmp)
+            os.replace(tmp, best)  # atomic: a signal mid-write never leaves a broken best.ckpt
 
     def summary(self) -> dict[str, Any]:
         return dict(self.results)

@@ -2,8 +2,8 @@
 
 The contract other parts rely on:
 
-- each split's dataset yields dicts ``{"image", "target", "index"}``; ``index`` is the sample's row in
-  ``split_frame(split)``;
+- each split's dataset yields dicts with the entries the family's module consumes, ``target`` and
+  ``index`` (the sample's row in ``split_frame(split)``);
 - ``split_frame(split)`` is a DataFrame with ``sample_id``, ``target`` and every metadata column the
   family knows (predictions CSVs are built from it);
 - training randomness (shuffling, augmentation) is a function of (seed, epoch, sample), never of hidden
@@ -25,15 +25,17 @@ SPLITS = ("train", "val", "test")
 
 
 class ArrayDataset(Dataset):
-    """Images from an (optionally memory-mapped) array, with targets.
+    """Arrays (images, maps, features) from an (optionally memory-mapped) array, with targets.
 
     Args:
-        images: Array (N, C, H, W); rows are read lazily when it is a memmap.
+        images: Array (N, ...); rows are read lazily when it is a memmap.
         targets: One target per row (int or float).
         rows: Optional row numbers into `images` (sample i reads images[rows[i]]).
+        key: The batch entry the rows go to (the family's module names it in ``input_keys``).
     """
 
-    def __init__(self, images: np.ndarray, targets: np.ndarray, rows: np.ndarray | None = None) -> None:
+    def __init__(self, images: np.ndarray, targets: np.ndarray, rows: np.ndarray | None = None, key: str = "x") -> None:
+        self.key = key
         self.images = images
         self.targets = np.asarray(targets)
         self.rows = np.arange(len(self.targets)) if rows is None else np.asarray(rows)
@@ -45,7 +47,7 @@ class ArrayDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         image = torch.from_numpy(np.array(self.images[self.rows[i]], dtype=np.float32))
-        return {"image": image, "target": torch.as_tensor(self.targets[i]), "index": torch.as_tensor(i, dtype=torch.long)}
+        return {self.key: image, "target": torch.as_tensor(self.targets[i]), "index": torch.as_tensor(i, dtype=torch.long)}
 
 
 class SeededShuffleSampler(Sampler[int]):
@@ -102,8 +104,15 @@ class BaseDataModule(L.LightningDataModule):
         seed: Seed of shuffling and augmentation.
     """
 
+    #: The config keys that size the splits (named when a split is empty or has one class).
+    size_keys: str = "the data config (data.*)"
+
     def __init__(self, batch_size: int, num_workers: int = 0, seed: int = 0) -> None:
         super().__init__()
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"data.batch_size must be a positive integer, got {batch_size!r}")
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"data.num_workers must be an integer >= 0, got {num_workers!r}")
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed

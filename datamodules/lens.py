@@ -53,6 +53,8 @@ class LensDataModule(BaseDataModule):
         batch_size, num_workers, seed: See BaseDataModule.
     """
 
+    size_keys = "data.fraction, the manifest's split/label columns, or data.simulation.n_train/n_val/n_test"
+
     def __init__(
         self,
         manifest_path: str | None = None,
@@ -193,7 +195,7 @@ class LensDataModule(BaseDataModule):
                 raise ValueError(f"{images_path}: non-finite pixels in {int((~finite).sum())} {split} image(s), e.g. sample_id {bad}")
             self.inputs[split] = out
             labels = part["label"].to_numpy(dtype=np.float32)
-            self.datasets[split] = ArrayDataset(out, labels)
+            self.datasets[split] = ArrayDataset(out, labels, key="image")
             frame_out = part.drop(columns=["split", "label", "image_index"])
             frame_out.insert(1, "target", part["label"].astype(int))  # sample_id, target, then metadata
             self.frames[split] = frame_out

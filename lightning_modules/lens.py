@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torchmetrics import MetricCollection
-from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
+from torchmetrics.classification import BinaryAccuracy
 
 from lightning_modules.base import BaseTask
+from lightning_modules.metrics import DefinedBinaryAUROC
 
 
 class LensModule(BaseTask):
@@ -19,8 +20,8 @@ class LensModule(BaseTask):
     output_kind = "binary"
 
     def configure_metrics(self) -> MetricCollection:
-        # thresholds=None keeps torchmetrics' exact AUROC (no binning)
-        return MetricCollection({"auroc": BinaryAUROC(thresholds=None), "accuracy": BinaryAccuracy()})
+        # thresholds=None keeps torchmetrics' exact AUROC (no binning); a one-class split gives NaN, not 0.0
+        return MetricCollection({"auroc": DefinedBinaryAUROC(thresholds=None), "accuracy": BinaryAccuracy()})
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.net(inputs["image"]).squeeze(-1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ def register_resolvers() -> None:
     - ``${run_uid:}``: a per-process unique token (pid + random), so two sweeps started in the same
       second get different directories. Cached, so every reference in one run agrees.
     - ``${ddp_strategy:}``: ``ddp`` under a multi-task SLURM job, ``ddp_spawn`` elsewhere.
+    - ``${hydra_subdir:<output dir>}``: where Hydra saves this start's config (never over the first one's).
     - ``${model_monitor:<target>}`` / ``${model_mode:<target>}``: the module class's monitor and mode,
       so early stopping watches the same metric as checkpointing.
     """
@@ -41,9 +43,18 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("run_uid", lambda: _UID, use_cache=True)
     if not OmegaConf.has_resolver("ddp_strategy"):
         OmegaConf.register_new_resolver("ddp_strategy", _ddp_strategy)
+    if not OmegaConf.has_resolver("hydra_subdir"):
+        OmegaConf.register_new_resolver("hydra_subdir", _hydra_subdir)
     if not OmegaConf.has_resolver("model_monitor"):
         OmegaConf.register_new_resolver("model_monitor", lambda target: _module_class(target).monitor)
         OmegaConf.register_new_resolver("model_mode", lambda target: _module_class(target).mode)
+
+
+def _hydra_subdir(output_dir: str) -> str:
+    """``.hydra`` for a run's first start, ``.hydra/restarts/<time>`` once that holds a config."""
+    if (Path(output_dir) / ".hydra" / "config.yaml").exists():
+        return f".hydra/restarts/{datetime.now():%Y-%m-%d_%H-%M-%S-%f}"
+    return ".hydra"
 
 
 def _module_class(target: str) -> type:

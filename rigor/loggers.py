@@ -1,4 +1,4 @@
-"""A CSV logger that never deletes earlier rows.
+"""Loggers: a CSV logger that never deletes earlier rows, and a quieter WandbLogger.
 
 Lightning's CSVLogger deletes ``metrics.csv`` when its directory is not empty, so a run resumed from
 ``last.ckpt`` would lose the epochs logged before the crash; and under ``ddp_spawn`` the test phase,
@@ -9,8 +9,10 @@ appends instead, and starts from the header already on disk.
 from __future__ import annotations
 
 import csv
+from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
@@ -36,3 +38,11 @@ class AppendingCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+class WandbLogger(_LightningWandbLogger):
+    """Lightning's WandbLogger without the ``anonymous`` setting it always passes (W&B warns it has no effect)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wandb_init.pop("anonymous", None)

@@ -25,6 +25,7 @@ from analysis.calibration import mc_triage, probabilities_from_logits
 from analysis.predictions import prediction_table, write_predictions
 from callbacks.temperature_scaling import CHECKPOINT_KEY
 from rigor.config import REPO_ROOT, register_resolvers
+from rigor.guard import safe_load
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ def run_predict(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.get("ckpt_path"):
         raise ValueError("evaluate: ckpt_path=<run>/checkpoints/best.ckpt is required for task=predict")
     run_cfg, run_dir = run_config(cfg.ckpt_path)
+    checkpoint = safe_load(cfg.ckpt_path)  # refuses a file that would run code, before Lightning reads it
     split = cfg.get("split") or "test"
     L.seed_everything(int(run_cfg.seed), workers=True)  # MC-Dropout masks are reproducible
     datamodule: L.LightningDataModule = hydra.utils.instantiate(run_cfg.data)
@@ -126,7 +128,6 @@ def run_predict(cfg: DictConfig) -> dict[str, Any]:
     values = {k.replace("/", "_"): float(v) for k, v in metrics.compute().items()}
     kind = module.output_kind
     shown = module.prediction_outputs(outputs).numpy()
-    checkpoint = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=True, mmap=True)
     temperature = checkpoint.get(CHECKPOINT_KEY)
     probs = probabilities_from_logits(shown, temperature) if temperature is not None and kind != "regression" else None
     mc = (merged["mc_mean"].numpy(), merged["mc_std"].numpy()) if n_passes else None

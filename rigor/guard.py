@@ -1,0 +1,193 @@
+"""What keeps a run trustworthy when things go wrong: the resume guard, split checks, termination.
+
+- The config that matters (everything but paths, loggers and trainer plumbing) is stamped into every
+  checkpoint; a run started again in a directory holding last.ckpt resumes only under the same config.
+- Splits are checked at set-up: an empty split, or a classification split with fewer than two classes
+  where that makes the run meaningless, stops the run before any training, naming the split, its counts
+  per class and the keys to change; a one-class test split is allowed and its undefined numbers are null.
+- SIGTERM (scancel, a time limit, preemption) ends the run at the next batch boundary with a non-zero
+  exit and a failure.json that says so; last.ckpt (the end of the latest finished epoch) is kept for resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import signal
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+#: Config keys that may change between starts of one run (where files go, what logs, how many workers).
+PLUMBING = (
+    "paths", "logger", "hydra", "ckpt_path", "cpu_threads", "train", "test", "tags", "summary", "resume_force",
+    "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.sync_batchnorm",
+    "trainer.enable_progress_bar", "trainer.log_every_n_steps", "data.num_workers", "data.sim_workers", "data.cache_dir",
+)
+CHECKPOINT_KEY = "rigor_config"
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what schedulers expect of a terminated job
+
+
+class ResumeConfigError(ValueError):
+    """A run directory's checkpoint was written under another config."""
+
+
+class SplitError(ValueError):
+    """A split that makes the run meaningless (empty, or one class where two are needed)."""
+
+
+class Terminated(RuntimeError):
+    """The run received SIGTERM."""
+
+
+def relevant_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config without the ``PLUMBING`` keys, as plain containers."""
+    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    for dotted in PLUMBING:
+        node, *rest = dotted.split(".")
+        if not rest:
+            plain.pop(node, None)
+        elif isinstance(plain.get(node), dict):
+            plain[node].pop(rest[0], None)
+    return plain
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out or {prefix.rstrip("."): {}}
+    return {prefix.rstrip("."): value}
+
+
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, old value, new value) for every dotted key that differs; missing is shown as '<absent>'."""
+    a, b = _flatten(old), _flatten(new)
+    return [(k, a.get(k, "<absent>"), b.get(k, "<absent>")) for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+
+
+class ConfigStamp(Callback):
+    """Writes the config that matters into every checkpoint (read back by ``check_resume``)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = self.config
+
+
+def safe_load(path: str | Path) -> dict[str, Any]:
+    """A checkpoint loaded with ``weights_only=True`` (memory-mapped); a file that needs more is refused.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: The file holds objects beyond tensors and plain containers: unpickling it would run
+            code stored in the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0]
+        raise ValueError(f"{path}: refused: it holds more than tensors and plain containers, and loading it would run "
+                         f"code stored in the file ({first}). Rigor writes checkpoints that load with weights_only=True; "
+                         "if you made this file and trust it, re-save its state_dict.") from None
+    except RuntimeError as err:
+        raise ValueError(f"{path}: not a readable checkpoint ({str(err).splitlines()[0]})") from None
+
+
+def check_resume(current: dict[str, Any], last: Path, force: bool) -> None:
+    """Refuse to resume `last` under a config that differs from the one it was written with.
+
+    Raises:
+        ResumeConfigError: Listing every differing key, with the ways out.
+    """
+    checkpoint = safe_load(last)
+    stamped = checkpoint.get(CHECKPOINT_KEY)
+    if stamped is None:
+        log.warning("%s carries no config stamp (an older checkpoint): resuming without the config check", last)
+        return
+    diff = config_diff(stamped, current)
+    if not diff:
+        return
+    lines = "\n".join(f"  {k}: {old!r} (checkpoint) -> {new!r} (now)" for k, old, new in diff[:30])
+    more = f"\n  ... and {len(diff) - 30} more" if len(diff) > 30 else ""
+    message = (f"{last} was written under another config; resuming would mix two runs:\n{lines}{more}\n"
+               f"Start fresh in a new directory (drop hydra.run.dir / hydra.sweep.dir, or delete {last.parent}), "
+               "or resume anyway with resume_force=true.")
+    if force:
+        log.warning("resume_force=true: %s", message)
+        return
+    raise ResumeConfigError(message)
+
+
+def check_splits(datamodule: Any, kind: str, splits: list[str], size_keys: str) -> list[str]:
+    """Check every split the run will use; returns warnings for undefined-but-allowed cases.
+
+    Args:
+        datamodule: A Rigor datamodule, set up (``split_frame``).
+        kind: The module's output kind.
+        splits: The splits the run uses (train and val to fit, test to test).
+        size_keys: The config keys that size the splits, for the message.
+
+    Raises:
+        SplitError: An empty split, or a train/val split of a classifier with fewer than two classes.
+    """
+    warnings = []
+    for split in splits:
+        frame = datamodule.split_frame(split)
+        n = len(frame)
+        if n == 0:
+            raise SplitError(f"the {split} split is empty (0 samples); change {size_keys}")
+        if kind not in ("binary", "multiclass") or "target" not in frame:
+            continue
+        counts = {int(k): int(v) for k, v in frame["target"].value_counts().sort_index().items()}
+        if len(counts) >= 2:
+            continue
+        text = f"the {split} split has {n} samples, all of class {next(iter(counts))} (counts per class: {counts})"
+        if split == "test":
+            warnings.append(f"{text}: AUROC and other two-class test numbers are undefined and written as null")
+            log.warning("%s", warnings[-1])
+        else:
+            what = "nothing to learn" if split == "train" else "no validation metric (AUROC) to pick a checkpoint or stop early"
+            raise SplitError(f"{text}: {what}; change {size_keys}")
+    return warnings
+
+
+class TermHandler:
+    """Record SIGTERM; Lightning's own handler (which chains to this one) stops fitting at a batch boundary."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self.previous: Any = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.received = signal.Signals(signum).name
+        log.warning("received %s: the run stops at the next batch boundary and exits with %d", self.received, EXIT_TERMINATED)
+
+    def install(self) -> TermHandler:
+        self.previous = signal.signal(signal.SIGTERM, self)
+        return self
+
+    def check(self, where: str, last: Path) -> None:
+        """Raise Terminated if SIGTERM arrived (call between phases)."""
+        if self.received:
+            epoch = None
+            if last.exists():
+                epoch = int(safe_load(last)["epoch"])
+            kept = f"{last} holds the end of epoch {epoch}" if epoch is not None else "no last.ckpt was written yet"
+            raise Terminated(f"{self.received} during {where}; {kept}; run the same command again to resume")
+
+    def uninstall(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
