@@ -60,10 +60,10 @@ class AudioSimConfig:
                                "klatt", "klatt2", "klatt3", "klatt4", "croak", "whisper")
     language: str = "en"
     pitch: tuple[int, int] = (25, 80)   # eSpeak pitch 0-100, one value per speaker
-    rate: tuple[int, int] = (160, 320)  # words per minute, one value per speaker
+    rate: tuple[int, int] = (120, 220)  # words per minute, one value per speaker
     words: tuple[str, ...] = ("yes", "no", "stop", "go", "left", "right", "up", "down", "one", "two", "three",
                               "four", "five", "seven", "hello", "okay", "water", "music", "open", "close")
-    words_per_clip: tuple[int, int] = (1, 3)
+    words_per_clip: tuple[int, int] = (2, 4)
     seed: int = 1234
 
     def __post_init__(self) -> None:

@@ -8,7 +8,8 @@ answer tokens at the answer position (the last prompt token): the net's output i
 Real weights come from ``from_pretrained(<local dir>)``. The embedded default is a tiny Qwen2-Audio
 built from a config (Whisper features over a 1 s window: 100 mel frames, max_source_positions 50; a
 byte-level tokenizer), pretrained here on label-free pretext questions over the training clips only
-(which mel band is loudest, which half or quarter is louder, how much the loudness varies), saved with ``save_pretrained`` into a cache and
+(which mel band is loudest, which half or quarter is louder, how much the loudness varies, how much
+of it varies at a syllable rate), saved with ``save_pretrained`` into a cache and
 loaded back through the same ``from_pretrained`` path. LoRA then adapts that frozen base, as it adapts
 a pretrained model in the seed.
 
@@ -33,7 +34,7 @@ from tqdm.auto import tqdm
 
 AUDIO_PROMPT = "<|audio_bos|><|AUDIO|><|audio_eos|>"
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>")
-TINY_VERSION = 2
+TINY_VERSION = 5
 
 # LoRA target sets: projections of the language model's decoder layers only.
 _ATTN = r"self_attn\.(?:q_proj|k_proj|v_proj|o_proj)"
@@ -112,20 +113,28 @@ def tiny_config(tiny: Mapping[str, Any], tokenizer: Any) -> Any:
     )
 
 
-PRETEXT_QUESTIONS = ("band", "half", "quarter", "modulation")
+PRETEXT_QUESTIONS = ("band", "half", "quarter", "modulation", "syllabic", "pulse_words")
 
 
-def pretext_targets(features: np.ndarray, n_bands: int, modulation_edges: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def pretext_targets(features: np.ndarray, n_bands: int, modulation_edges: np.ndarray | None = None,
+                    syllabic_edges: np.ndarray | None = None, frame_rate: float = 100.0,
+                    syllabic_hz: tuple[float, float] = (2.0, 8.0)) -> dict[str, np.ndarray]:
     """Label-free pretext answers from log-mel features (B, n_mels, T); each answer is a digit.
 
     - ``band``: which of n_bands mel bands has the highest mean log-mel (0..n_bands-1);
     - ``half``: is the second half louder than the first (0/1);
     - ``quarter``: which quarter of the clip is loudest (0..3);
     - ``modulation``: quartile of the std over time of the frame loudness (0..3), by ``modulation_edges``
-      (the 25/50/75% quantiles of the pretext clips; computed from these features when None).
+      (the 25/50/75% quantiles of the pretext clips; computed from these features when None);
+    - ``syllabic``: quartile (by ``syllabic_edges``, likewise) of the share of the loudness envelope's
+      modulation power between ``syllabic_hz`` (the 2-8 Hz syllable rate, the classic speech cue) among
+      all modulation frequencies above 1 Hz. A property of the signal, not a label;
+    - ``pulse_words``: that share above its median (1) or not (0), answered with the answer words, so
+      the base knows the two words and links them to a crude signal rule (its "zero-shot" knowledge),
+      as a pretrained audio model knows the words before it is fine-tuned.
 
     Returns:
-        ``{question: (B,) int answers}`` and ``"modulation_edges"``.
+        ``{question: (B,) int answers}``, ``"modulation_edges"`` and ``"syllabic_edges"``.
     """
     features = np.asarray(features, dtype=np.float64)
     bands = np.array_split(np.arange(features.shape[1]), n_bands)
@@ -135,12 +144,22 @@ def pretext_targets(features: np.ndarray, n_bands: int, modulation_edges: np.nda
     quarters = np.stack([q.mean(axis=1) for q in np.array_split(loudness, 4, axis=1)], axis=1)
     spread = loudness.std(axis=1)
     edges = np.quantile(spread, [0.25, 0.5, 0.75]) if modulation_edges is None else np.asarray(modulation_edges)
+    envelope = loudness - loudness.mean(axis=1, keepdims=True)
+    power = np.abs(np.fft.rfft(envelope, axis=1)) ** 2
+    freqs = np.fft.rfftfreq(envelope.shape[1], d=1.0 / frame_rate)
+    above = freqs >= 1.0
+    band = (freqs >= syllabic_hz[0]) & (freqs <= syllabic_hz[1])
+    share = power[:, band].sum(axis=1) / np.maximum(power[:, above].sum(axis=1), 1e-12)
+    s_edges = np.quantile(share, [0.25, 0.5, 0.75]) if syllabic_edges is None else np.asarray(syllabic_edges)
     return {
         "band": band_energy.argmax(axis=1),
         "half": (loudness[:, half:].mean(axis=1) > loudness[:, :half].mean(axis=1)).astype(np.int64),
         "quarter": quarters.argmax(axis=1),
         "modulation": np.searchsorted(edges, spread, side="right").astype(np.int64),
         "modulation_edges": edges,
+        "syllabic": np.searchsorted(s_edges, share, side="right").astype(np.int64),
+        "pulse_words": (share > s_edges[1]).astype(np.int64),
+        "syllabic_edges": s_edges,
     }
 
 
@@ -164,8 +183,8 @@ def last_token_logits(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> t
 
 
 def pretrain_tiny(model: nn.Module, processor: Any, audio: np.ndarray, pretext: Mapping[str, Any], sample_rate: int,
-                  progress: bool = True) -> list[float]:
-    """Train every weight of the tiny model on the pretext questions (cross-entropy on the answer token).
+                  progress: bool = True, answers: Sequence[str] = ("NONSPEECH", "SPEECH")) -> list[float]:
+    """Train every weight of the tiny model on the pretext questions (cross-entropy over each question's answer tokens).
 
     The questions (pretext_targets) cycle batch by batch; each has its own prompt in
     ``pretext["prompts"]``. No SPEECH/NONSPEECH label is used, and only the clips given (the training
@@ -184,9 +203,10 @@ def pretrain_tiny(model: nn.Module, processor: Any, audio: np.ndarray, pretext: 
     questions = [q for q in PRETEXT_QUESTIONS if q in prompts]
     tokenizer = processor.tokenizer
     digit_ids = torch.as_tensor([tokenizer.convert_tokens_to_ids(str(k)) for k in range(10)], dtype=torch.long)
+    word_ids = torch.as_tensor(answer_token_ids(tokenizer, answers), dtype=torch.long)
     # features once; each question's token ids are the same for every clip of the window
     encoded = {q: encode_prompts(processor, audio, prompts[q], sample_rate) for q in questions}
-    answers = pretext_targets(encoded[questions[0]]["input_features"].numpy(), n_bands)
+    targets = pretext_targets(encoded[questions[0]]["input_features"].numpy(), n_bands)
     gen = torch.Generator().manual_seed(int(pretext["seed"]))
     opt = torch.optim.AdamW(model.parameters(), lr=float(pretext["lr"]), weight_decay=0.0)
     steps, batch = int(pretext["steps"]), int(pretext["batch_size"])
@@ -197,7 +217,10 @@ def pretrain_tiny(model: nn.Module, processor: Any, audio: np.ndarray, pretext: 
         idx = torch.randint(0, len(audio), (batch,), generator=gen)
         inputs = {k: v[idx] for k, v in encoded[q].items()}
         logits = last_token_logits(model, inputs)
-        loss = nn.functional.cross_entropy(logits, digit_ids[torch.as_tensor(answers[q])[idx]])
+        # a choice among the question's own answer tokens (digits, or the two answer words): the rows of
+        # tokens a question never answers get no gradient, so the answer words keep distinct rows
+        choices = word_ids if q == "pulse_words" else digit_ids
+        loss = nn.functional.cross_entropy(logits[:, choices], torch.as_tensor(targets[q])[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -235,7 +258,7 @@ def ensure_tiny_base(cache_dir: str | Path, tiny: Mapping[str, Any], pretext: Ma
     torch.manual_seed(int(pretext["seed"]))
     processor = build_processor(plain, answers)
     model = Qwen2AudioForConditionalGeneration(tiny_config(plain, processor.tokenizer))
-    losses = pretrain_tiny(model, processor, np.asarray(audio), pretext, int(plain["sample_rate"]), progress)
+    losses = pretrain_tiny(model, processor, np.asarray(audio), pretext, int(plain["sample_rate"]), progress, answers)
     tmp = final.with_name(final.name + f".tmp{np.random.default_rng().integers(1 << 30)}")
     try:
         model.save_pretrained(tmp)
