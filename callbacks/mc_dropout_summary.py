@@ -13,8 +13,8 @@ sampling, BatchNorm on its running statistics). metrics.json gains:
   TemperatureScaling callback's ``temperature``.
 
 It also writes ``<run dir>/predictions_test.csv`` (and its JSON sidecar) in the contract's format
-(logits, ``prob_k`` with the NLL temperature fitted on val, ``mc_prob_k``, ``mc_std``, the split frame's
-metadata), which the family's summary reads for the paired tests of B against A.
+(logits, ``prob_k`` with the temperature fitted on val by the configured method, ``mc_prob_k``, ``mc_std``,
+the split frame's metadata), which the family's summary reads for the paired tests of B against A.
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ class MCDropoutSummary(RigorCallback):
             t_grid, val_ece = fit_temperature_ece_grid(val.outputs, y_val, np.arange(start, stop + step / 2, step), self.n_bins)
             out.update({"temperature_ece_grid": t_grid, "val_ece_calibrated_ece_grid": val_ece,
                         "test_ece_calibrated_ece_grid": ece(probabilities_from_logits(test.outputs, t_grid), y_test, self.n_bins)})
+            temperature = t_grid  # the predictions file's probabilities use the configured fit
         self.results = out
         if self.write and trainer.is_global_zero:
             frame = datamodule.split_frame("test").iloc[test.index]
@@ -102,6 +103,7 @@ class MCDropoutSummary(RigorCallback):
             table = prediction_table("multiclass", test.outputs, frame, "test", probs=probs, mc=(mc_mean, mc_std))
             write_predictions(Path(trainer.default_root_dir) / "predictions_test.csv", table,
                               {"kind": "multiclass", "split": "test", "temperature": temperature, "temperature_split": "val",
+                               "temperature_method": self.temperature_method,
                                "mc_n_passes": self.n_passes,
                                "thresholds": {f"mc_{k}": v for k, v in self.triage.items()}, "written_by": "callbacks.mc_dropout_summary"})
 

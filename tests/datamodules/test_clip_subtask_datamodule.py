@@ -109,3 +109,20 @@ def test_caption_tokenizer_puts_end_of_text_last():
         tok(["a photo of a cat"])
     with pytest.raises(ValueError, match="context_length"):
         CaptionTokenizer(captions, 4)
+
+
+def test_cifar10_keeps_its_test_split_and_holds_out_a_stratified_val(tmp_path, monkeypatch):
+    import datamodules.clip_subtask as mod
+
+    rng = np.random.default_rng(0)
+    fake = {"train": (rng.integers(0, 256, (500, 32, 32, 3), dtype=np.uint8), np.repeat(np.arange(10), 50)),
+            "test": (rng.integers(0, 256, (100, 32, 32, 3), dtype=np.uint8), np.repeat(np.arange(10), 10))}
+    monkeypatch.setattr(mod, "load_cifar10", lambda root: fake)
+    dm = ClipSubtaskDataModule("cifar10", [f"c{k}" for k in range(10)], [0, 0, 1, 1, 1, 1, 1, 1, 0, 0],
+                               {"val_size": 50, "test_size": None, "split_seed": 0}, {"mode": "fixed"}, {}, str(tmp_path),
+                               root=str(tmp_path))
+    splits = dm.split_images()
+    assert [len(splits[s][1]) for s in ("train", "val", "test")] == [450, 50, 100]
+    assert np.bincount(splits["val"][1]).tolist() == [5] * 10  # stratified
+    assert np.array_equal(splits["test"][0], fake["test"][0])  # the official test images, in order
+    assert not set(splits["train"][2]) & set(splits["val"][2])
