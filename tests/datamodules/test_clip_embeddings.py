@@ -15,6 +15,15 @@ import datamodules.clip_embeddings as ce  # noqa: E402
 from datamodules.clip_embeddings import EmbeddingCache, is_torchscript, load_clip  # noqa: E402
 from datamodules.simulate.clip_digits import register_model_config  # noqa: E402
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread (the machine is shared); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 MICRO = "rigor-test-micro-clip"
 MICRO_CFG = {"embed_dim": 16,
              "vision_cfg": {"image_size": 16, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8, "mlp_ratio": 1.0},
@@ -26,7 +35,6 @@ def micro(tmp_path_factory):
     """A micro open_clip model (random weights), registered from a config, and a few images."""
     import open_clip
 
-    torch.set_num_threads(1)
     register_model_config(MICRO, MICRO_CFG, tmp_path_factory.mktemp("configs"))
     torch.manual_seed(0)
     model, _, preprocess = open_clip.create_model_and_transforms(MICRO)

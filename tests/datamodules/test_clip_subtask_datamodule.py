@@ -13,6 +13,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from datamodules.clip_subtask import ClipSubtaskDataModule  # noqa: E402
 from datamodules.simulate.clip_digits import DIGIT_NAMES, CaptionTokenizer, load_digit_images  # noqa: E402
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread (the machine is shared); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 MICRO_CFG = {"embed_dim": 16,
              "vision_cfg": {"image_size": 16, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8, "mlp_ratio": 1.0},
              "text_cfg": {"context_length": 8, "width": 16, "heads": 1, "layers": 1, "mlp_ratio": 1.0}}
@@ -34,7 +43,6 @@ def make(cache_dir, mode="percentile", batch_size=64, seed=0):
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
-    torch.set_num_threads(1)
     return tmp_path_factory.mktemp("clip_cache")
 
 

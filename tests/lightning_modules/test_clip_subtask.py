@@ -18,6 +18,15 @@ from lightning_modules.nets.clip_subtask import MetaLearner, SubtaskMetaNet
 SUBTASKS = {"superclass": 2, "brightness": 3, "complexity": 3}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread (the machine is shared); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def net(features: str = "class", embed_dim: int = 512) -> SubtaskMetaNet:
     torch.manual_seed(0)
     return SubtaskMetaNet(embed_dim, SUBTASKS, subtask_features=features)
@@ -144,3 +153,29 @@ def test_ece_grid_temperature_matches_a_brute_force_search():
 def test_meta_learner_defaults_follow_the_seed():
     m = MetaLearner(515)
     assert isinstance(m.layers[-1], nn.Linear) and m.layers[-1].out_features == 10
+
+
+def test_a_resumed_run_does_not_train_the_heads_again(monkeypatch):
+    import lightning_modules.clip_subtask as mod
+
+    trained = module()
+    assert "heads_trained" in trained.state_dict()  # saved in every checkpoint
+    trained.heads_trained.fill_(True)
+    resumed = module()
+    resumed.load_state_dict(trained.state_dict())
+    assert bool(resumed.heads_trained)
+    calls = []
+    monkeypatch.setattr(mod, "train_subtask_heads", lambda *a, **k: calls.append(1) or [])
+
+    class Data:
+        embed_dim, seed = 16, 0
+
+    class Trainer:
+        datamodule = Data()
+
+    resumed.trainer = Trainer()
+    resumed.on_fit_start()
+    assert calls == []
+    Data.embed_dim = 32  # embeddings of another size than the net expects: refused by name
+    with pytest.raises(ValueError, match="embed_dim=16"):
+        resumed.on_fit_start()
