@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import csv
 import logging
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -191,12 +192,14 @@ class ClipSubtaskModule(BaseTask):
         )
         self.heads_trained.fill_(True)
         self.net.heads.eval()
-        best = {n: max(r[f"{n}_val_accuracy"] for r in self.subtask_history if r[f"{n}_val_accuracy"] == r[f"{n}_val_accuracy"])
+        best = {n: max(r[f"{n}_val_accuracy"] for r in self.subtask_history if not math.isnan(r[f"{n}_val_accuracy"]))
                 for n in self.net.subtask_names}
         log.info("subtask heads trained for %d epochs; best val accuracy %s", len(self.subtask_history), best)
         for logger in self.loggers:
             for row in self.subtask_history:
-                logger.log_metrics({f"subtask/{k}": v for k, v in row.items() if k != "epoch" and v == v}, step=int(row["epoch"]))
+                # a stopped head has NaN rows: leave them out of the logs
+                logger.log_metrics({f"subtask/{k}": v for k, v in row.items() if k != "epoch" and not math.isnan(v)},
+                                   step=int(row["epoch"]))
         if self.trainer.is_global_zero and self.subtask_history:
             out = Path(self.trainer.default_root_dir) / "subtask_history.csv"
             with open(out, "w", newline="") as f:
