@@ -78,13 +78,18 @@ def group_runs(records: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[s
 
 
 def numeric_metrics(metrics: Mapping[str, Any] | None, exclude: Sequence[str] = ("seed",)) -> dict[str, float]:
-    """The numeric entries of a metrics.json (bools, strings and the seed left out)."""
+    """The numeric entries of a metrics.json (bools, strings and the seed left out).
+
+    ``null`` is how metrics.json writes NaN (undefined: an empty bin, an FPR too small for the split), so
+    it comes back as NaN: the metric stays in the summary with n = 0 instead of vanishing.
+    """
     if not metrics:
         return {}
     return {
-        k: float(v)
+        k: float("nan") if v is None else float(v)
         for k, v in metrics.items()
-        if k not in exclude and isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+        if k not in exclude
+        and (v is None or (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)))
     }
 
 

@@ -59,6 +59,8 @@ def test_group_runs():
 def test_numeric_metrics_and_table():
     m = {"seed": 3, "test_auroc": 0.9, "best_epoch": 7, "core_gate": "PASS", "ok": True, "experiment": "x"}
     assert numeric_metrics(m) == {"test_auroc": 0.9, "best_epoch": 7.0}
+    nan = numeric_metrics({"test_tpr_at_fpr_1e-4": None, "x": 1})  # null is metrics.json's NaN
+    assert math.isnan(nan["test_tpr_at_fpr_1e-4"]) and nan["x"] == 1.0
     table = markdown_table(["a", "b"], [["x|y", 0.123456], ["z", float("nan")]])
     assert table.splitlines() == ["| a | b |", "|---|---|", "| x\\|y | 0.1235 |", "| z | nan |"]
 
