@@ -65,8 +65,14 @@ class SearchMetrics(RigorCallback):
         self.n_boot, self.alpha, self.seed = int(n_boot), float(alpha), int(seed)
         self.curve_fpr = float(curve_fpr)
         self.threshold_split = threshold_split
-        self.curves = {str(k): {"column": str(v["column"]), "edges": [float(e) for e in v["edges"]]}
-                       for k, v in (curves or {}).items() if v is not None}
+        self.curves: dict[str, dict[str, Any]] = {}
+        for name, spec in (curves or {}).items():
+            if spec is None:
+                continue  # switched off from the command line
+            missing = [k for k in ("column", "edges") if spec.get(k) is None]
+            if missing:
+                raise ValueError(f"curves.{name}: missing {missing}; expected {{column, edges}}")
+            self.curves[str(name)] = {"column": str(spec["column"]), "edges": [float(e) for e in spec["edges"]]}
         self.splits = list(splits)
         if self.curves and threshold_split not in self.splits:
             raise ValueError(f"threshold_split={threshold_split!r} must be one of splits={self.splits}")
@@ -79,7 +85,11 @@ class SearchMetrics(RigorCallback):
         scored: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         for split in self.splits:
             out = run_split(pl_module, dm.split_dataloader(split))
-            scored[split] = (out.target.astype(int).ravel(), np.asarray(out.outputs, dtype=np.float64).ravel(), out.index)
+            outputs = np.asarray(out.outputs, dtype=np.float64)
+            if outputs.ndim != 1:
+                raise ValueError(f"SearchMetrics scores a binary module (one logit per sample); {split} outputs have "
+                                 f"shape {outputs.shape}")
+            scored[split] = (out.target.astype(int).ravel(), outputs, out.index)
         results: dict[str, Any] = {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # unresolved FPRs are NaN by design; the keys say which

@@ -135,3 +135,17 @@ def test_search_callback_numbers_threshold_from_val_and_plots(tmp_path):
     assert (tmp_path / "plots" / "roc_log_fpr.png").stat().st_size > 0
     assert (tmp_path / "plots" / "completeness_arc_snr.png").stat().st_size > 0
     assert not (tmp_path / "plots" / "completeness_host_mag.png").exists()
+
+
+def test_search_callback_refuses_bad_config_and_non_binary_outputs(tmp_path):
+    with pytest.raises(ValueError, match=r"curves.snr: missing \['edges'\]"):
+        SearchMetrics(fprs=[1e-2], completeness=[0.5], prevalences=[1e-3], n_boot=0, alpha=0.05, seed=0, curve_fpr=1e-2,
+                      curves={"snr": {"column": "arc_snr"}})
+    with pytest.raises(ValueError, match="threshold_split"):
+        SearchMetrics(fprs=[1e-2], completeness=[0.5], prevalences=[1e-3], n_boot=0, alpha=0.05, seed=0, curve_fpr=1e-2,
+                      threshold_split="dev", curves={"snr": {"column": "arc_snr", "edges": [0, 1]}})
+    frame, scores = _split(40, seed=4)
+    trainer = _trainer(tmp_path, {"val": frame, "test": frame}, {"val": np.c_[scores, scores], "test": np.c_[scores, scores]})
+    cb = SearchMetrics(fprs=[1e-2], completeness=[0.5], prevalences=[1e-3], n_boot=0, alpha=0.05, seed=0, curve_fpr=1e-2)
+    with pytest.raises(ValueError, match=r"binary module.*\(40, 2\)"):
+        cb.on_test_end(trainer, _Module({}))
