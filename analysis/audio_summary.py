@@ -248,7 +248,8 @@ def audio_summary(arms: Mapping[str, Mapping[str, Any]], jobs: Sequence[Mapping[
         jobs: The summarizer's job records (``job_dir``, ``metrics``, ``status``).
         thresholds: conf/thresholds/audio.yaml.
         reference: Override(s) naming the reference arm (e.g. ``experiment=audio_lora_attn`` or
-            ``audio_grid=r16_a32``; see arm_matches); None or no single match: no McNemar / paired bootstrap.
+            ``audio_grid=r16_a32``; see arm_matches). Of several matching arms, the one with the fewest
+            overrides; None, no match or a tie: no McNemar / paired bootstrap.
         n_boot, alpha, boot_seed: Bootstrap resamples, 1 - confidence, and its seed.
         max_listed: Most hard clips listed per arm in the markdown (all are in the result).
     """
@@ -270,8 +271,10 @@ def audio_summary(arms: Mapping[str, Mapping[str, Any]], jobs: Sequence[Mapping[
             arm_tables[name], arm_metrics[name] = tables, metrics
     if not arm_tables:
         return None
-    matches = [a for a in arm_tables if reference and arm_matches(a, reference)]
-    ref = matches[0] if len(matches) == 1 else None
+    matches = sorted((a for a in arm_tables if reference and arm_matches(a, reference)), key=lambda a: len(a.split()))
+    # several arms may carry the reference's overrides (e.g. a zero-shot arm built on the reference experiment):
+    # the one with the fewest other overrides is the reference; a tie leaves it undecided
+    ref = matches[0] if matches and (len(matches) == 1 or len(matches[0].split()) < len(matches[1].split())) else None
     notes = []
     if reference and ref is None:
         notes.append(f"reference {reference!r} matches {len(matches)} arms ({matches}); McNemar and the paired bootstrap are skipped")

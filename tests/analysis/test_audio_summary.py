@@ -139,3 +139,9 @@ def test_summary_plugin_mcnemar_matches_binomial_and_lists_hard_clips(tmp_path) 
     assert res["paired_bootstrap"]["diff"] == pytest.approx(0.55 - 0.95)
     assert "McNemar" in out["markdown"] and "PASS" in out["markdown"]
     assert audio_summary({}, [], THRESHOLDS) is None
+    # an arm that adds overrides to the reference's (a zero-shot arm on the same experiment) does not steal it
+    zero = _write_job(tmp_path, "zero_42", 42, np.zeros(20) - 1.0, y, 0.5)
+    arms["experiment=audio_lora_attn model.net.lora=null train=False"] = {"job_dirs": [zero["job_dir"]], "n_completed": 1}
+    out = audio_summary(arms, [*jobs, zero], THRESHOLDS, reference="experiment=audio_lora_attn", n_boot=100)
+    assert out["result"]["reference"] == "experiment=audio_lora_attn"
+    assert set(out["result"]["arms"]["experiment=audio_lora_attn model.net.lora=null train=False"]["mcnemar"]) == {42}
