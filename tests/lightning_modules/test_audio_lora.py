@@ -166,3 +166,26 @@ def test_spec_augment_masks_within_bounds() -> None:
     assert masked.any()
     again = spec_augment(x, torch.tensor([30, 12]), 5, 10, [torch.Generator().manual_seed(s) for s in (0, 1)], fill=0.0)
     torch.testing.assert_close(y, again)
+
+
+def test_module_specaugment_and_adapter_only_checkpoint(base_dir, batch) -> None:
+    from functools import partial
+
+    from lightning_modules.audio_lora import AudioLoRAModule
+
+    net = Qwen2AudioAnswer(base_dir, ANSWERS, PROMPT, _lora("attention"))
+    module = AudioLoRAModule(net=net, optimizer=partial(torch.optim.AdamW, lr=1e-3), spec_augment={"freq_mask": 5, "time_mask": 10},
+                             seed=3)
+    full = {**batch, "target": torch.tensor([1, 0, 1]), "index": torch.tensor([4, 9, 2])}
+    a, b = module.augment(full), module.augment(full)
+    torch.testing.assert_close(a["input_features"], b["input_features"])  # a function of (seed, epoch, sample)
+    assert not torch.equal(a["input_features"], full["input_features"])
+    torch.testing.assert_close(a["input_ids"], full["input_ids"])  # only the features are masked
+    swapped = module.augment({**full, "index": torch.tensor([9, 4, 2])})
+    assert not torch.equal(swapped["input_features"][0], a["input_features"][0])
+    assert AudioLoRAModule(net=net, optimizer=partial(torch.optim.AdamW)).augment(full) is full  # off by default
+    # a checkpoint keeps only the adapters; the optimizer sees only them
+    ckpt = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(ckpt)
+    assert ckpt["state_dict"] and all("lora_" in k for k in ckpt["state_dict"])
+    assert {id(p) for p in module.trainable_parameters()} == {id(p) for n, p in module.named_parameters() if "lora_" in n}
