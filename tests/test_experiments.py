@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tests.conftest import ROOT, compose
 
@@ -20,13 +20,38 @@ pytestmark = pytest.mark.slow
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 
 
-def tiny_overrides(target: str, toy_lens: Path) -> list[str]:
-    """Overrides that shrink a family's data for the wiring check."""
-    if target == "datamodules.lens.LensDataModule":
-        return [f"data.manifest_path={toy_lens}", "data.batch_size=16"]
-    if target == "datamodules.puzzle.PuzzleDataModule":
-        return ["data.batch_size=32", "callbacks.overfit_check=null"]
-    return []
+_ABSENT = object()
+
+
+def tiny_overrides(base: DictConfig, toy_lens: Path, tiny_wl: Path) -> list[str]:
+    """Overrides that shrink a family's data (and its long end-of-run stages) for the wiring check.
+
+    Only keys the experiment has are overridden, so one list serves every experiment of a family.
+    """
+    family = {
+        "datamodules.lens.LensDataModule": [f"data.manifest_path={toy_lens}", "data.batch_size=16"],
+        "datamodules.puzzle.PuzzleDataModule": ["data.batch_size=32", "callbacks.overfit_check=null"],
+        # as clip_subtask_smoke: scikit-learn's 8 x 8 digits and a one-epoch tiny CLIP
+        "datamodules.clip_subtask.ClipSubtaskDataModule": [
+            "data.source=sklearn_digits", "data.split.val_size=200", "data.split.test_size=300",
+            "data.clip.tiny.pretrain.epochs=1", "model.subtask_training.max_epochs=3", "callbacks.mc_dropout.n_passes=5"],
+        # tests/wl_data.py's maps and short chains
+        "datamodules.weak_lensing.WeakLensingDataModule": [
+            f"data.manifest_path={tiny_wl}", "callbacks.wl_score.mcmc.n_steps=400", "callbacks.wl_score.mcmc.n_trace=4"],
+        # as audio_smoke: a few dozen clips and a 20-step pretext
+        "datamodules.audio.AudioDataModule": [
+            "data.batch_size=8", "data.simulation.n_speakers=6", "data.simulation.clips_per_speaker=4",
+            "data.simulation.n_sources=7", "data.simulation.clips_per_source=3", "data.simulation.test_fraction=0.3",
+            "data.test_fraction=0.3", "data.dev_fraction=0.3", "model.net.pretext.steps=20"],
+    }.get(base.data._target_, [])
+    return [o for o in family if OmegaConf.select(base, o.split("=", 1)[0], default=_ABSENT) is not _ABSENT]
+
+
+@pytest.fixture(scope="session")
+def tiny_wl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.wl_data import tiny_wl_manifest
+
+    return tiny_wl_manifest(tmp_path_factory.mktemp("tiny_wl"))
 
 
 def run_in_process(overrides: list[str], run_dir: Path) -> dict:
@@ -43,9 +68,9 @@ def run_in_process(overrides: list[str], run_dir: Path) -> dict:
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_experiment_runs_two_tiny_epochs(experiment, tmp_path, toy_lens_manifest):
+def test_experiment_runs_two_tiny_epochs(experiment, tmp_path, toy_lens_manifest, tiny_wl):
     base = compose([f"experiment={experiment}"])
-    extra = tiny_overrides(base.data._target_, toy_lens_manifest)
+    extra = tiny_overrides(base, toy_lens_manifest, tiny_wl)
     metrics = run_in_process([f"experiment={experiment}", "debug=fast", "cpu_threads=1", *extra], tmp_path / experiment)
     assert metrics["status"] == "completed" and metrics["experiment"] == experiment
     assert metrics["epochs_trained"] == 2   # debug=fast wins over the experiment's own max_epochs
