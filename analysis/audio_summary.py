@@ -115,7 +115,8 @@ def pooled_bootstrap_ci(targets: np.ndarray, correct: np.ndarray, n_boot: int = 
     present = [name for name in CLASS_NAMES.values() if not math.isnan(per[name][0])]
     bal_value = float(np.mean([per[n][0] for n in present]))
     bal_draws = np.mean([per[n][1] for n in present], axis=0)
-    for name, (value, draws) in [("balanced_accuracy", (bal_value, bal_draws))] + [(f"{n}_accuracy", per[n]) for n in CLASS_NAMES.values()]:
+    parts = [("balanced_accuracy", (bal_value, bal_draws))] + [(f"{n}_accuracy", per[n]) for n in CLASS_NAMES.values()]
+    for name, (value, draws) in parts:
         if math.isnan(value):
             low = high = float("nan")
         else:
@@ -148,7 +149,8 @@ def wrong_in_every_seed(tables: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
     rows = first[first["sample_id"].isin(common)].copy()
     mean_logit = pd.concat(logits, axis=1).mean(axis=1)
     rows["mean_logit"] = rows["sample_id"].map(mean_logit)
-    keep = [c for c in ("sample_id", "target", "label_name", "group", "kind", "snr_db", "duration", "mean_logit") if c in rows.columns]
+    wanted = ("sample_id", "target", "label_name", "group", "kind", "snr_db", "duration", "mean_logit")
+    keep = [c for c in wanted if c in rows.columns]
     sort = [c for c in ("group", "sample_id") if c in rows.columns]
     return rows[keep].sort_values(sort).reset_index(drop=True)
 
@@ -196,7 +198,8 @@ def exit_criteria(stats: Mapping[str, Any], thresholds: Mapping[str, float]) -> 
         rows.append({"criterion": "McNemar vs reference, every seed", "value": max(ps),
                      "threshold": f"p < {fmt(th['mcnemar_alpha'])}", "verdict": _verdict(max(ps) < th["mcnemar_alpha"])})
     else:
-        rows.append({"criterion": "McNemar vs reference, every seed", "value": None, "threshold": f"p < {fmt(th['mcnemar_alpha'])}",
+        rows.append({"criterion": "McNemar vs reference, every seed", "value": None,
+                     "threshold": f"p < {fmt(th['mcnemar_alpha'])}",
                      "verdict": "n/a"})
     boot = stats.get("bootstrap")
     rows.append({"criterion": "bootstrap CI of balanced accuracy (pooled seeds)",
@@ -277,7 +280,8 @@ def audio_summary(arms: Mapping[str, Mapping[str, Any]], jobs: Sequence[Mapping[
     ref = matches[0] if matches and (len(matches) == 1 or len(matches[0].split()) < len(matches[1].split())) else None
     notes = []
     if reference and ref is None:
-        notes.append(f"reference {reference!r} matches {len(matches)} arms ({matches}); McNemar and the paired bootstrap are skipped")
+        notes.append(f"reference {reference!r} matches {len(matches)} arms ({matches}); "
+                     "McNemar and the paired bootstrap are skipped")
 
     result: dict[str, Any] = {"reference": ref, "arms": {}}
     md = []
@@ -286,6 +290,10 @@ def audio_summary(arms: Mapping[str, Mapping[str, Any]], jobs: Sequence[Mapping[
 
         def values(key: str) -> list[float]:
             return [float(m[key]) for m in metrics if isinstance(m.get(key), (int, float)) and m.get(key) is not None]
+
+        def mean(key: str) -> float | None:
+            v = values(key)
+            return float(np.mean(v)) if v else None
 
         bal = values("test_balanced_accuracy")
         pooled = pd.concat(tables.values(), ignore_index=True)
@@ -296,11 +304,11 @@ def audio_summary(arms: Mapping[str, Mapping[str, Any]], jobs: Sequence[Mapping[
             "seeds": sorted(tables),
             "balanced_accuracy_mean": float(np.mean(bal)) if bal else None,
             "balanced_accuracy_std": float(np.std(bal, ddof=1)) if len(bal) >= 2 else None,
-            "speech_accuracy": float(np.mean(values("test_speech_accuracy"))) if values("test_speech_accuracy") else None,
-            "nonspeech_accuracy": float(np.mean(values("test_nonspeech_accuracy"))) if values("test_nonspeech_accuracy") else None,
-            "ece": float(np.mean(values("test_ece_calibrated"))) if values("test_ece_calibrated") else None,
-            "ece_uncalibrated": float(np.mean(values("test_ece_uncalibrated"))) if values("test_ece_uncalibrated") else None,
-            "temperature": float(np.mean(values("temperature"))) if values("temperature") else None,
+            "speech_accuracy": mean("test_speech_accuracy"),
+            "nonspeech_accuracy": mean("test_nonspeech_accuracy"),
+            "ece": mean("test_ece_calibrated"),
+            "ece_uncalibrated": mean("test_ece_uncalibrated"),
+            "temperature": mean("temperature"),
             "shared_groups": int(max(values("audit_shared_groups"))) if values("audit_shared_groups") else None,
             "bootstrap": boot["balanced_accuracy"],
             "bootstrap_all": boot,
@@ -314,7 +322,8 @@ def audio_summary(arms: Mapping[str, Mapping[str, Any]], jobs: Sequence[Mapping[
                 b = tables[seed].set_index("sample_id")
                 common = a.index.intersection(b.index)
                 if len(common) != len(a) or len(common) != len(b):
-                    notes.append(f"{name} seed {seed}: test clips differ from the reference's; compared on the {len(common)} shared")
+                    notes.append(f"{name} seed {seed}: test clips differ from the reference's; "
+                                 f"compared on the {len(common)} shared")
                 a, b = a.loc[common], b.loc[common]
                 ca = (a["logit"] > 0) == (a["target"] > 0.5)
                 cb = (b["logit"] > 0) == (b["target"] > 0.5)
@@ -345,7 +354,8 @@ def audio_summary(arms: Mapping[str, Mapping[str, Any]], jobs: Sequence[Mapping[
                                  [[r["criterion"], "-" if r["value"] is None else r["value"], r["threshold"], r["verdict"]]
                                   for r in stats["criteria"]]))
         if stats["mcnemar"]:
-            md.append("\nExact McNemar against the reference arm " + f"`{ref}` (b = reference right only, c = this arm right only):\n")
+            md.append(f"\nExact McNemar against the reference arm `{ref}` "
+                      "(b = reference right only, c = this arm right only):\n")
             md.append(markdown_table(["seed", "b", "c", "p"], [[s, t["b"], t["c"], t["p"]] for s, t in stats["mcnemar"].items()]))
             pb = stats.get("paired_bootstrap")
             if pb:

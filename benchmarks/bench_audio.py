@@ -122,7 +122,8 @@ def worker(base: str, targets: str, r: int, alpha: int, steps: int, batch_size: 
 
 def run_worker(base: Path, targets: str, r: int, alpha: int, steps: int, batch_size: int, full: bool = False,
                mode: str = "time") -> dict:
-    cmd = [sys.executable, __file__, "--worker", str(base), targets, str(r), str(alpha), str(steps), str(batch_size), str(int(full)), mode]
+    cmd = [sys.executable, __file__, "--worker", str(base), targets, str(r), str(alpha), str(steps), str(batch_size),
+           str(int(full)), mode]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -166,7 +167,8 @@ def main() -> None:
             results[(targets, r, alpha, full)] = {**timing, **memory}
     print(f"batch {args.batch_size}, {args.steps} timed steps, one thread; each point stepped alternately with the "
           "baseline (r=16, alpha=32, attention) in one process; ratio = median of per-step ratios\n")
-    print("| targets | r | alpha | trainable params | step (ms) | baseline step in the same process (ms) | ratio | peak RSS (MB) |")
+    print("| targets | r | alpha | trainable params | step (ms) | baseline step in the same process (ms) | ratio "
+          "| peak RSS (MB) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     ratios = []
     for (targets, r, alpha, full), res in results.items():

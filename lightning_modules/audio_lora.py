@@ -34,8 +34,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def build_net(base_path: str | None, cache_dir: str, data: Any, prompt: str, answers: list[str], lora: Mapping[str, Any] | None,
-              tiny: Mapping[str, Any], pretext: Mapping[str, Any], answer_prefix: str = "", dtype: str = "auto") -> Qwen2AudioAnswer:
+def build_net(base_path: str | None, cache_dir: str, data: Any, prompt: str, answers: list[str],
+              lora: Mapping[str, Any] | None, tiny: Mapping[str, Any], pretext: Mapping[str, Any],
+              answer_prefix: str = "", dtype: str = "auto") -> Qwen2AudioAnswer:
     """The answer net on a freshly loaded base (``get_peft_model`` changes its base in place).
 
     Args:
@@ -97,8 +98,9 @@ class AudioLoRAModule(BaseTask):
         """SpecAugment of the batch's features, each clip from (seed, epoch, sample)."""
         if not self.spec_augment_cfg:
             return batch
-        gens = [torch.Generator().manual_seed(int(np.random.default_rng([self.seed, self.current_epoch, int(i)]).integers(1 << 62)))
-                for i in batch["index"].tolist()]
+        epoch = self.current_epoch
+        seeds = [np.random.default_rng([self.seed, epoch, int(i)]).integers(1 << 62) for i in batch["index"].tolist()]
+        gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
         features = spec_augment(batch["input_features"].cpu(), batch["feature_attention_mask"].sum(-1).cpu(),
                                 int(self.spec_augment_cfg["freq_mask"]), int(self.spec_augment_cfg["time_mask"]), gens)
         return {**batch, "input_features": features.to(batch["input_features"].device)}

@@ -37,7 +37,8 @@ def test_audio_arms_summary_and_predict(tmp_path: Path) -> None:
         for key in ("test_speech_accuracy", "test_nonspeech_accuracy", "test_balanced_accuracy", "temperature",
                     "test_ece_calibrated", "test_brier_calibrated"):
             assert isinstance(metrics[key], float), key
-        assert metrics["test_balanced_accuracy"] == pytest.approx((metrics["test_speech_accuracy"] + metrics["test_nonspeech_accuracy"]) / 2)
+        per_class = (metrics["test_speech_accuracy"] + metrics["test_nonspeech_accuracy"]) / 2
+        assert metrics["test_balanced_accuracy"] == pytest.approx(per_class)
         frame = pd.read_csv(job / "predictions_test.csv")
         assert {"sample_id", "target", "logit", "prob", "group", "snr_db"} <= set(frame.columns)
         assert (frame["split"] == "test").all() and len(frame) == metrics["audit_test_samples"]

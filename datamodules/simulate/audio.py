@@ -116,8 +116,10 @@ def as_config(cfg: AudioSimConfig | Mapping[str, Any] | None) -> AudioSimConfig:
     unknown = sorted(set(cfg) - known)
     if unknown:
         raise ValueError(f"data.simulation: unknown key(s) {unknown}; expected some of {sorted(known)}")
-    return AudioSimConfig(**{k: (list(v) if isinstance(v, (list, tuple)) or hasattr(v, "__iter__") and not isinstance(v, str) else v)
-                             for k, v in dict(cfg).items()})
+    def plain(v: Any) -> Any:
+        return list(v) if hasattr(v, "__iter__") and not isinstance(v, str) else v
+
+    return AudioSimConfig(**{k: plain(v) for k, v in dict(cfg).items()})
 
 
 def config_hash(cfg: AudioSimConfig) -> str:

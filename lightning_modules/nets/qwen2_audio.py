@@ -82,7 +82,8 @@ def build_processor(tiny: Mapping[str, Any], answers: Sequence[str]) -> Any:
 
     window = float(tiny["window_seconds"])
     if window != int(window) or window < 1:
-        raise ValueError(f"model.net.tiny.window_seconds must be a whole number of seconds (Whisper's chunk_length), got {window}")
+        raise ValueError(f"model.net.tiny.window_seconds must be a whole number of seconds (Whisper's chunk_length), "
+                         f"got {window}")
     fe = WhisperFeatureExtractor(
         feature_size=int(tiny["num_mel_bins"]), sampling_rate=int(tiny["sample_rate"]), hop_length=int(tiny["hop_length"]),
         chunk_length=int(window), n_fft=int(tiny["n_fft"]),

@@ -105,7 +105,8 @@ def _write_job(tmp_path, name: str, seed: int, logits: np.ndarray, y: np.ndarray
     d = tmp_path / name
     frame = pd.DataFrame({"sample_id": [f"clip_{i:03d}" for i in range(len(y))], "target": y,
                           "group": [f"g{i % 4}" for i in range(len(y))], "snr_db": 0.0})
-    write_predictions(d / "predictions_test.csv", prediction_table("binary", logits, frame, "test"), {"kind": "binary", "split": "test"})
+    table = prediction_table("binary", logits, frame, "test")
+    write_predictions(d / "predictions_test.csv", table, {"kind": "binary", "split": "test"})
     metrics = {"seed": seed, "test_balanced_accuracy": bal, "test_speech_accuracy": 0.6, "test_nonspeech_accuracy": 0.97,
                "test_ece_calibrated": 0.1, "audit_shared_groups": 0}
     return {"job_dir": str(d), "metrics": metrics, "status": "completed"}

@@ -62,7 +62,8 @@ def test_features_match_the_processor_on_the_same_clip(sim_dir) -> None:
     dm.setup("fit")
     clip = dm.clips("test")[2]
     direct = dm.processor().feature_extractor([clip], sampling_rate=16000, return_tensors="np", padding="max_length")
-    np.testing.assert_allclose(dm.datasets["test"][2]["input_features"].numpy(), direct["input_features"][0], rtol=1e-5, atol=1e-5)
+    ours = dm.datasets["test"][2]["input_features"].numpy()
+    np.testing.assert_allclose(ours, direct["input_features"][0], rtol=1e-5, atol=1e-5)
 
 
 def test_audit_refuses_a_manifest_whose_splits_share_a_group(sim_dir, tmp_path) -> None:

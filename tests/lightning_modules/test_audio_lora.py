@@ -134,7 +134,8 @@ def test_adapter_round_trip_gives_identical_logits(base_dir, batch) -> None:
 
 def test_answers_must_differ_at_first_token() -> None:
     tok = build_tokenizer(["SPEECH", "NONSPEECH"])
-    assert answer_token_ids(tok, ["NONSPEECH", "SPEECH"]) == [tok.convert_tokens_to_ids("NONSPEECH"), tok.convert_tokens_to_ids("SPEECH")]
+    expected = [tok.convert_tokens_to_ids("NONSPEECH"), tok.convert_tokens_to_ids("SPEECH")]
+    assert answer_token_ids(tok, ["NONSPEECH", "SPEECH"]) == expected
     assert answer_token_ids(tok, ["NONSPEECH", "SPEECH"], prefix=" ") == answer_token_ids(tok, ["NONSPEECH", "SPEECH"])
     with pytest.raises(ValueError, match="share a first token"):
         answer_token_ids(tok, ["yes", "yeah"])
@@ -174,8 +175,8 @@ def test_module_specaugment_and_adapter_only_checkpoint(base_dir, batch) -> None
     from lightning_modules.audio_lora import AudioLoRAModule
 
     net = Qwen2AudioAnswer(base_dir, ANSWERS, PROMPT, _lora("attention"))
-    module = AudioLoRAModule(net=net, optimizer=partial(torch.optim.AdamW, lr=1e-3), spec_augment={"freq_mask": 5, "time_mask": 10},
-                             seed=3)
+    module = AudioLoRAModule(net=net, optimizer=partial(torch.optim.AdamW, lr=1e-3),
+                             spec_augment={"freq_mask": 5, "time_mask": 10}, seed=3)
     full = {**batch, "target": torch.tensor([1, 0, 1]), "index": torch.tensor([4, 9, 2])}
     a, b = module.augment(full), module.augment(full)
     torch.testing.assert_close(a["input_features"], b["input_features"])  # a function of (seed, epoch, sample)
