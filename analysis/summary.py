@@ -8,6 +8,7 @@ An *arm* is one configuration run over several seeds. Runs are grouped by their 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -48,14 +49,26 @@ def _override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~").strip()
 
 
+_FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][+-]?\d+)$")
+
+
+def _canonical(override: str) -> str:
+    """A float value written the way Python prints it: Hydra's sweeps store ``x=1e-3`` as ``x=0.001``,
+    single runs keep what was typed, and both must land in one arm."""
+    key, sep, value = override.strip().partition("=")
+    return f"{key}={float(value)!r}" if sep and _FLOAT.match(value.strip()) else override.strip()
+
+
 def arm_name(overrides: Sequence[str], experiment: str | None = None) -> str:
     """Arm key: the overrides except ``seed=...``, sorted and joined with a space.
+
+    Float values are written canonically (``1e-3`` and ``0.001`` are one arm); other values as given.
 
     Args:
         overrides: Hydra override strings, e.g. ``["experiment=lens_b1", "seed=42"]``.
         experiment: Experiment name to add as ``experiment=<name>`` when no override sets it.
     """
-    kept = [o.strip() for o in overrides if _override_key(o) != "seed"]
+    kept = [_canonical(o) for o in overrides if _override_key(o) != "seed"]
     if experiment and not any(_override_key(o) == "experiment" for o in kept):
         kept.append(f"experiment={experiment}")
     return " ".join(sorted(kept)) if kept else BASE_ARM

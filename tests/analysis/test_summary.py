@@ -35,12 +35,16 @@ def test_summarize_metric_small_and_nan():
 
 
 def test_arm_name_drops_seed_and_sorts():
-    assert arm_name(["seed=1", "model.lr=1e-3", "experiment=lens_b1"]) == "experiment=lens_b1 model.lr=1e-3"
+    assert arm_name(["seed=1", "model.lr=1e-3", "experiment=lens_b1"]) == "experiment=lens_b1 model.lr=0.001"
     assert arm_name(["++seed=4", "+data.frac=0.1"]) == "+data.frac=0.1"
     assert arm_name(["seed=4"]) == BASE_ARM
     assert arm_name(["seed=4"], experiment="lens_b2") == "experiment=lens_b2"
     assert arm_name(["experiment=lens_b1", "seed=4"], experiment="other") == "experiment=lens_b1"
     assert arm_name(["data.seed_split=3", "seed=4"]) == "data.seed_split=3"  # only the key 'seed' is dropped
+    # a sweep stores x=1e-3 as x=0.001 (Hydra), a single run as typed: one arm; ints and text stay as given
+    assert arm_name(["cb.fpr=1e-3", "lr=3.0E-4", "seed=1"]) == arm_name(["lr=0.0003", "cb.fpr=0.001", "seed=2"])
+    assert arm_name(["cb.fpr=1e-3"]) == "cb.fpr=0.001"
+    assert arm_name(["epochs=10", "name=v1.5", "edges=[0.5,1.0]"]) == "edges=[0.5,1.0] epochs=10 name=v1.5"
 
 
 def test_group_runs():
