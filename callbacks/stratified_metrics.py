@@ -27,7 +27,8 @@ class StratifiedMetrics(RigorCallback):
     none: each bin's positives against all negatives), PSF bin, depth bin, host magnitude (negatives have
     them: ``negatives: same_bin``). Validation bins are logged every ``every_n_epochs``
     (``val/auroc_<name>_<bin>``, ``val/count_<name>_<bin>``); after testing the best checkpoint the summary
-    holds ``test_auroc_by_<name>_<bin>``, ``test_count_by_<name>_<bin>``, ``test_<name>_min_auroc`` and
+    holds ``test_auroc_by_<name>_<bin>``, ``test_count_by_<name>_<bin>`` (positives; ``test_count_neg_by_...``
+    too for ``same_bin`` strata), ``test_<name>_min_auroc`` and
     ``test_<name>_spread``, plus ``<name>_min_auroc_verdict`` / ``<name>_spread_verdict`` for strata with
     verdict thresholds, and a bar chart ``plots/<name>_auroc.png`` per stratum.
 
@@ -107,7 +108,8 @@ class StratifiedMetrics(RigorCallback):
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.test_rows = self.rows(trainer, pl_module, "test")
-        self.test_summary = summarize_strata(self.test_rows, self.verdicts, prefix="test_")
+        same_bin = {name for name, spec in self.strata.items() if spec["negatives"] == "same_bin"}
+        self.test_summary = summarize_strata(self.test_rows, self.verdicts, prefix="test_", negative_counts=same_bin)
         for name, bins in self.test_rows.items():
             self._plot(trainer, name, bins)
 
@@ -147,8 +149,13 @@ class StratifiedMetrics(RigorCallback):
         self.history = list(state.get("history", []))
 
 
-def summarize_strata(rows: Mapping[str, list[dict]], verdicts: Mapping[str, Mapping[str, float]], prefix: str) -> dict[str, Any]:
-    """Flat metrics of stratified bins: per-bin AUROC and count, worst bin, spread and their verdicts."""
+def summarize_strata(rows: Mapping[str, list[dict]], verdicts: Mapping[str, Mapping[str, float]], prefix: str,
+                     negative_counts: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Flat metrics of stratified bins: per-bin AUROC and count, worst bin, spread and their verdicts.
+
+    ``count_by`` is the bin's positives; strata named in `negative_counts` (scored against their own
+    negatives) also get ``count_neg_by``, so a one-class bin shows which class it lacks.
+    """
     out: dict[str, Any] = {}
     for name, bins in rows.items():
         spread = spread_summary(bins)
@@ -161,4 +168,6 @@ def summarize_strata(rows: Mapping[str, list[dict]], verdicts: Mapping[str, Mapp
         for r in bins:
             out[f"{prefix}auroc_by_{name}_{r['label']}"] = r["auroc"]
             out[f"{prefix}count_by_{name}_{r['label']}"] = r["n_pos"]
+            if name in negative_counts:
+                out[f"{prefix}count_neg_by_{name}_{r['label']}"] = r["n_neg"]
     return out

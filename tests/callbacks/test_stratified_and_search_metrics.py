@@ -91,6 +91,8 @@ def test_stratified_callback_bins_match_sklearn_and_skip_missing_columns(tmp_pat
     assert s["test_thetae_min_auroc"] == min(bins) and s["test_thetae_spread"] == pytest.approx(max(bins) - min(bins))
     assert s["thetae_min_auroc_verdict"] in {"PASS", "WARN", "FAIL"} and "psf_bin_min_auroc_verdict" not in s
     assert not any("host_mag" in k for k in s)
+    assert s["test_count_neg_by_psf_bin_1.50-2.50"] == int(((frame["psf_bin"] == 2) & (frame["target"] == 0)).sum())
+    assert not any(k.startswith("test_count_neg_by_thetae") for k in s)  # θ_E bins use all negatives
     assert (tmp_path / "plots" / "thetae_auroc.png").exists() and (tmp_path / "plots" / "psf_bin_auroc.png").exists()
 
 
