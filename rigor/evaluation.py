@@ -533,7 +533,8 @@ def run_summarize(cfg: DictConfig) -> dict[str, Any]:
     (ddof=1); the CI is mean +- t_{1-alpha/2, n-1} * std / sqrt(n). Jobs without a completed
     metrics.json are listed as failed/unfinished with their failure.json, never dropped. Then every
     distinct ``summary`` entry of the completed jobs' saved configs (a family's plugin, e.g. a decision
-    tree) is called once as ``fn(arms=..., jobs=...)`` and its section added.
+    tree) is called once as ``fn(arms=..., jobs=...)``, with the arms (and their jobs) that declared it,
+    and its section added.
 
     Writes ``summary.md``, ``summary.csv``, ``summary.json`` and ``summary.png`` into the sweep directory
     (or ``cfg.out_dir``).
@@ -583,7 +584,11 @@ def run_summarize(cfg: DictConfig) -> dict[str, Any]:
     plugins, plugin_notes = summary_plugins(records)
     sections: dict[str, Any] = {}
     for name, plugin in plugins.items():
-        sections[name] = call_summary_plugin(name, plugin["config"], arm_info, records)
+        # a plugin sees only the arms whose jobs declared it (another family's runs may share the sweep dir)
+        declared = set(plugin["job_dirs"])
+        own = {a: i for a, i in arm_info.items() if declared & set(i["job_dirs"])}
+        own_dirs = {d for i in own.values() for d in i["job_dirs"]}
+        sections[name] = call_summary_plugin(name, plugin["config"], own, [r for r in records if r["job_dir"] in own_dirs])
 
     out = _out_dir(cfg, sweep_dir)
     md = [f"# Sweep summary: `{sweep_dir}`", "",
