@@ -40,14 +40,16 @@ def test_predict_writes_the_contract_and_matches_metrics(sweep):
     job = sweep / "0"
     _run("evaluate.py", f"ckpt_path={job}/checkpoints/best.ckpt", "split=test")
     frame = pd.read_csv(job / "predictions_test.csv")
-    assert list(frame.columns[:3]) == ["sample_id", "target", "logit"]
+    assert list(frame.columns[:4]) == ["sample_id", "split", "target", "logit"] and (frame["split"] == "test").all()
     assert {"prob", "theta_e", "psf_bin", "depth_bin", "pair_id"} <= set(frame.columns)
     assert len(frame) == 48 and frame["sample_id"].is_unique
     metrics = json.loads((job / "metrics.json").read_text())
     # the same best checkpoint: AUROC from the CSV (sklearn) equals the test AUROC of the run
     assert roc_auc_score(frame["target"], frame["logit"]) == pytest.approx(metrics["test_auroc"], abs=1e-5)
-    report = json.loads((job / "predictions_test_metrics.json").read_text())
+    report = json.loads((job / "predictions_test.json").read_text())  # the sidecar
+    assert report["kind"] == "binary" and report["split"] == "test" and report["thresholds"]["core_pass_below"] == 0.60
     assert report["temperature"] == pytest.approx(metrics["temperature"])
+    assert report["metrics"]["auroc"] == pytest.approx(metrics["test_auroc"], abs=1e-6)
     assert np.allclose(frame["prob"], 1 / (1 + np.exp(-frame["logit"] / metrics["temperature"])), atol=1e-6)
 
 
