@@ -259,9 +259,9 @@ TRIAGE_CLASSES = ("review", "spot_check", "auto_approve")
 def triage_labels(
     mean_prob: np.ndarray,
     std: np.ndarray,
-    review_std: float = 0.35,
-    auto_conf: float = 0.90,
-    auto_std: float = 0.25,
+    review_std: float,
+    auto_conf: float,
+    auto_std: float,
 ) -> np.ndarray:
     """Per-sample MC-Dropout triage label (seed 000).
 
@@ -289,9 +289,9 @@ def triage_labels(
 def mc_triage(
     mean_prob: np.ndarray,
     std: np.ndarray,
-    review_std: float = 0.35,
-    auto_conf: float = 0.90,
-    auto_std: float = 0.25,
+    review_std: float,
+    auto_conf: float,
+    auto_std: float,
 ) -> dict[str, float]:
     """Counts (and fractions) of review / spot_check / auto_approve under seed 000's triage rule.
 

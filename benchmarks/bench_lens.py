@@ -31,11 +31,6 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from callbacks.core_sensitivity import CoreSensitivity  # noqa: E402
-from callbacks.epoch_timer import EpochTimer  # noqa: E402
-from callbacks.shortcut_gates import ShortcutGates  # noqa: E402
-from callbacks.temperature_scaling import TemperatureScaling  # noqa: E402
-from callbacks.thetae_auroc import ThetaEStratifiedAUROC  # noqa: E402
 from datamodules.lens import LensDataModule  # noqa: E402
 from lightning_modules.lens import LensModule  # noqa: E402
 from tests.helpers import write_toy_lens_data  # noqa: E402
@@ -95,6 +90,18 @@ def bench_step(steps: int, repeats: int, batch_size: int) -> dict[str, float]:
     return {"lightning_s": statistics.median(light_t), "plain_s": statistics.median(plain_t), "ratio": statistics.median(ratios)}
 
 
+def lens_callbacks() -> list[L.Callback]:
+    """The analysis callbacks of experiment=lens_b1 (early stopping left out: the budget is fixed here)."""
+    from hydra import compose, initialize_config_dir
+
+    from rigor.config import instantiate_callbacks, register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=lens_b1", "callbacks.early_stopping=null", "seed=0"])
+    return instantiate_callbacks(cfg.callbacks)
+
+
 def _fit(manifest: Path, out: Path, with_callbacks: bool, epochs: int) -> tuple[float, float, float]:
     dm = LensDataModule(manifest_path=str(manifest), batch_size=128, augment={"hflip": 0.5, "vflip": 0.5, "rot90": True}, seed=0)
     module = LensModule(make_net(), optimizer=partial(torch.optim.AdamW, lr=1e-4, weight_decay=1e-4),
@@ -103,9 +110,9 @@ def _fit(manifest: Path, out: Path, with_callbacks: bool, epochs: int) -> tuple[
     callbacks: list[L.Callback] = []
     sens = None
     if with_callbacks:
-        sens = CoreSensitivity(splits=["val", "test"])
-        callbacks += [ShortcutGates(every_n_epochs=5, n_samples=2000), ThetaEStratifiedAUROC(every_n_epochs=5), EpochTimer(), sens,
-                      TemperatureScaling()]
+        # lens_b1's own callbacks (gates, strata, search metrics, core sensitivity, temperature), as a run builds them
+        callbacks += lens_callbacks()
+        sens = True
     callbacks.append(clock)
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=callbacks, default_root_dir=str(out), num_sanity_val_steps=0)

@@ -96,18 +96,12 @@ def evidence_of_test_split(pred: Predictions) -> list[str]:
     return evidence
 
 
-def triage_thresholds(cfg: DictConfig, pred: Predictions) -> tuple[dict[str, float] | None, str | None]:
-    """MC-Dropout triage thresholds: the command line's ``mc_dropout.*``, else the run's thresholds.
-
-    Each of review_std, auto_conf, auto_std is taken from ``mc_dropout.<key>`` when given, else from the
-    sidecar's ``thresholds.mc_<key>`` (the run config's thresholds node, which predict records).
+def resolve_triage(given: Any, recorded: Any) -> tuple[dict[str, float], list[str]]:
+    """MC-Dropout triage thresholds: ``given`` (``mc_dropout.<key>``) first, else ``recorded`` (``mc_<key>``).
 
     Returns:
-        (thresholds, None), or (None, a note naming the keys to give) when some are in neither place.
+        (the thresholds found, the keys found in neither place).
     """
-    given = _get(cfg, "mc_dropout", {}) or {}
-    recorded = pred.sidecar.get("thresholds") or {}
-    path = pred.path
     found, missing = {}, []
     for key, name in MC_TRIAGE_KEYS.items():
         value = given.get(key) if isinstance(given, Mapping) else None
@@ -116,6 +110,18 @@ def triage_thresholds(cfg: DictConfig, pred: Predictions) -> tuple[dict[str, flo
             missing.append(key)
         else:
             found[key] = float(value)
+    return found, missing
+
+
+def triage_thresholds(cfg: DictConfig, pred: Predictions) -> tuple[dict[str, float] | None, str | None]:
+    """MC-Dropout triage thresholds of a predictions file: the command line's ``mc_dropout.*``, else the
+    sidecar's ``thresholds.mc_*`` (the run config's thresholds node, which predict records).
+
+    Returns:
+        (thresholds, None), or (None, a note naming the keys to give) when some are in neither place.
+    """
+    found, missing = resolve_triage(_get(cfg, "mc_dropout", {}) or {}, pred.sidecar.get("thresholds") or {})
+    path = pred.path
     if missing:
         return None, (
             f"MC-Dropout triage skipped: {path} has mc_prob/mc_std but no threshold for {missing} (neither "

@@ -25,12 +25,10 @@ from analysis.calibration import mc_triage, probabilities_from_logits
 from analysis.predictions import prediction_table, write_predictions
 from callbacks.temperature_scaling import CHECKPOINT_KEY
 from rigor.config import REPO_ROOT, register_resolvers
+from rigor.evaluation import resolve_triage
 from rigor.guard import safe_load
 
 log = logging.getLogger(__name__)
-
-TRIAGE_KEYS = {"review_std": "mc_review_std", "auto_conf": "mc_auto_conf", "auto_std": "mc_auto_std"}
-
 
 def run_config(ckpt_path: str | Path) -> tuple[DictConfig, Path]:
     """The saved config of the run that holds `ckpt_path` (``<run>/checkpoints/<name>.ckpt``) and its directory."""
@@ -69,22 +67,6 @@ def trainer_config(run_cfg: DictConfig, name: str | None) -> DictConfig:
 def _thresholds(run_cfg: DictConfig) -> dict[str, Any]:
     node = run_cfg.get("thresholds")
     return OmegaConf.to_container(node, resolve=True) if node is not None else {}
-
-
-def triage_thresholds(mc_cfg: Any, thresholds: dict[str, Any]) -> dict[str, float]:
-    """MC-Dropout triage thresholds: ``mc_dropout.<key>`` when given, else the run's ``thresholds.mc_<key>``."""
-    out, missing = {}, []
-    for key, name in TRIAGE_KEYS.items():
-        value = mc_cfg.get(key) if mc_cfg is not None else None
-        value = thresholds.get(name) if value is None else value
-        if value is None:
-            missing.append(f"mc_dropout.{key}")
-        else:
-            out[key] = float(value)
-    if missing:
-        raise ValueError(f"MC-Dropout triage needs {missing}: the run's config has no thresholds.mc_* (seed 000: "
-                         "review_std 0.35, auto_conf 0.90, auto_std 0.25); give them on the command line")
-    return out
 
 
 def run_predict(cfg: DictConfig) -> dict[str, Any]:
@@ -142,7 +124,11 @@ def run_predict(cfg: DictConfig) -> dict[str, Any]:
     if mc is not None:
         report.update({"mc_passes": n_passes, "mc_mean_std": float(np.mean(mc[1]))})
         if kind != "regression":
-            triage = mc_triage(mc[0], mc[1], **triage_thresholds(mc_cfg, thresholds))
+            found, missing = resolve_triage(mc_cfg, thresholds)
+            if missing:
+                raise ValueError(f"MC-Dropout triage needs {[f'mc_dropout.{k}' for k in missing]}: the run's config has no "
+                                 "thresholds.mc_* (seed 000: review_std 0.35, auto_conf 0.90, auto_std 0.25); give them")
+            triage = mc_triage(mc[0], mc[1], **found)
             report.update({f"triage_{k}": v for k, v in triage.items()})
     out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else run_dir
     csv_path = write_predictions(out_dir / f"predictions_{split}.csv", table, report)

@@ -26,6 +26,9 @@ from analysis.calibration import (
 )
 
 
+#: seed 000's triage thresholds (conf/thresholds/clip_subtask.yaml holds them for the family)
+SEED_000 = {"review_std": 0.35, "auto_conf": 0.90, "auto_std": 0.25}
+
 def reference_ece(conf: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
     """Plain loop ECE with the bins written out: [k/M, (k+1)/M) and a closed last bin [(M-1)/M, 1]."""
     total, n = 0.0, len(conf)
@@ -249,10 +252,10 @@ def test_mc_triage_rule_and_edges():
     # 0: conf .95, std .10 -> auto; 1: std .36 > .35 -> review; 2: std .35 (not > .35), not < .25 -> spot
     # 3: conf .60 -> spot; 4: conf .90 (not > .90) -> spot; 5: p=.02 -> conf .98 -> auto
     # 6: spot; 7: std .25 (not < .25) -> spot
-    labels = triage_labels(mean, std)
+    labels = triage_labels(mean, std, **SEED_000)
     assert labels.tolist() == ["auto_approve", "review", "spot_check", "spot_check", "spot_check",
                                "auto_approve", "spot_check", "spot_check"]
-    counts = mc_triage(mean, std)
+    counts = mc_triage(mean, std, **SEED_000)
     assert (counts["review"], counts["spot_check"], counts["auto_approve"], counts["n"]) == (1, 5, 2, 8)
     assert counts["frac_auto_approve"] == pytest.approx(2 / 8)
 
@@ -260,5 +263,5 @@ def test_mc_triage_rule_and_edges():
 def test_mc_triage_multiclass_and_thresholds():
     mean = np.array([[0.92, 0.05, 0.03], [0.4, 0.3, 0.3], [0.99, 0.01, 0.0]])
     std = np.array([0.2, 0.5, 0.3])
-    assert triage_labels(mean, std).tolist() == ["auto_approve", "review", "spot_check"]
-    assert mc_triage(mean, std, review_std=0.6, auto_std=0.31)["auto_approve"] == 2
+    assert triage_labels(mean, std, **SEED_000).tolist() == ["auto_approve", "review", "spot_check"]
+    assert mc_triage(mean, std, review_std=0.6, auto_conf=0.90, auto_std=0.31)["auto_approve"] == 2
