@@ -32,3 +32,18 @@ def compose(overrides: list[str], config_name: str = "train"):
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+
+
+def train_in_process(overrides: list[str], run_dir: Path) -> dict:
+    """Run train.py's train() on a composed config in this process (faster than a subprocess); returns its metrics."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from train import train
+
+    cfg = compose([*overrides, f"hydra.run.dir={run_dir}"])
+    cfg.hydra.runtime.output_dir = str(run_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # train.py's config has no hydra node
+    return train(cfg)

@@ -10,10 +10,9 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from tests.conftest import ROOT, compose
+from tests.conftest import ROOT, compose, train_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -54,24 +53,12 @@ def tiny_wl(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_wl_manifest(tmp_path_factory.mktemp("tiny_wl"))
 
 
-def run_in_process(overrides: list[str], run_dir: Path) -> dict:
-    """Compose as train.py does and run train(); returns metrics.json."""
-    from train import train
-
-    cfg = compose([*overrides, f"hydra.run.dir={run_dir}"])
-    cfg.hydra.runtime.output_dir = str(run_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]  # train.py's config has no hydra node
-    train(cfg)
-    return json.loads((run_dir / "metrics.json").read_text())
-
-
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_runs_two_tiny_epochs(experiment, tmp_path, toy_lens_manifest, tiny_wl):
     base = compose([f"experiment={experiment}"])
     extra = tiny_overrides(base, toy_lens_manifest, tiny_wl)
-    metrics = run_in_process([f"experiment={experiment}", "debug=fast", "cpu_threads=1", *extra], tmp_path / experiment)
+    train_in_process([f"experiment={experiment}", "debug=fast", "cpu_threads=1", *extra], tmp_path / experiment)
+    metrics = json.loads((tmp_path / experiment / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["experiment"] == experiment
     assert metrics["epochs_trained"] == 2   # debug=fast wins over the experiment's own max_epochs
     assert metrics["best_epoch"] in (0, 1)

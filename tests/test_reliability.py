@@ -18,24 +18,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 from lightning_modules.base import NonFiniteLossError
 from lightning_modules.metrics import DefinedBinaryAUROC
 from rigor.guard import ResumeConfigError, SplitError, check_resume, check_splits, config_diff, relevant_config, safe_load
-from tests.conftest import ROOT, compose
-
-
-def in_process(overrides: list[str], run_dir: Path) -> dict:
-    from train import train
-
-    cfg = compose([*overrides, f"hydra.run.dir={run_dir}"])
-    cfg.hydra.runtime.output_dir = str(run_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return train(cfg)
+from tests.conftest import ROOT, compose, train_in_process
 
 
 def toy(manifest: Path, *extra: str) -> list[str]:
@@ -138,7 +126,7 @@ def write_lens(out: Path, labels: dict[str, list[int]], seed: int = 0) -> Path:
 
 def test_one_class_test_split_completes_with_null_auroc_and_a_warning(tmp_path):
     manifest = write_lens(tmp_path / "data", {"train": [0, 1] * 8, "val": [0, 1] * 8, "test": [1] * 8})
-    metrics = in_process(toy(manifest, "trainer.max_epochs=1", "data.batch_size=16"), tmp_path / "run")
+    metrics = train_in_process(toy(manifest, "trainer.max_epochs=1", "data.batch_size=16"), tmp_path / "run")
     assert metrics["status"] == "completed" and metrics["test_auroc"] is None or np.isnan(metrics["test_auroc"])
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["test_auroc"] is None and "all of class 1" in saved["warnings"][0]
@@ -152,7 +140,7 @@ def test_one_class_test_split_completes_with_null_auroc_and_a_warning(tmp_path):
 ])
 def test_bad_settings_stop_before_training_naming_the_key(tmp_path, toy_lens_manifest, overrides, message):
     with pytest.raises(Exception, match=message):
-        in_process(toy(toy_lens_manifest, *overrides), tmp_path / "run")
+        train_in_process(toy(toy_lens_manifest, *overrides), tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 

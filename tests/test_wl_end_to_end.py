@@ -9,26 +9,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
 from analysis.predictions import read_predictions
 from analysis.wl_score import challenge_score
-from tests.conftest import compose
+from tests.conftest import compose, train_in_process
 from tests.wl_data import tiny_wl_manifest
 
 pytestmark = pytest.mark.slow
 
 
 def _train(overrides: list[str], run_dir: Path) -> dict:
-    from train import train
-
-    cfg = compose([*overrides, f"hydra.run.dir={run_dir}"])
-    cfg.hydra.runtime.output_dir = str(run_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    train(cfg)
+    train_in_process(overrides, run_dir)
     return json.loads((run_dir / "metrics.json").read_text())
 
 
