@@ -9,6 +9,7 @@ appends instead, and starts from the header already on disk.
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger
@@ -41,8 +42,28 @@ class AppendingCSVLogger(CSVLogger):
 
 
 class WandbLogger(_LightningWandbLogger):
-    """Lightning's WandbLogger without the ``anonymous`` setting it always passes (W&B warns it has no effect)."""
+    """Lightning's WandbLogger that keeps one W&B run per run directory, across restarts.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    The run id is stored in ``<save_dir>/wandb_run_id.txt`` on the first start and read back on every
+    later one, so a resumed run continues its own W&B run (online, or synced later as one offline run)
+    instead of opening a second one. The ``anonymous`` setting Lightning always passes is dropped (W&B
+    warns that it has no effect).
+    """
+
+    ID_FILE = "wandb_run_id.txt"
+
+    def __init__(self, *args: Any, save_dir: str | None = None, id: str | None = None, version: str | None = None,
+                 **kwargs: Any) -> None:
+        run_id = id or version
+        if run_id is None and save_dir:
+            path = Path(save_dir) / self.ID_FILE
+            if path.is_file():
+                run_id = path.read_text().strip() or None
+            if run_id is None:
+                import secrets
+
+                run_id = secrets.token_hex(4)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(run_id + "\n")
+        super().__init__(*args, save_dir=save_dir, id=run_id, **kwargs)
         self._wandb_init.pop("anonymous", None)

@@ -241,8 +241,13 @@ def test_zero_byte_predictions_file_names_the_file(tmp_path):
         read_predictions(empty)
 
 
-def test_wandb_logger_passes_no_anonymous_setting(tmp_path):
+def test_wandb_logger_passes_no_anonymous_setting_and_keeps_its_run_id(tmp_path):
     from rigor.loggers import WandbLogger
 
     logger = WandbLogger(project="rigor", save_dir=str(tmp_path), mode="offline")
     assert "anonymous" not in logger._wandb_init
+    run_id = logger._wandb_init["id"]
+    assert (tmp_path / "wandb_run_id.txt").read_text().strip() == run_id
+    # a restart in the same run directory continues the same W&B run; another directory gets its own
+    assert WandbLogger(project="rigor", save_dir=str(tmp_path), mode="offline")._wandb_init["id"] == run_id
+    assert WandbLogger(project="rigor", save_dir=str(tmp_path / "other"), mode="offline")._wandb_init["id"] != run_id
