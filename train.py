@@ -28,6 +28,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from callbacks.base import summary_dir
+from callbacks.run_checkpoint import RunCheckpoint
 from rigor.config import instantiate_callbacks, instantiate_loggers, register_resolvers
 from rigor.guard import EXIT_TERMINATED, ConfigStamp, ResumeConfigError, TermHandler, Terminated, check_resume, check_splits, relevant_config, safe_load
 from rigor.jsonio import to_jsonable, write_json
@@ -114,11 +115,11 @@ def train(cfg: DictConfig, term: TermHandler | None = None) -> dict[str, Any]:
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     # best.ckpt follows the monitor; last.ckpt is written at the end of every epoch, whatever the monitor did
     callbacks += [
-        ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=model.monitor, mode=model.mode, save_top_k=1,
-                        enable_version_counter=False, auto_insert_metric_name=False),
+        RunCheckpoint(dirpath=ckpt_dir, filename="best", monitor=model.monitor, mode=model.mode, save_top_k=1,
+                      enable_version_counter=False, auto_insert_metric_name=False),
         # (Lightning's save_last writes only when another checkpoint was saved in the same step)
-        ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
-                        enable_version_counter=False),
+        RunCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+                      enable_version_counter=False),
         ConfigStamp(stamp),
     ]
     loggers = instantiate_loggers(cfg.get("logger"))

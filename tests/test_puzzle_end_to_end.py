@@ -52,7 +52,7 @@ def test_puzzle_exp3_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     frame = pd.read_csv(run_dir / "predictions_test.csv")
     n_cells = 6 * 4
-    assert list(frame.columns[: 2 + n_cells]) == ["sample_id", "target", *[f"logit_{k}" for k in range(n_cells)]]
+    assert list(frame.columns[: 3 + n_cells]) == ["sample_id", "split", "target", *[f"logit_{k}" for k in range(n_cells)]]
     logits = frame[[f"logit_{k}" for k in range(n_cells)]].to_numpy()
     top1 = float((logits.argmax(1) == frame["target"].to_numpy()).mean())
     assert top1 == pytest.approx(metrics["test_top1"], abs=1e-6)  # the same best checkpoint
