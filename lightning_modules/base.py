@@ -232,7 +232,7 @@ class BaseTask(L.LightningModule):
         index = torch.cat([p[0] for p in parts])
         outputs = torch.cat([p[1] for p in parts])
         target = torch.cat([p[2] for p in parts])
-        if self.trainer is not None and self.trainer.world_size > 1:
+        if self._trainer is not None and self._trainer.world_size > 1:
             gathered = [self.all_gather(t.to(self.device)).cpu() for t in (index, outputs, target)]
             index, outputs, target = (g.reshape(-1, *g.shape[2:]) for g in gathered)
         order = torch.argsort(index, stable=True)
