@@ -396,7 +396,8 @@ def collect_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
     Returns:
         One record per job: ``job_dir``, ``overrides``, ``metrics`` (the parsed metrics.json or None),
         ``status`` ("completed" when metrics.json exists and its status, if given, is "completed";
-        otherwise its status, "failed" when failure.json exists, else "unfinished"), ``experiment``,
+        otherwise its status; with failure.json, its status ("terminated" after SIGTERM) or "failed"; else
+        "unfinished"), ``experiment``,
         ``failure`` (failure.json content or None), ``error`` (a problem reading the job) and ``config``
         (``.hydra/config.yaml`` as an unresolved DictConfig, or None).
     """
@@ -428,7 +429,9 @@ def collect_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
             # A metrics.json is written at the end of a run; an explicit status overrides that.
             status = str(metrics.get("status", "completed"))
         else:
-            status = "failed" if failure is not None or error else "unfinished"
+            # train.py's failure.json says "terminated" for a SIGTERM (requeue it), "failed" otherwise
+            recorded = failure.get("status") if isinstance(failure, Mapping) else None
+            status = (recorded if recorded in ("failed", "terminated") else "failed") if failure is not None or error else "unfinished"
         config, err = _read_config(job)
         error = error or err
         records.append({

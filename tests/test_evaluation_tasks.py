@@ -273,6 +273,7 @@ def test_summarize_sweep_stats_and_failed_jobs(tmp_path, capsys):
     make_job(sweep, "5", ["experiment=demo", "model.lr=0.01", "seed=3"],
              failure={"type": "NonFiniteLossError", "message": "loss became nan at step 12"})
     make_job(sweep, "6", ["experiment=demo", "seed=4"])  # still running / killed: no files at all
+    make_job(sweep, "7", ["experiment=demo", "seed=5"], failure={"status": "terminated", "error": "Terminated: SIGTERM during training"})
 
     res = run_summarize(make_cfg("summarize", sweep_dir=str(sweep)))
     arm = res["arms"]["experiment=demo"]
@@ -280,11 +281,11 @@ def test_summarize_sweep_stats_and_failed_jobs(tmp_path, capsys):
     assert s["n"] == 3 and s["std"] == pytest.approx(np.std(aucs, ddof=1))
     low, high = stats.t.interval(0.95, 2, loc=np.mean(aucs), scale=stats.sem(aucs))
     assert (s["ci_low"], s["ci_high"]) == (pytest.approx(low), pytest.approx(high))
-    assert "seed" not in arm["metrics"] and arm["n_completed"] == 3 and arm["n_failed"] == 1
+    assert "seed" not in arm["metrics"] and arm["n_completed"] == 3 and arm["n_failed"] == 2
     assert res["arms"]["experiment=demo model.lr=0.01"]["n_failed"] == 1
     failed = {Path(r["job_dir"]).name: r for r in res["failed"]}
-    assert set(failed) == {"5", "6"}
-    assert failed["5"]["status"] == "failed" and failed["6"]["status"] == "unfinished"
+    assert set(failed) == {"5", "6", "7"}
+    assert failed["5"]["status"] == "failed" and failed["6"]["status"] == "unfinished" and failed["7"]["status"] == "terminated"
     md = (sweep / "summary.md").read_text()
     assert "ddof=1" in md and "NonFiniteLossError" in md and "loss became nan" in md and "unfinished" in md
     csv = pd.read_csv(sweep / "summary.csv")
