@@ -51,9 +51,9 @@ class TemperatureScaling(RigorCallback):
                 for name, value in calibration_report(lg, y, t, self.n_bins).items():
                     out[f"{split}_{name}_{tag}"] = value
         self.results = out
-        # this run directory's best.ckpt (the callback's best_model_path is stale in a moved run directory)
-        best = Path(trainer.default_root_dir) / "checkpoints" / "best.ckpt"
-        if trainer.is_global_zero and best.exists():
+        # the best checkpoint's path (callbacks.run_checkpoint keeps it right in a moved run directory)
+        best = Path(getattr(trainer.checkpoint_callback, "best_model_path", "") or "")
+        if trainer.is_global_zero and best.name and best.exists():
             ckpt = torch.load(best, map_location="cpu", weights_only=True)
             ckpt[CHECKPOINT_KEY] = temperature
             tmp = best.with_suffix(".ckpt.tmp")

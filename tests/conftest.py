@@ -17,6 +17,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded; a hub loo
 from tests.helpers import write_toy_lens_data  # noqa: E402
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests (the machine is shared); restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def toy_lens_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_toy_lens_data(tmp_path_factory.mktemp("toy_lens"))

@@ -15,13 +15,7 @@ import datamodules.clip_embeddings as ce  # noqa: E402
 from datamodules.clip_embeddings import EmbeddingCache, is_torchscript, load_clip  # noqa: E402
 from datamodules.simulate.clip_digits import register_model_config  # noqa: E402
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread (the machine is shared); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 MICRO = "rigor-test-micro-clip"

@@ -13,13 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from datamodules.clip_subtask import ClipSubtaskDataModule  # noqa: E402
 from datamodules.simulate.clip_digits import DIGIT_NAMES, CaptionTokenizer, load_digit_images  # noqa: E402
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread (the machine is shared); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 MICRO_CFG = {"embed_dim": 16,

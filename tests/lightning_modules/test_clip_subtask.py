@@ -18,13 +18,7 @@ from lightning_modules.nets.clip_subtask import MetaLearner, SubtaskMetaNet
 SUBTASKS = {"superclass": 2, "brightness": 3, "complexity": 3}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread (the machine is shared); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def net(features: str = "class", embed_dim: int = 512) -> SubtaskMetaNet:
