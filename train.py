@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import socket
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -32,9 +36,12 @@ from callbacks.run_checkpoint import RunCheckpoint
 from rigor.config import instantiate_callbacks, instantiate_loggers, register_resolvers
 from rigor.guard import EXIT_TERMINATED, ConfigStamp, ResumeConfigError, TermHandler, Terminated, check_resume, check_splits, relevant_config, safe_load
 from rigor.jsonio import to_jsonable, write_json
+from rigor.ledger import Ledger, job_fields, now, this_process
 
 log = logging.getLogger("rigor.train")
 register_resolvers()
+# conf/hydra/launcher/{basic,ray}.yaml deliberately shadow the plugins' configs of the same name
+warnings.filterwarnings("ignore", message=r"'hydra/launcher/\w+' is validated against ConfigStore schema")
 
 
 def best_score(checkpoint: ModelCheckpoint, best: dict[str, Any]) -> Any:
@@ -64,6 +71,13 @@ def run_dir_of(cfg: DictConfig) -> Path:
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
     return Path(cfg.paths.output_dir)
+
+
+def device_info(trainer: L.Trainer) -> dict[str, Any]:
+    """Where the run ran: accelerator, CUDA_VISIBLE_DEVICES as this process saw it, torch threads, host."""
+    return {"accelerator": type(trainer.accelerator).__name__.replace("Accelerator", "").lower(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "torch_threads": torch.get_num_threads(), "hostname": socket.gethostname()}
 
 
 def train(cfg: DictConfig, term: TermHandler | None = None) -> dict[str, Any]:
@@ -165,6 +179,7 @@ def train(cfg: DictConfig, term: TermHandler | None = None) -> dict[str, Any]:
     merge_summaries(run_dir, metrics)
     if warnings:
         metrics["warnings"] = warnings
+    metrics["device"] = device_info(trainer)
     metrics["wall_time_s"] = round(time.time() - start, 2)
     metrics["status"] = "completed"
     term.check("the end-of-run analyses", last)
@@ -200,19 +215,44 @@ def close_loggers() -> None:
         pass
 
 
+def sweep_job() -> tuple[Ledger, int] | None:
+    """The sweep's ledger and this job's number when this run is a job of a sweep (-m), else None."""
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN or hydra_cfg.job.get("num") is None:
+        return None
+    return Ledger(hydra_cfg.sweep.dir), int(hydra_cfg.job.num)
+
+
+def _first_line(err: BaseException) -> str:
+    text = next((line for line in str(err).strip().splitlines() if line.strip()), "")
+    return f"{type(err).__name__}: {text}"[:500]
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     run_dir = run_dir_of(cfg)
+    job = sweep_job()
+    # a completed job started again (a resumed sweep) keeps its ledger row as it was
+    record = job is not None and _completed(run_dir) is None
+    if record:
+        job[0].update(job[1], state="running", start=now(), **this_process(),
+                      **job_fields(HydraConfig.get().overrides.task, run_dir))
     term = TermHandler().install()
     try:
         metrics = train(cfg, term)
-    except ResumeConfigError:
+    except ResumeConfigError as err:
+        if job is not None:
+            job[0].update(job[1], state="failed", end=now(), exit_reason=f"refused by the resume guard: {_first_line(err)}")
         raise  # the directory belongs to an earlier run: leave it as it is
     except BaseException as err:
         run_dir.mkdir(parents=True, exist_ok=True)
         status = "terminated" if isinstance(err, Terminated) else "failed"
         failure = {"status": status, "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
         write_json(run_dir / "failure.json", failure)
+        if job is not None:
+            job[0].update(job[1], state=status, end=now(), exit_reason=_first_line(err))
         if isinstance(err, Terminated):
             log.error("%s", err)
             sys.exit(EXIT_TERMINATED)  # non-zero: a scheduler requeues it, a sweep stops here
@@ -220,7 +260,13 @@ def main(cfg: DictConfig) -> float | None:
     finally:
         term.uninstall()
         close_loggers()
-    # the metric a sweeper optimises: optimized_metric, else the best value of the module's monitor
+    if record:
+        job[0].update(job[1], state="completed", end=now(), exit_reason="")
+    return sweep_value(cfg, metrics)
+
+
+def sweep_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
+    """The metric a sweeper optimises: optimized_metric, else the best value of the module's monitor."""
     name = cfg.get("optimized_metric") or next((k for k in metrics if k.startswith("best_") and k != "best_epoch"), "")
     value = metrics.get(name)
     return float(value) if isinstance(value, (int, float)) else None

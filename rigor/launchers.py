@@ -1,0 +1,262 @@
+"""Sweep launchers that keep every job: Hydra's basic launcher and the Ray launcher, with a ledger and resume.
+
+Both write a ``queued`` row per job into the sweep's ledger (rigor/ledger.py) before launching, and refuse
+to resume a sweep directory whose jobs were started with other overrides (naming the job). A job whose
+metrics.json says completed is left to train.py, which checks its config and returns without training;
+a failed job is run again unless ``rerun_failed=false``.
+
+The Ray launcher (``hydra/launcher=ray``) subclasses hydra-ray-launcher's: jobs are collected with
+``ray.wait`` as they finish, so a job that raises, or whose worker the OS killed (out of memory), becomes a
+failed job with its reason in the ledger while the others go on. Task retries are off by default
+(``max_retries: 0``); a retry, when turned on, shows as one more attempt in the job's ledger row.
+
+Hydra instantiates launchers only from the ``hydra_plugins`` package, so the configs name the thin
+subclasses in ``hydra_plugins/rigor_launchers``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher as _HydraBasicLauncher
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.types import HydraContext
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from rigor.ledger import Ledger, job_fields, now
+
+log = logging.getLogger(__name__)
+
+try:
+    from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher as _PluginRayLauncher
+
+    RAY_AVAILABLE = True
+except ImportError:  # the `ray` extra is not installed
+    _PluginRayLauncher = object  # type: ignore[assignment,misc]
+    RAY_AVAILABLE = False
+
+
+class SweepResumeError(ValueError):
+    """An existing sweep directory holds a job that was started with other overrides."""
+
+
+@dataclass
+class Job:
+    """One job of a sweep, as the launcher sees it."""
+
+    idx: int
+    overrides: list[str]
+    config: DictConfig
+    run_dir: Path
+
+
+def _override_key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def comparable_overrides(overrides: Sequence[str]) -> list[str]:
+    """The overrides that define a job: those of plumbing keys (rigor/guard.py PLUMBING) left out."""
+    from rigor.guard import PLUMBING
+
+    keep = []
+    for override in overrides:
+        key = _override_key(override)
+        if any(key == p or key.startswith(p + ".") for p in PLUMBING):
+            continue
+        keep.append(override)
+    return keep
+
+
+def plan_jobs(hydra_context: HydraContext, config: DictConfig, job_overrides: Sequence[Sequence[str]],
+              initial_job_idx: int, job_id: Any = None) -> tuple[list[Job], dict[int, JobReturn]]:
+    """Compose each job's config, check a resumed sweep, write the queued rows.
+
+    Args:
+        hydra_context: The launcher's Hydra context.
+        config: The sweep's config.
+        job_overrides: The overrides of each job in this batch.
+        initial_job_idx: The number of the batch's first job.
+        job_id: Callable idx -> hydra.job.id (None: the job number).
+
+    Returns:
+        The jobs to launch, and the results of jobs that are not launched (failed ones kept as failed
+        under ``rerun_failed=false``).
+
+    Raises:
+        SweepResumeError: A job directory holds a job started with other overrides.
+    """
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(sweep_dir)
+    rerun_failed = bool(config.get("rerun_failed", True))
+    jobs: list[Job] = []
+    kept: dict[int, JobReturn] = {}
+    mismatches = []
+    for offset, overrides in enumerate(job_overrides):
+        idx = initial_job_idx + offset
+        sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = job_id(idx) if job_id else idx
+            sweep_config.hydra.job.num = idx
+        run_dir = sweep_dir / str(sweep_config.hydra.sweep.subdir)
+        stored = run_dir / ".hydra" / "overrides.yaml"
+        if stored.is_file():
+            before = comparable_overrides(list(OmegaConf.load(stored)))
+            if before != comparable_overrides(list(overrides)):
+                mismatches.append(f"  job {idx} ({run_dir}): started with {before}, now {comparable_overrides(list(overrides))}")
+        jobs.append(Job(idx, list(overrides), sweep_config, run_dir))
+    if mismatches:
+        raise SweepResumeError(f"{sweep_dir} holds jobs started with other overrides; resuming would mix two sweeps:\n"
+                               + "\n".join(mismatches)
+                               + "\nRun the sweep's original command (same values, same order), or start a new sweep.")
+    to_run = []
+    for job in jobs:
+        row = ledger.read(job.idx) or {}
+        status = _job_status(job.run_dir, row)
+        if status == "failed" and not rerun_failed:
+            log.info("job %d failed before and rerun_failed=false: left as it is", job.idx)
+            kept[job.idx] = failed_return(job, RuntimeError(f"job {job.idx} failed earlier (left by rerun_failed=false): "
+                                                            f"{row.get('exit_reason') or 'see its failure.json'}"))
+            continue
+        if status != "completed":  # a completed job keeps its row; train.py returns its metrics without training
+            ledger.update(job.idx, state="queued", start=None, end=None, exit_reason=None,
+                          **job_fields(filter_overrides(job.overrides), job.run_dir))
+        to_run.append(job)
+    return to_run, kept
+
+
+def _read_status(path: Path) -> str | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get("status") if isinstance(data, dict) else None
+
+
+def _job_status(run_dir: Path, row: dict[str, Any]) -> str | None:
+    """completed / failed / None (never ran, interrupted or terminated: to be run or resumed)."""
+    if _read_status(run_dir / "metrics.json") == "completed":
+        return "completed"
+    if row.get("state") == "failed" or _read_status(run_dir / "failure.json") == "failed":
+        return "failed"
+    return None
+
+
+def failed_return(job: Job, error: BaseException) -> JobReturn:
+    """A JobReturn that the sweeper reports as this job's failure (after the other jobs ran)."""
+    ret = JobReturn(overrides=job.overrides, cfg=None, hydra_cfg=None, working_dir=str(job.run_dir), task_name=None,
+                    status=JobStatus.FAILED)
+    ret.return_value = error
+    return ret
+
+
+class BasicLauncher(_HydraBasicLauncher):
+    """Hydra's basic launcher (one job after the other, in this process) with the ledger and resume checks."""
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        setup_globals()
+        assert self.hydra_context is not None and self.config is not None and self.task_function is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        jobs, results = plan_jobs(self.hydra_context, self.config, job_overrides, initial_job_idx)
+        log.info("Launching %d jobs locally (%d left as they are)", len(jobs), len(results))
+        for job in jobs:
+            log.info("\t#%d : %s", job.idx, " ".join(filter_overrides(job.overrides)))
+            results[job.idx] = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
+                                       config=job.config, job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return [results[i] for i in sorted(results)]
+
+
+# --- Ray ------------------------------------------------------------------------------------------
+
+#: ray.init options that describe a new local cluster; an existing one (ray.init.address) refuses them
+LOCAL_CLUSTER_KEYS = ("num_cpus", "num_gpus", "resources", "object_store_memory", "include_dashboard", "dashboard_host",
+                      "dashboard_port", "_memory", "_temp_dir")
+
+
+def ray_init_options(init: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """ray.init keyword arguments: all given ones for a new local cluster, no resource ones for an existing one."""
+    options = OmegaConf.to_container(init, resolve=True) if isinstance(init, DictConfig) else dict(init)
+    if options.get("address"):
+        dropped = [k for k in LOCAL_CLUSTER_KEYS if options.pop(k, None) is not None]
+        if dropped:
+            log.info("ray.init.address=%s: an existing cluster; its own resources apply (ignoring %s)", options["address"], dropped)
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _run_job_in_worker(hydra_context: HydraContext, sweep_config: DictConfig, task_function: Any,
+                       singleton_state: dict[Any, Any]) -> JobReturn:
+    """Run one job in a Ray worker; cpu_threads, when null, follows the CPUs Ray gave the task."""
+    import ray
+    from hydra_plugins.hydra_ray_launcher._launcher_util import _run_job
+
+    from rigor.config import register_resolvers
+
+    register_resolvers()  # the worker never imported train.py, whose config uses them
+    if sweep_config.get("cpu_threads") is None:
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+        if cpus:
+            with open_dict(sweep_config):
+                sweep_config.cpu_threads = max(1, int(cpus))
+    return _run_job(hydra_context=hydra_context, sweep_config=sweep_config, task_function=task_function,
+                    singleton_state=singleton_state)
+
+
+def _reason(err: BaseException) -> str:
+    first = next((line for line in str(err).strip().splitlines() if line.strip()), "")
+    return f"{type(err).__name__}: {first}"[:500]
+
+
+class RayLauncher(_PluginRayLauncher):
+    """hydra-ray-launcher's local launcher, with failures collected per job instead of raised on the first one.
+
+    Config (conf/hydra/launcher/ray.yaml): ``ray.init`` goes to ``ray.init`` (``address`` joins an
+    existing cluster), ``ray.remote`` to ``ray.remote`` for every job (``num_cpus``, ``num_gpus``,
+    ``max_retries``, ``memory``).
+    """
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        import ray
+        from hydra.core.singleton import Singleton
+
+        setup_globals()
+        assert self.config is not None and self.hydra_context is not None and self.task_function is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        jobs, results = plan_jobs(self.hydra_context, self.config, job_overrides, initial_job_idx,
+                                  job_id=lambda idx: f"job_id_for_{idx}")
+        ledger = Ledger(self.config.hydra.sweep.dir)
+        if not ray.is_initialized():
+            options = ray_init_options(self.ray_cfg.init)
+            log.info("starting Ray: ray.init(%s)", options)
+            ray.init(**options)
+        remote = {"num_cpus": 1, "max_retries": 0, **OmegaConf.to_container(self.ray_cfg.remote, resolve=True)}
+        remote = {k: v for k, v in remote.items() if v is not None}
+        task = ray.remote(**remote)(_run_job_in_worker)
+        log.info("Ray launcher: %d jobs (ray.remote %s), sweep dir %s", len(jobs), remote, self.config.hydra.sweep.dir)
+        state = Singleton.get_state()
+        pending = {}
+        for job in jobs:
+            log.info("\t#%d : %s", job.idx, " ".join(filter_overrides(job.overrides)))
+            ref = task.remote(hydra_context=self.hydra_context, sweep_config=job.config, task_function=self.task_function,
+                              singleton_state=state)
+            pending[ref] = job
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                job = pending.pop(ref)
+                try:
+                    results[job.idx] = ray.get(ref)
+                except Exception as err:  # RayTaskError, WorkerCrashedError, OutOfMemoryError, ...: this job only
+                    reason = _reason(err)
+                    log.error("job %d failed in Ray: %s", job.idx, reason)
+                    row = ledger.read(job.idx) or {}
+                    if row.get("state") in ("failed", "terminated"):  # the job wrote its own end; keep it
+                        ledger.update(job.idx, exit_reason=row.get("exit_reason") or reason)
+                    else:
+                        ledger.update(job.idx, state="failed", end=now(), exit_reason=reason)
+                    results[job.idx] = failed_return(job, RuntimeError(f"job {job.idx} ({job.run_dir}): {reason}"))
+        return [results[i] for i in sorted(results)]
