@@ -40,8 +40,8 @@ from rigor.ledger import Ledger, job_fields, now, this_process
 
 log = logging.getLogger("rigor.train")
 register_resolvers()
-# conf/hydra/launcher/{basic,ray}.yaml deliberately shadow the plugins' configs of the same name
-warnings.filterwarnings("ignore", message=r"'hydra/launcher/\w+' is validated against ConfigStore schema")
+# conf/hydra/launcher/ray.yaml deliberately shadows the plugin's config of the same name
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema")
 
 
 def best_score(checkpoint: ModelCheckpoint, best: dict[str, Any]) -> Any:

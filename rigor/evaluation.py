@@ -439,7 +439,37 @@ def collect_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
             "experiment": _experiment_of(job, overrides, metrics), "failure": failure, "error": error,
             "config": config,
         })
-    return records
+    return _with_ledger_states(sweep_dir, records)
+
+
+def _with_ledger_states(sweep_dir: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Take each unfinished job's state from its sweep's ledger (rigor/ledger.py) where there is one.
+
+    The ledger is newer than a failure.json left by an earlier attempt (a rerun in progress reads as
+    running), knows jobs that never started (queued) and jobs whose process vanished (stale, or failed
+    with the reason the Ray launcher recorded). A completed metrics.json always wins. Jobs the ledger
+    lists without a job directory are added, with ``ledger`` (the row) set on every record it knows.
+    """
+    from rigor.ledger import LEDGER_DIR, Ledger
+
+    by_dir = {r["job_dir"]: r for r in records}
+    ledger_dirs = [sweep_dir] if (sweep_dir / LEDGER_DIR).is_dir() else []
+    ledger_dirs += sorted({p.parent for p in sweep_dir.rglob(LEDGER_DIR) if p.is_dir()} - {sweep_dir}, key=_natural_key)
+    added = []
+    for directory in ledger_dirs:
+        for row in Ledger(directory).rows():
+            job_dir = str(Path(str(row.get("metrics") or directory / str(row["job"]) / "metrics.json")).parent)
+            rec = by_dir.get(job_dir)
+            if rec is None:
+                overrides = [str(o) for o in row.get("override_list") or str(row.get("overrides") or "").split()]
+                rec = {"job_dir": job_dir, "overrides": overrides, "metrics": None, "status": row.get("state") or "unfinished",
+                       "experiment": _experiment_of(Path(job_dir), overrides, None), "failure": None, "error": None,
+                       "config": None}
+                added.append(rec)
+            rec["ledger"] = row
+            if rec["status"] != "completed" and row.get("state") and row["state"] != "completed":
+                rec["status"] = row["state"]
+    return sorted(records + added, key=lambda r: _natural_key(Path(r["job_dir"])))
 
 
 def _read_config(job: Path) -> tuple[DictConfig | None, str | None]:
@@ -475,6 +505,11 @@ def _failure_text(rec: Mapping[str, Any], limit: int = 200) -> str:
         parts.append("; ".join(main) if main else json.dumps(to_jsonable(fail)))
     elif fail is not None:
         parts.append(str(fail))
+    row = rec.get("ledger") or {}
+    if row.get("exit_reason") and not isinstance(fail, Mapping):
+        parts.append(str(row["exit_reason"]))  # e.g. a Ray worker the OS killed: no failure.json was written
+    if rec.get("status") in ("queued", "running") and not parts:
+        parts.append(f"{rec['status']} (ledger, updated {row.get('updated')})")
     text = " | ".join(parts) or "no metrics.json and no failure.json"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -618,6 +653,11 @@ def run_summarize(cfg: DictConfig) -> dict[str, Any]:
         if info["strings"]:
             md.append("Agreed text results: " + ", ".join(f"{k} = {v}" for k, v in info["strings"].items()))
             md.append("")
+    states: dict[str, int] = {}
+    for r in records:
+        states[r["status"]] = states.get(r["status"], 0) + 1
+    if any("ledger" in r for r in records):
+        md += ["Job states (sweep ledger, ledger.csv): " + ", ".join(f"{k}: {v}" for k, v in sorted(states.items())), ""]
     if failed:
         md += ["## Failed or unfinished jobs", ""]
         md.append(markdown_table(["job_dir", "arm", "status", "failure"],
@@ -640,7 +680,7 @@ def run_summarize(cfg: DictConfig) -> dict[str, Any]:
     failed_out = [{k: r[k] for k in ("job_dir", "arm", "status", "overrides", "failure", "error")} for r in failed]
     result: dict[str, Any] = {
         "sweep_dir": str(sweep_dir), "n_jobs": len(records), "confidence": confidence,
-        "arms": arm_info, "failed": failed_out, "table": table, "paths": paths,
+        "arms": arm_info, "failed": failed_out, "states": states, "table": table, "paths": paths,
         "summary_notes": plugin_notes,
     }
     for name, section in sections.items():

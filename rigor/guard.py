@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 #: Config keys that may change between starts of one run (where files go, what logs, how many workers).
 PLUMBING = (
     "paths", "logger", "hydra", "ckpt_path", "cpu_threads", "train", "test", "tags", "summary", "resume_force",
+    "resume_sweep", "rerun_failed",
     "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.sync_batchnorm",
     "trainer.enable_progress_bar", "trainer.log_every_n_steps", "data.num_workers", "data.sim_workers", "data.cache_dir",
 )

@@ -141,9 +141,14 @@ class Ledger:
         _atomic_write(self.table_path, out.getvalue())
 
 
+#: overrides that say how the sweep was started, not what a job is (left out of the rows)
+RESUME_KEYS = ("resume_sweep", "rerun_failed")
+
+
 def job_fields(overrides: list[str] | tuple[str, ...], run_dir: str | Path) -> dict[str, Any]:
     """The columns a job's row always carries: its overrides and where its metrics.json goes."""
-    return {"overrides": " ".join(overrides), "metrics": str(Path(run_dir) / "metrics.json")}
+    kept = [str(o) for o in overrides if str(o).lstrip("+~").split("=", 1)[0] not in RESUME_KEYS]
+    return {"overrides": " ".join(kept), "override_list": kept, "metrics": str(Path(run_dir) / "metrics.json")}
 
 
 def this_process() -> dict[str, Any]:
