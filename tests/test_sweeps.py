@@ -1,0 +1,225 @@
+"""Sweeps that survive: the ledger, resuming a whole sweep, one W&B run per job (docs/sweeps.md).
+
+The end-to-end case runs train.py -m as a user does: a 3-job sweep where one job fails and one is killed
+mid-training (SIGKILL, like the OS killing the sweep overnight), then the same command again in the same
+sweep directory.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+from lightning.pytorch.callbacks import Callback
+
+from rigor.launchers import comparable_overrides
+from rigor.ledger import Ledger, job_fields
+from tests.conftest import ROOT
+
+ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+#: metrics.json entries that differ between two runs of one config (where and how long it ran)
+RUN_SPECIFIC = {"wall_time_s", "run_dir", "device"}
+
+
+class Chaos(Callback):
+    """Test-only trouble for single jobs of a sweep, each once (a marker file remembers it happened).
+
+    Args:
+        marker_dir: Where the markers go.
+        fail_job: The job number that raises when fitting starts.
+        kill_job: The job number whose process is SIGKILLed in the middle of epoch `kill_epoch`.
+        kill_epoch: See kill_job.
+    """
+
+    def __init__(self, marker_dir: str, fail_job: int = -1, kill_job: int = -1, kill_epoch: int = 1) -> None:
+        self.marker_dir = Path(marker_dir)
+        self.fail_job, self.kill_job, self.kill_epoch = fail_job, kill_job, kill_epoch
+
+    @staticmethod
+    def _job() -> int | None:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+            return None
+        return int(HydraConfig.get().job.num)
+
+    def _once(self, what: str, job: int) -> bool:
+        marker = self.marker_dir / f"{what}_{job}"
+        if marker.exists():
+            return False
+        self.marker_dir.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        return True
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        job = self._job()
+        if job == self.fail_job and self._once("failed", job):
+            raise RuntimeError(f"chaos: job {job} fails once")
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        job = self._job()
+        if job == self.kill_job and trainer.current_epoch == self.kill_epoch and batch_idx == 1 and self._once("killed", job):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def tiny(manifest: Path, *extra: str) -> list[str]:
+    """A lens_smoke job of a few seconds on the toy manifest."""
+    return ["experiment=lens_smoke", f"data.manifest_path={manifest}", "trainer.max_epochs=3", "data.batch_size=16",
+            "callbacks.early_stopping=null", "cpu_threads=1", *extra]
+
+
+def chaos(marker_dir: Path, **kwargs: int) -> list[str]:
+    return ["+callbacks.chaos._target_=tests.test_sweeps.Chaos", f"+callbacks.chaos.marker_dir={marker_dir}",
+            *[f"+callbacks.chaos.{k}={v}" for k, v in kwargs.items()]]
+
+
+def run_train(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def states(sweep: Path) -> dict[int, str]:
+    return {int(r["job"]): r["state"] for r in Ledger(sweep).rows()}
+
+
+def same_metrics(a: dict, b: dict) -> list[str]:
+    """The metrics.json keys whose values differ (floats to 1e-9 relative), run-specific ones left out."""
+    differ = []
+    for key in sorted((set(a) | set(b)) - RUN_SPECIFIC):
+        x, y = a.get(key, "<absent>"), b.get(key, "<absent>")
+        if isinstance(x, float) and isinstance(y, float):
+            if x != pytest.approx(y, rel=1e-9, abs=1e-12):
+                differ.append(key)
+        elif x != y:
+            differ.append(key)
+    return differ
+
+
+# --- the ledger on its own ------------------------------------------------------------------------
+
+
+def test_ledger_rows_attempts_and_table(tmp_path):
+    ledger = Ledger(tmp_path)
+    ledger.update(0, state="queued", **job_fields(["seed=1", "resume_sweep=/x"], tmp_path / "0"))
+    ledger.update(0, state="running", start="t0", pid=os.getpid(), host=os.uname().nodename)
+    ledger.update(0, state="failed", end="t1", exit_reason="boom")
+    ledger.update(0, state="running", start="t2", pid=os.getpid(), host=os.uname().nodename)
+    row = ledger.read(0)
+    assert row["attempts"] == 2 and row["state"] == "running" and row["end"] is None and row["exit_reason"] is None
+    assert row["overrides"] == "seed=1" and row["metrics"] == str(tmp_path / "0" / "metrics.json")  # resume keys left out
+    table = (tmp_path / "ledger.csv").read_text().splitlines()
+    assert table[0].startswith("job,state,overrides") and table[1].startswith("0,running,seed=1")
+    with pytest.raises(ValueError, match="not one of"):
+        ledger.update(0, state="done")
+
+
+def test_a_running_row_whose_process_is_gone_reads_as_stale(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a pid that no longer exists
+    ledger = Ledger(tmp_path)
+    ledger.update(3, state="running", pid=proc.pid, host=os.uname().nodename)
+    ledger.update(4, state="running", pid=os.getpid(), host=os.uname().nodename)
+    rows = {r["job"]: r for r in ledger.rows()}
+    assert rows[3]["state"] == "stale" and str(proc.pid) in rows[3]["exit_reason"]
+    assert rows[4]["state"] == "running"
+    assert ledger.read(3)["state"] == "running"  # the stored row is not rewritten by a reader
+
+
+def _hammer(sweep: str, job: int) -> None:
+    ledger = Ledger(sweep)
+    for i in range(25):
+        ledger.update(job, state="running" if i % 2 == 0 else "queued", step=i)
+
+
+def test_parallel_writers_leave_every_row_whole(tmp_path):
+    procs = [multiprocessing.get_context("fork").Process(target=_hammer, args=(str(tmp_path), job)) for job in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in procs)
+    rows = Ledger(tmp_path).rows()
+    assert [r["job"] for r in rows] == [0, 1, 2, 3] and all(r["step"] == 24 and r["attempts"] == 13 for r in rows)
+    lines = (tmp_path / "ledger.csv").read_text().splitlines()
+    assert len(lines) == 5 and [line.split(",")[0] for line in lines[1:]] == ["0", "1", "2", "3"]
+    assert not list((tmp_path / ".ledger").glob("*.tmp"))
+
+
+def test_plumbing_overrides_do_not_define_a_job():
+    assert comparable_overrides(["seed=1", "cpu_threads=2", "+resume_sweep=/a", "paths.sweep_dir=/b", "model.lr=1"]) == \
+        ["seed=1", "model.lr=1"]
+
+
+# --- resume a whole sweep -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, toy_lens_manifest) -> dict:
+    """metrics.json of an uninterrupted run of seed 3 (the job the sweeps below kill)."""
+    run = tmp_path_factory.mktemp("reference") / "run"
+    proc = run_train([*tiny(toy_lens_manifest, "seed=3", "logger=csv"), f"hydra.run.dir={run}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((run / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_a_sweep_that_died_resumes_skips_and_reruns(tmp_path, toy_lens_manifest, reference):
+    sweep, markers = tmp_path / "sweep", tmp_path / "markers"
+    # job 0 completes, job 1 fails once, job 2 (seed 3) is killed in epoch 1 with the whole sweep process
+    args = [*tiny(toy_lens_manifest, "logger=wandb"), *chaos(markers, fail_job=1, kill_job=2), "seed=1,2,3"]
+    first = run_train(["-m", *args, f"hydra.sweep.dir={sweep}"])
+    assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
+    rows = {int(r["job"]): r for r in Ledger(sweep).rows()}
+    assert {j: r["state"] for j, r in rows.items()} == {0: "completed", 1: "failed", 2: "stale"}
+    assert "chaos: job 1 fails once" in rows[1]["exit_reason"]
+    assert (sweep / "2" / "checkpoints" / "last.ckpt").exists() and not (sweep / "2" / "metrics.json").exists()
+    run_id = (sweep / "2" / "wandb_run_id.txt").read_text().strip()
+    done = (sweep / "0" / "metrics.json").stat()
+
+    # mid-sweep, the summary lists what is unfinished, with the ledger's states
+    summary = subprocess.run([sys.executable, "evaluate.py", "task=summarize", f"sweep_dir={sweep}"], cwd=ROOT, env=ENV,
+                             capture_output=True, text=True, timeout=300)
+    assert summary.returncode == 0, summary.stderr[-3000:]
+    result = json.loads((sweep / "summary.json").read_text())
+    assert result["states"] == {"completed": 1, "failed": 1, "stale": 1}
+    assert {Path(r["job_dir"]).name: r["status"] for r in result["failed"]} == {"1": "failed", "2": "stale"}
+
+    # the same command, with the short alias for the sweep directory
+    second = run_train(["-m", *args, f"resume_sweep={sweep}"])
+    assert second.returncode == 0, second.stderr[-3000:]
+    rows = {int(r["job"]): r for r in Ledger(sweep).rows()}
+    assert {j: r["state"] for j, r in rows.items()} == {0: "completed", 1: "completed", 2: "completed"}
+    assert [rows[j]["attempts"] for j in (0, 1, 2)] == [1, 2, 2]
+    after = (sweep / "0" / "metrics.json").stat()
+    assert (after.st_mtime_ns, after.st_size) == (done.st_mtime_ns, done.st_size)  # skipped, untouched
+    assert "resuming" in (sweep / "2" / "train.log").read_text()
+    resumed = json.loads((sweep / "2" / "metrics.json").read_text())
+    assert resumed["epochs_trained"] == 3 and same_metrics(resumed, reference) == []
+    # one W&B run for the resumed job: the id it started with, in both offline run directories
+    assert (sweep / "2" / "wandb_run_id.txt").read_text().strip() == run_id
+    offline = sorted((sweep / "2" / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2 and {p.name.rsplit("-", 1)[1] for p in offline} == {run_id}
+
+
+@pytest.mark.slow
+def test_failed_jobs_left_by_flag_and_a_changed_sweep_refused(tmp_path):
+    sweep = tmp_path / "sweep"
+    bad = ["experiment=lens_smoke", "logger=none", "seed=x,y"]  # both fail at once: not integers
+    first = run_train(["-m", *bad, f"hydra.sweep.dir={sweep}"])
+    assert first.returncode != 0 and states(sweep) == {0: "failed", 1: "failed"}
+    left = run_train(["-m", *bad, f"resume_sweep={sweep}", "rerun_failed=false"])
+    assert left.returncode != 0 and "left by rerun_failed=false" in left.stderr
+    assert [r["attempts"] for r in Ledger(sweep).rows()] == [1, 1]
+    rerun = run_train(["-m", *bad, f"resume_sweep={sweep}"])
+    assert rerun.returncode != 0 and [r["attempts"] for r in Ledger(sweep).rows()] == [2, 2]
+    changed = run_train(["-m", "experiment=lens_smoke", "logger=none", "seed=y,x", f"resume_sweep={sweep}"])
+    assert changed.returncode != 0
+    assert "job 0" in changed.stderr and "job 1" in changed.stderr and "started with ['experiment=lens_smoke', 'seed=x']" in changed.stderr
+    assert [r["attempts"] for r in Ledger(sweep).rows()] == [2, 2]  # nothing ran
