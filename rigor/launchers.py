@@ -5,6 +5,7 @@ to resume a sweep directory whose jobs were started with other overrides (naming
 metrics.json says completed is left to train.py, which checks its config and returns without training;
 a failed job is run again unless ``rerun_failed=false``.
 
+The submitit launchers (``hydra/launcher=slurm``, ``slurm_local``) get the same through SubmititMixin.
 The Ray launcher (``hydra/launcher=ray``) subclasses hydra-ray-launcher's: jobs are collected with
 ``ray.wait`` as they finish, so a job that raises, or whose worker the OS killed (out of memory), becomes a
 failed job with its reason in the ledger while the others go on. Task retries are off by default
@@ -206,9 +207,27 @@ def _run_job_in_worker(hydra_context: HydraContext, sweep_config: DictConfig, ta
                     singleton_state=singleton_state)
 
 
-def _reason(err: BaseException) -> str:
-    first = next((line for line in str(err).strip().splitlines() if line.strip()), "")
-    return f"{type(err).__name__}: {first}"[:500]
+def _reason(err: BaseException, limit: int = 400) -> str:
+    text = " ".join(line.strip() for line in str(err).strip().splitlines() if line.strip())
+    text = text.split(" Error stream produced:")[0]  # submitit appends the job's whole stderr
+    text = f"{type(err).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def record_lost_job(ledger: Ledger, job: Job, err: BaseException, where: str, detail: str = "") -> JobReturn:
+    """A job that ended without returning (its worker killed, an error outside the job): a failed job.
+
+    Its ledger row keeps the end the job wrote itself (failed / terminated), else becomes failed with
+    the reason.
+    """
+    reason = _reason(err) + detail
+    log.error("job %d failed in %s: %s", job.idx, where, reason)
+    row = ledger.read(job.idx) or {}
+    if row.get("state") in ("failed", "terminated"):
+        ledger.update(job.idx, exit_reason=row.get("exit_reason") or reason)
+    else:
+        ledger.update(job.idx, state="failed", end=now(), exit_reason=reason)
+    return failed_return(job, RuntimeError(f"job {job.idx} ({job.run_dir}): {reason}"))
 
 
 class RayLauncher(_PluginRayLauncher):
@@ -251,12 +270,62 @@ class RayLauncher(_PluginRayLauncher):
                 try:
                     results[job.idx] = ray.get(ref)
                 except Exception as err:  # RayTaskError, WorkerCrashedError, OutOfMemoryError, ...: this job only
-                    reason = _reason(err)
-                    log.error("job %d failed in Ray: %s", job.idx, reason)
-                    row = ledger.read(job.idx) or {}
-                    if row.get("state") in ("failed", "terminated"):  # the job wrote its own end; keep it
-                        ledger.update(job.idx, exit_reason=row.get("exit_reason") or reason)
-                    else:
-                        ledger.update(job.idx, state="failed", end=now(), exit_reason=reason)
-                    results[job.idx] = failed_return(job, RuntimeError(f"job {job.idx} ({job.run_dir}): {reason}"))
+                    results[job.idx] = record_lost_job(ledger, job, err, "Ray")
+        return [results[i] for i in sorted(results)]
+
+
+# --- submitit (SLURM) -----------------------------------------------------------------------------
+
+
+class SubmititMixin:
+    """For hydra-submitit-launcher's launchers: the ledger, resume checks, and per-job failures.
+
+    The plugin's own launch returns ``[j.results()[0] for j in jobs]``, so the first job that raised
+    outside train.py (killed for memory, a node failure) ended the collection of the others.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
+        from rigor.config import register_resolvers
+
+        register_resolvers()  # the job process never imported train.py, whose config uses them
+        return super().__call__(*args, **kwargs)  # type: ignore[misc]
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        import os
+
+        import submitit
+        from hydra.core.singleton import Singleton
+        from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+        config, name = self.config, self._EXECUTOR  # type: ignore[attr-defined]
+        assert config is not None
+        jobs, results = plan_jobs(self.hydra_context, config, job_overrides, initial_job_idx,  # type: ignore[attr-defined]
+                                  job_id=lambda idx: f"job_id_for_{idx}")
+        if not jobs:
+            return [results[i] for i in sorted(results)]
+        # the executor, as the plugin builds it
+        params = dict(self.params)  # type: ignore[attr-defined]
+        init_keys = {"max_num_timeout", "submitit_folder"}
+        init_params = {"folder": params["submitit_folder"]}
+        if "max_num_timeout" in params:
+            init_params[f"{name}_max_num_timeout"] = params["max_num_timeout"]
+        executor = submitit.AutoExecutor(cluster=name, **init_params)
+        base = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(**{k if k in base else f"{name}_{k}": v for k, v in params.items() if k not in init_keys})
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if "mode" in config.hydra.sweep:
+            os.chmod(sweep_dir, mode=int(str(config.hydra.sweep.mode), 8))
+        log.info("Submitit '%s': %d jobs (%d left as they are), sweep dir %s", name, len(jobs), len(results), sweep_dir)
+        state = Singleton.get_state()
+        params_per_job = [(job.overrides, "hydra.sweep.dir", job.idx, f"job_id_for_{job.idx}", state) for job in jobs]
+        for job in jobs:
+            log.info("\t#%d : %s", job.idx, " ".join(filter_overrides(job.overrides)))
+        submitted = executor.map_array(self, *zip(*params_per_job))
+        ledger = Ledger(sweep_dir)
+        for job, handle in zip(jobs, submitted):
+            try:
+                results[job.idx] = handle.results()[0]
+            except Exception as err:  # submitit.core.utils.FailedJobError, UncompletedJobError, ...: this job only
+                # the scheduler's word on it (SLURM: OUT_OF_MEMORY, TIMEOUT, NODE_FAIL, CANCELLED, ...)
+                results[job.idx] = record_lost_job(ledger, job, err, f"submitit ({name})", f" [state: {handle.state}]")
         return [results[i] for i in sorted(results)]

@@ -223,3 +223,20 @@ def test_failed_jobs_left_by_flag_and_a_changed_sweep_refused(tmp_path):
     assert changed.returncode != 0
     assert "job 0" in changed.stderr and "job 1" in changed.stderr and "started with ['experiment=lens_smoke', 'seed=x']" in changed.stderr
     assert [r["attempts"] for r in Ledger(sweep).rows()] == [2, 2]  # nothing ran
+
+
+@pytest.mark.slow
+def test_submitit_sweep_keeps_a_killed_job_and_resumes_it(tmp_path, toy_lens_manifest, reference):
+    sweep, markers = tmp_path / "sweep", tmp_path / "markers"
+    # submitit's local executor: one process per job, as on SLURM; job 1 (seed 3) is SIGKILLed in epoch 1
+    args = [*tiny(toy_lens_manifest, "logger=csv"), *chaos(markers, kill_job=1), "hydra/launcher=slurm_local", "seed=1,3"]
+    first = run_train(["-m", *args, f"hydra.sweep.dir={sweep}"])
+    assert first.returncode != 0
+    rows = {int(r["job"]): r for r in Ledger(sweep).rows()}
+    assert {j: r["state"] for j, r in rows.items()} == {0: "completed", 1: "failed"}, rows
+    assert rows[1]["exit_reason"].startswith("UncompletedJobError") and "[state: " in rows[1]["exit_reason"], rows[1]
+    print("submitit's reason for the killed job:", rows[1]["exit_reason"])
+    second = run_train(["-m", *args, f"resume_sweep={sweep}"])
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert states(sweep) == {0: "completed", 1: "completed"}
+    assert same_metrics(json.loads((sweep / "1" / "metrics.json").read_text()), reference) == []

@@ -14,3 +14,17 @@ if _launchers.RAY_AVAILABLE:
 
     class RayLauncher(_launchers.RayLauncher):
         """rigor.launchers.RayLauncher (conf/hydra/launcher/ray.yaml)."""
+
+
+try:
+    from hydra_plugins.hydra_submitit_launcher import submitit_launcher as _submitit
+except ImportError:  # hydra-submitit-launcher not installed
+    _submitit = None
+
+if _submitit is not None:
+
+    class SlurmLauncher(_launchers.SubmititMixin, _submitit.SlurmLauncher):
+        """hydra-submitit-launcher's SlurmLauncher with rigor.launchers.SubmititMixin (conf/hydra/launcher/slurm.yaml)."""
+
+    class SubmititLocalLauncher(_launchers.SubmititMixin, _submitit.LocalLauncher):
+        """submitit's local executor with rigor.launchers.SubmititMixin (conf/hydra/launcher/slurm_local.yaml)."""
