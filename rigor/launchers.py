@@ -180,9 +180,16 @@ LOCAL_CLUSTER_KEYS = ("num_cpus", "num_gpus", "resources", "object_store_memory"
 
 
 def ray_init_options(init: DictConfig | dict[str, Any]) -> dict[str, Any]:
-    """ray.init keyword arguments: all given ones for a new local cluster, no resource ones for an existing one."""
+    """ray.init keyword arguments: all given ones for a new local cluster, no resource ones for an existing one.
+
+    Args:
+        init: ``hydra.launcher.ray.init``; ``address`` null means a new cluster on this machine.
+    """
     options = OmegaConf.to_container(init, resolve=True) if isinstance(init, DictConfig) else dict(init)
-    if options.get("address"):
+    if not options.get("address"):
+        # "local": always a new cluster; with no address Ray joins any cluster `ray start` left on this machine
+        options["address"] = "local"
+    elif options["address"] != "local":
         dropped = [k for k in LOCAL_CLUSTER_KEYS if options.pop(k, None) is not None]
         if dropped:
             log.info("ray.init.address=%s: an existing cluster; its own resources apply (ignoring %s)", options["address"], dropped)

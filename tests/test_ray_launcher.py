@@ -38,7 +38,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def ray_address(tmp_path_factory) -> str:
     """A local Ray cluster with 2 logical GPUs for this module; its address."""
-    port = _free_port()
+    port, found = _free_port(), None
     log = tmp_path_factory.mktemp("ray") / "ray_start.log"
     cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
            f"--ray-client-server-port={_free_port()}", f"--num-cpus={CLUSTER_CPUS}",
@@ -63,6 +63,10 @@ def ray_address(tmp_path_factory) -> str:
             head.wait(60)
         except subprocess.TimeoutExpired:
             head.kill()
+        # Ray leaves the address of the cluster it started here; a later ray.init() would try to join it
+        current = Path("/tmp/ray/ray_current_cluster")
+        if found and current.is_file() and current.read_text().strip() == found.group(1):
+            current.unlink()
 
 
 def ray_args(address: str, num_cpus: int = 1, num_gpus: int = 0) -> list[str]:
@@ -77,8 +81,9 @@ def _time(value: str) -> datetime:
 def test_an_existing_cluster_gets_no_resource_options():
     assert ray_init_options({"address": "10.0.0.1:6379", "num_cpus": 4, "num_gpus": None, "include_dashboard": False,
                              "object_store_memory": 10**8, "namespace": "x"}) == {"address": "10.0.0.1:6379", "namespace": "x"}
+    # no address: a new local cluster, never one that `ray start` left running on this machine
     assert ray_init_options({"address": None, "num_cpus": 4, "num_gpus": None, "include_dashboard": False}) == \
-        {"num_cpus": 4, "include_dashboard": False}
+        {"address": "local", "num_cpus": 4, "include_dashboard": False}
 
 
 def test_parallel_jobs_one_gpu_each_and_a_failed_job_kept(tmp_path, toy_lens_manifest, ray_address, record_property):

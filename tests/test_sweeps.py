@@ -152,6 +152,28 @@ def test_parallel_writers_leave_every_row_whole(tmp_path):
     assert not list((tmp_path / ".ledger").glob("*.tmp"))
 
 
+def test_summaries_take_unfinished_states_from_the_ledger(tmp_path):
+    from rigor.evaluation import _failure_text, collect_jobs
+
+    def job_dir(num: int, seed: int) -> Path:
+        (tmp_path / str(num) / ".hydra").mkdir(parents=True)
+        (tmp_path / str(num) / ".hydra" / "overrides.yaml").write_text(f"- seed={seed}\n")
+        return tmp_path / str(num)
+
+    (job_dir(0, 1) / "metrics.json").write_text(json.dumps({"status": "completed", "seed": 1, "test_auroc": 0.9}))
+    # an earlier attempt failed; the rerun now in progress is what the ledger says
+    (job_dir(1, 2) / "failure.json").write_text(json.dumps({"status": "failed", "error": "RuntimeError: old"}))
+    job_dir(2, 3)  # its Ray worker was killed: no failure.json, only the launcher's ledger row
+    ledger = Ledger(tmp_path)
+    for num, seed, state, extra in [(0, 1, "completed", {}), (1, 2, "running", {"pid": os.getpid(), "host": os.uname().nodename}),
+                                    (2, 3, "failed", {"exit_reason": "WorkerCrashedError: the worker died"}), (3, 4, "queued", {})]:
+        ledger.update(num, state=state, **job_fields([f"seed={seed}"], tmp_path / str(num)), **extra)
+    records = {Path(r["job_dir"]).name: r for r in collect_jobs(tmp_path)}
+    assert {k: r["status"] for k, r in records.items()} == {"0": "completed", "1": "running", "2": "failed", "3": "queued"}
+    assert records["3"]["overrides"] == ["seed=4"]  # never started: known from the ledger alone
+    assert "WorkerCrashedError" in _failure_text(records["2"])
+
+
 def test_plumbing_overrides_do_not_define_a_job():
     assert comparable_overrides(["seed=1", "cpu_threads=2", "+resume_sweep=/a", "paths.sweep_dir=/b", "model.lr=1"]) == \
         ["seed=1", "model.lr=1"]
@@ -162,10 +184,14 @@ def test_plumbing_overrides_do_not_define_a_job():
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, toy_lens_manifest) -> dict:
-    """metrics.json of an uninterrupted run of seed 3 (the job the sweeps below kill)."""
-    run = tmp_path_factory.mktemp("reference") / "run"
-    proc = run_train([*tiny(toy_lens_manifest, "seed=3", "logger=csv"), f"hydra.run.dir={run}"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    """metrics.json of an uninterrupted run of seed 3 (the job the sweeps below kill).
+
+    Run once per session: test_ray_launcher.py uses it too, and finds it in the session's base directory.
+    """
+    run = tmp_path_factory.getbasetemp() / "sweeps_reference" / "run"
+    if not (run / "metrics.json").is_file():
+        proc = run_train([*tiny(toy_lens_manifest, "seed=3", "logger=csv"), f"hydra.run.dir={run}"])
+        assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((run / "metrics.json").read_text())
 
 
