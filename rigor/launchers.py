@@ -196,6 +196,23 @@ def ray_init_options(init: DictConfig | dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
+def gpus_per_job(trainer: Any) -> int:
+    """GPUs a job asks Ray for when ``ray.remote.num_gpus`` is null: what its trainer config uses.
+
+    Ray hands out 0 GPUs unless asked, and then leaves CUDA_VISIBLE_DEVICES alone, so every job of a GPU
+    sweep would land on the same GPU.
+    """
+    trainer = trainer or {}
+    if str(trainer.get("accelerator", "cpu")) not in ("gpu", "cuda"):
+        return 0
+    devices = trainer.get("devices", 1)
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
+        return len(devices)
+    return 1  # "auto", -1: one GPU per job; ask for more with hydra.launcher.ray.remote.num_gpus
+
+
 def _run_job_in_worker(hydra_context: HydraContext, sweep_config: DictConfig, task_function: Any,
                        singleton_state: dict[Any, Any]) -> JobReturn:
     """Run one job in a Ray worker; cpu_threads, when null, follows the CPUs Ray gave the task."""
@@ -260,6 +277,8 @@ class RayLauncher(_PluginRayLauncher):
             log.info("starting Ray: ray.init(%s)", options)
             ray.init(**options)
         remote = {"num_cpus": 1, "max_retries": 0, **OmegaConf.to_container(self.ray_cfg.remote, resolve=True)}
+        if remote.get("num_gpus") is None:
+            remote["num_gpus"] = gpus_per_job(self.config.get("trainer"))
         remote = {k: v for k, v in remote.items() if v is not None}
         task = ray.remote(**remote)(_run_job_in_worker)
         log.info("Ray launcher: %d jobs (ray.remote %s), sweep dir %s", len(jobs), remote, self.config.hydra.sweep.dir)

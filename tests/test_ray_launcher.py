@@ -20,7 +20,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from rigor.evaluation import run_summarize
-from rigor.launchers import ray_init_options
+from rigor.launchers import gpus_per_job, ray_init_options
 from rigor.ledger import Ledger
 from tests.conftest import ROOT
 from tests.test_sweeps import ENV, chaos, reference, run_train, same_metrics, tiny  # noqa: F401 (reference: a fixture)
@@ -84,6 +84,14 @@ def test_an_existing_cluster_gets_no_resource_options():
     # no address: a new local cluster, never one that `ray start` left running on this machine
     assert ray_init_options({"address": None, "num_cpus": 4, "num_gpus": None, "include_dashboard": False}) == \
         {"address": "local", "num_cpus": 4, "include_dashboard": False}
+
+
+def test_gpus_per_job_follow_the_trainer():
+    assert gpus_per_job({"accelerator": "cpu", "devices": 1}) == 0
+    assert gpus_per_job({"accelerator": "gpu", "devices": 1}) == 1
+    assert gpus_per_job({"accelerator": "cuda", "devices": 2}) == 2
+    assert gpus_per_job(OmegaConf.create({"accelerator": "gpu", "devices": [0, 3]})) == 2
+    assert gpus_per_job({"accelerator": "gpu", "devices": "auto"}) == 1
 
 
 def test_parallel_jobs_one_gpu_each_and_a_failed_job_kept(tmp_path, toy_lens_manifest, ray_address, record_property):
