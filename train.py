@@ -18,9 +18,9 @@ import socket
 import sys
 import time
 import traceback
-import warnings
 from pathlib import Path
 from typing import Any
+from warnings import filterwarnings
 
 import hydra
 import lightning as L
@@ -41,7 +41,7 @@ from rigor.ledger import Ledger, job_fields, now, this_process
 log = logging.getLogger("rigor.train")
 register_resolvers()
 # conf/hydra/launcher/ray.yaml deliberately shadows the plugin's config of the same name
-warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema")
+filterwarnings("ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema")
 
 
 def best_score(checkpoint: ModelCheckpoint, best: dict[str, Any]) -> Any:
@@ -225,6 +225,16 @@ def sweep_job() -> tuple[Ledger, int] | None:
     return Ledger(hydra_cfg.sweep.dir), int(hydra_cfg.job.num)
 
 
+def _record(job: tuple[Ledger, int] | None, **fields: Any) -> None:
+    """Update this job's ledger row; a ledger that cannot be written costs a warning, never the run."""
+    if job is None:
+        return
+    try:
+        job[0].update(job[1], **fields)
+    except OSError as err:
+        log.warning("could not update the sweep ledger %s: %s", job[0].table_path, err)
+
+
 def _first_line(err: BaseException) -> str:
     text = next((line for line in str(err).strip().splitlines() if line.strip()), "")
     return f"{type(err).__name__}: {text}"[:500]
@@ -237,22 +247,19 @@ def main(cfg: DictConfig) -> float | None:
     # a completed job started again (a resumed sweep) keeps its ledger row as it was
     record = job is not None and _completed(run_dir) is None
     if record:
-        job[0].update(job[1], state="running", start=now(), **this_process(),
-                      **job_fields(HydraConfig.get().overrides.task, run_dir))
+        _record(job, state="running", start=now(), **this_process(), **job_fields(HydraConfig.get().overrides.task, run_dir))
     term = TermHandler().install()
     try:
         metrics = train(cfg, term)
     except ResumeConfigError as err:
-        if job is not None:
-            job[0].update(job[1], state="failed", end=now(), exit_reason=f"refused by the resume guard: {_first_line(err)}")
+        _record(job, state="failed", end=now(), exit_reason=f"refused by the resume guard: {_first_line(err)}")
         raise  # the directory belongs to an earlier run: leave it as it is
     except BaseException as err:
         run_dir.mkdir(parents=True, exist_ok=True)
         status = "terminated" if isinstance(err, Terminated) else "failed"
         failure = {"status": status, "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
         write_json(run_dir / "failure.json", failure)
-        if job is not None:
-            job[0].update(job[1], state=status, end=now(), exit_reason=_first_line(err))
+        _record(job, state=status, end=now(), exit_reason=_first_line(err))
         if isinstance(err, Terminated):
             log.error("%s", err)
             sys.exit(EXIT_TERMINATED)  # non-zero: a scheduler requeues it, a sweep stops here
@@ -261,7 +268,7 @@ def main(cfg: DictConfig) -> float | None:
         term.uninstall()
         close_loggers()
     if record:
-        job[0].update(job[1], state="completed", end=now(), exit_reason="")
+        _record(job, state="completed", end=now(), exit_reason="")
     return sweep_value(cfg, metrics)
 
 

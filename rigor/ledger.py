@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 STATES = ("queued", "running", "completed", "failed", "terminated", "stale")
-FINISHED = ("completed",)
 COLUMNS = ("job", "state", "overrides", "start", "end", "exit_reason", "metrics", "attempts", "host", "pid", "updated")
 LEDGER_DIR = ".ledger"
 TABLE = "ledger.csv"
@@ -76,9 +75,6 @@ class Ledger:
     @property
     def table_path(self) -> Path:
         return self.sweep_dir / TABLE
-
-    def exists(self) -> bool:
-        return self.dir.is_dir()
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
