@@ -132,6 +132,33 @@ def bench_callbacks(epochs: int, n_train: int, n_val: int) -> dict[str, float]:
             "test_without_s": base_test, "test_with_s": cb_test, "end_of_run_extra_over_fit": (cb_test - base_test) / cb_fit}
 
 
+def bench_end_of_run(n_val: int, n_test: int) -> dict[str, float]:
+    """The end-of-run phase of lens_b1 (test pass + core sensitivity, temperature, search metrics): its time
+    and the images the network forwards, counted by a hook, against the images in val + test.
+
+    The weights are a fixed random initialisation (the count and the arithmetic do not depend on training).
+    """
+    import hashlib
+    import json
+
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = write_toy_lens_data(Path(tmp) / "d", {"train": 128, "val": n_val, "test": n_test})
+        dm = LensDataModule(manifest_path=str(manifest), batch_size=128, seed=0)
+        module = LensModule(make_net(), optimizer=partial(torch.optim.AdamW, lr=1e-4))
+        seen = [0]
+        module.net.register_forward_hook(lambda m, args, out: seen.__setitem__(0, seen[0] + len(args[0])))
+        callbacks = lens_callbacks()
+        trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, callbacks=callbacks, default_root_dir=tmp)
+        t0 = time.perf_counter()
+        trainer.test(module, datamodule=dm, verbose=False)
+        seconds = time.perf_counter() - t0
+        summaries = {type(c).__name__: c.summary() for c in callbacks if hasattr(c, "summary")}
+    digest = hashlib.sha256(json.dumps(summaries, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return {"seconds": seconds, "images": seen[0], "split_images": n_val + n_test,
+            "passes": seen[0] / (n_val + n_test), "digest": digest}
+
+
 def bench_loading(n_batches: int, batch_size: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         manifest = write_toy_lens_data(Path(tmp) / "d", {"train": n_batches * batch_size, "val": 16, "test": 16})
@@ -163,7 +190,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--n-train", type=int, default=1024)
     parser.add_argument("--n-val", type=int, default=2000)
-    parser.add_argument("--only", choices=["step", "loading", "callbacks"], default=None, help="run one benchmark")
+    parser.add_argument("--only", choices=["step", "loading", "callbacks", "end_of_run"], default=None, help="run one benchmark")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     if args.only in (None, "step"):
@@ -180,6 +207,11 @@ def main() -> None:
               f"{cb['fit_without_s']:.1f} s without | share {cb['fit_share']:.3f} | target < 0.05 |", flush=True)
         print(f"| End-of-run core sensitivity (val + test, 6 radii) | test pass {cb['test_with_s']:.1f} s with vs {cb['test_without_s']:.1f} s without "
               f"| extra = {cb['end_of_run_extra_over_fit']:.3f} of fit time | reported |", flush=True)
+    if args.only in (None, "end_of_run"):
+        eor = bench_end_of_run(args.n_val, args.n_val)
+        print(f"| End-of-run phase of lens_b1 (test pass + analysis callbacks; {args.n_val} val / {args.n_val} test) "
+              f"| {eor['seconds']:.1f} s, {eor['images']} images forwarded = {eor['passes']:.2f} passes over val + test "
+              f"| summaries digest {eor['digest']} | reported |", flush=True)
 
 
 if __name__ == "__main__":

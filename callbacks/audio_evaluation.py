@@ -17,7 +17,7 @@ import lightning as L
 from analysis.audio_summary import snr_accuracy, snr_key
 from analysis.calibration import fit_temperature, probabilities_from_logits
 from analysis.predictions import prediction_table, write_predictions
-from callbacks.base import RigorCallback, run_split
+from callbacks.base import RigorCallback, split_outputs
 
 
 class AudioEvaluation(RigorCallback):
@@ -41,7 +41,7 @@ class AudioEvaluation(RigorCallback):
         if "split" in fit_frame.columns and (fit_frame["split"].astype(str) == "test").any():
             raise ValueError(f"callbacks.audio_evaluation: split {self.fit_split!r} holds clips recorded as test; "
                              "the temperature must not be fitted on test data")
-        fitted = run_split(pl_module, dm.split_dataloader(self.fit_split))
+        fitted = split_outputs(trainer, pl_module, self.fit_split)
         temperature = fit_temperature(fitted.outputs, fitted.target.astype(int))
         test = pl_module.epoch_outputs("test")
         out: dict[str, Any] = {f"audit_{k}": v for k, v in getattr(dm, "audit", {}).items()}

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,7 +61,10 @@ def run_split(
     index, target = [], []
     was_training = pl_module.training
     pl_module.eval()
-    with torch.inference_mode():
+    # The trainer's precision (autocast for 16/bf16-mixed), so these passes match its own val/test passes
+    trainer = getattr(pl_module, "_trainer", None)
+    precision = trainer.precision_plugin.forward_context() if trainer is not None else contextlib.nullcontext()
+    with torch.inference_mode(), precision:
         for batch in loader:
             batch = {k: v.to(pl_module.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             index.append(batch["index"].cpu())
@@ -74,6 +78,24 @@ def run_split(
         outputs=stacked if transforms else stacked[None],
         target=torch.cat(target).numpy() if target else np.empty(0),
     )
+
+
+def split_outputs(trainer: L.Trainer, pl_module: L.LightningModule, split: str) -> SplitOutputs:
+    """The module's plain outputs on a split for the end-of-run analyses, computed at most once per test run.
+
+    ``test`` is the test pass itself (the module keeps every sample's outputs); any other split is one
+    ``run_split`` pass, cached on the module until its next test epoch, so core sensitivity at r = 0,
+    temperature scaling and the search metrics share a single validation pass (same loader, same
+    weights, same arithmetic: the numbers are those of separate passes).
+    """
+    if split == "test":
+        test = pl_module.epoch_outputs("test")
+        if len(test["index"]):
+            return SplitOutputs(index=test["index"].numpy(), outputs=test["outputs"].numpy(), target=test["target"].numpy())
+    cache = pl_module.__dict__.setdefault("_split_cache", {})
+    if split not in cache:
+        cache[split] = run_split(pl_module, trainer.datamodule.split_dataloader(split))
+    return cache[split]
 
 
 def summary_dir(run_dir: str | Path) -> Path:

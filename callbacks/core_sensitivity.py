@@ -9,16 +9,28 @@ import lightning as L
 from analysis.gates import gate_verdict
 from analysis.images import apply_core_mask
 from analysis.metrics import auroc
-from callbacks.base import RigorCallback, run_split
+from callbacks.base import RigorCallback, SplitOutputs, run_split, split_outputs
 
 
-def sensitivity_curve(pl_module: L.LightningModule, loader: Any, radii: list[float], fill: float) -> dict[float, float]:
-    """AUROC of the model on every batch of `loader` with the core masked at each radius (one pass)."""
+def sensitivity_curve(
+    pl_module: L.LightningModule, loader: Any, radii: list[float], fill: float, unmasked: SplitOutputs | None = None
+) -> dict[float, float]:
+    """AUROC of the model on every batch of `loader` with the core masked at each radius (one pass).
+
+    Args:
+        unmasked: The split's plain outputs when already computed (the test pass, the shared validation
+            pass): r = 0 is then read from them instead of being forwarded again.
+    """
     # the lens family's input is "image"; masking happens on the batch, before the module's forward
-    transforms = {r: (lambda b, r=r: {**b, "image": apply_core_mask(b["image"], r, fill)}) for r in radii}
-    result = run_split(pl_module, loader, transforms)
-    targets = result.target.astype(int)
-    return {r: auroc(targets, result.outputs[r]) for r in radii}
+    masked = [r for r in radii if not (r == 0 and unmasked is not None)]
+    transforms = {r: (lambda b, r=r: {**b, "image": apply_core_mask(b["image"], r, fill)}) for r in masked}
+    curve = {}
+    if transforms:
+        result = run_split(pl_module, loader, transforms)
+        curve = {r: auroc(result.target.astype(int), result.outputs[r]) for r in masked}
+    if unmasked is not None and 0.0 in radii:
+        curve[0.0] = auroc(unmasked.target.astype(int), unmasked.outputs)
+    return {r: curve[r] for r in radii}
 
 
 class CoreSensitivity(RigorCallback):
@@ -56,7 +68,8 @@ class CoreSensitivity(RigorCallback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         dm = trainer.datamodule
         for split in self.splits:
-            self.curves[split] = sensitivity_curve(pl_module, dm.split_dataloader(split), self.radii, self.fill)
+            unmasked = split_outputs(trainer, pl_module, split)  # r = 0: the test pass itself, or the shared val pass
+            self.curves[split] = sensitivity_curve(pl_module, dm.split_dataloader(split), self.radii, self.fill, unmasked)
         self._plot(trainer)
 
     def summary(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import torch
 from analysis.calibration import ece, fit_temperature, mc_triage, probabilities_from_logits
 from analysis.clip_calibration import fit_temperature_ece_grid
 from analysis.predictions import prediction_table, write_predictions
-from callbacks.base import RigorCallback, run_split
+from callbacks.base import RigorCallback, split_outputs
 from lightning_modules.mc_dropout import MCDropout, summarize
 
 TEMPERATURE_METHODS = ("nll", "ece_grid")
@@ -83,8 +83,8 @@ class MCDropoutSummary(RigorCallback):
             stds.append(std.cpu())
         order = torch.argsort(torch.cat(index))
         mc_mean, mc_std = torch.cat(means)[order].numpy(), torch.cat(stds)[order].numpy()
-        test = run_split(pl_module, datamodule.split_dataloader("test"))
-        val = run_split(pl_module, datamodule.split_dataloader("val"))
+        test = split_outputs(trainer, pl_module, "test")  # the test pass itself
+        val = split_outputs(trainer, pl_module, "val")
         y_test, y_val = test.target.astype(int), val.target.astype(int)
         out: dict[str, Any] = {"mc_n_passes": self.n_passes, "mc_mean_std": float(np.mean(mc_std)),
                                "mc_accuracy": float(np.mean(mc_mean.argmax(1) == y_test))}

@@ -19,7 +19,7 @@ import numpy as np
 
 from analysis.metrics import stratified_metrics
 from analysis.search_metrics import rate_label, search_metrics, threshold_at_fpr
-from callbacks.base import RigorCallback, run_split
+from callbacks.base import RigorCallback, split_outputs
 
 
 class SearchMetrics(RigorCallback):
@@ -84,7 +84,7 @@ class SearchMetrics(RigorCallback):
         dm = trainer.datamodule
         scored: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         for split in self.splits:
-            out = run_split(pl_module, dm.split_dataloader(split))
+            out = split_outputs(trainer, pl_module, split)  # test: the test pass itself; val: the shared pass
             outputs = np.asarray(out.outputs, dtype=np.float64)
             if outputs.ndim != 1:
                 raise ValueError(f"SearchMetrics scores a binary module (one logit per sample); {split} outputs have "

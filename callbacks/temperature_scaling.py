@@ -10,7 +10,7 @@ import lightning as L
 import torch
 
 from analysis.calibration import calibration_report, fit_temperature
-from callbacks.base import RigorCallback, run_split
+from callbacks.base import RigorCallback, split_outputs
 
 CHECKPOINT_KEY = "rigor_temperature"
 
@@ -38,7 +38,7 @@ class TemperatureScaling(RigorCallback):
         if pl_module.output_kind not in ("binary", "multiclass"):
             raise ValueError(f"callbacks.temperature_scaling: {type(pl_module).__name__} is a {pl_module.output_kind} model; "
                              "temperature scaling applies to classifiers only (remove the callback)")
-        fitted = run_split(pl_module, trainer.datamodule.split_dataloader(self.fit_split))
+        fitted = split_outputs(trainer, pl_module, self.fit_split)  # shared with the other end-of-run analyses
         logits, targets = fitted.outputs, fitted.target.astype(int)
         temperature = fit_temperature(logits, targets)
         out: dict[str, Any] = {"temperature": temperature}

@@ -31,7 +31,7 @@ from analysis.mcmc import summary_posteriors
 from analysis.power_spectrum import log_bins, log_cl_summary
 from analysis.predictions import prediction_table, write_predictions
 from analysis.wl_score import SCORE_FLOOR, SCORE_SCALE, wl_metrics
-from callbacks.base import RigorCallback, run_split
+from callbacks.base import RigorCallback, split_outputs
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class WLScore(RigorCallback):
         summaries = list(self.mcmc.get("summaries", []) or [])
         val_index, val_outputs = np.arange(len(dm.split_frame("val"))), None
         if self.write_val or "outputs" in summaries:  # a pass over every validation map: only when something needs it
-            val = run_split(pl_module, dm.split_dataloader("val"))
+            val = split_outputs(trainer, pl_module, "val")
             val_index, val_outputs = val.index, val.outputs
             if self.write_val:
                 self._write(pl_module, dm, run_dir, "val", val_index, val_outputs)

@@ -212,6 +212,7 @@ class BaseTask(L.LightningModule):
         return out
 
     def on_train_epoch_start(self) -> None:
+        self._split_cache = {}  # the weights change from here on
         self.log("train/learning_rate", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True)
 
     def on_validation_epoch_start(self) -> None:
@@ -219,6 +220,7 @@ class BaseTask(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._outputs["test"] = []
+        self._split_cache = {}  # callbacks.base.split_outputs: one pass per split and test run
 
     def epoch_outputs(self, split: str) -> dict[str, torch.Tensor]:
         """Every sample's index, outputs and target from the current val/test epoch, sorted by index.

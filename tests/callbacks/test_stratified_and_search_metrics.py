@@ -114,7 +114,7 @@ def test_search_callback_numbers_threshold_from_val_and_plots(tmp_path):
     test, s_test = _split(600, seed=3)   # 300 negatives: 1e-3 is not
     frames, scores = {"val": val, "test": test}, {"val": s_val, "test": s_test}
     trainer = _trainer(tmp_path, frames, scores)
-    module = _Module({})
+    module = _Module({"test": (test["target"].to_numpy(), s_test)})  # test: the test pass's own outputs; val: a pass
     cb = SearchMetrics(fprs=[1e-2, 1e-3], completeness=[0.5], prevalences=[1e-3], n_boot=100, alpha=0.05, seed=0,
                        curve_fpr=1e-3, curves={"arc_snr": {"column": "arc_snr", "edges": [0, 10, 30, 60]},
                                            "host_mag": {"column": "host_mag", "edges": [17, 21]}})
