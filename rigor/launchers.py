@@ -37,8 +37,13 @@ try:
 
     RAY_AVAILABLE = True
 except ImportError:  # the `ray` extra is not installed
-    _PluginRayLauncher = object  # type: ignore[assignment,misc]
     RAY_AVAILABLE = False
+
+    class _PluginRayLauncher(_HydraBasicLauncher):  # type: ignore[no-redef]
+        """Stands in for hydra-ray-launcher when it is missing, so the config fails with the way out."""
+
+        def __init__(self, **kwargs: Any) -> None:
+            raise ImportError('hydra/launcher=ray needs the ray extra: pip install -e ".[ray]"')
 
 
 class SweepResumeError(ValueError):

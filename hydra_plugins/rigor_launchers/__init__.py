@@ -10,10 +10,8 @@ class BasicLauncher(_launchers.BasicLauncher):
     """rigor.launchers.BasicLauncher (conf/hydra/launcher/basic.yaml)."""
 
 
-if _launchers.RAY_AVAILABLE:
-
-    class RayLauncher(_launchers.RayLauncher):
-        """rigor.launchers.RayLauncher (conf/hydra/launcher/ray.yaml)."""
+class RayLauncher(_launchers.RayLauncher):
+    """rigor.launchers.RayLauncher (conf/hydra/launcher/ray.yaml); without the ray extra it says how to get it."""
 
 
 try:
