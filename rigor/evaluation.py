@@ -458,7 +458,10 @@ def _with_ledger_states(sweep_dir: Path, records: list[dict[str, Any]]) -> list[
     added = []
     for directory in ledger_dirs:
         for row in Ledger(directory).rows():
-            job_dir = str(Path(str(row.get("metrics") or directory / str(row["job"]) / "metrics.json")).parent)
+            # <sweep>/<job number> (Hydra's subdir) first: a moved sweep's rows still name the old paths
+            recorded = str(Path(str(row["metrics"])).parent) if row.get("metrics") else None
+            job_dir = next((d for d in (str(directory / str(row["job"])), recorded) if d in by_dir),
+                           str(directory / str(row["job"])))
             rec = by_dir.get(job_dir)
             if rec is None:
                 overrides = [str(o) for o in row.get("override_list") or str(row.get("overrides") or "").split()]

@@ -172,6 +172,12 @@ def test_summaries_take_unfinished_states_from_the_ledger(tmp_path):
     assert {k: r["status"] for k, r in records.items()} == {"0": "completed", "1": "running", "2": "failed", "3": "queued"}
     assert records["3"]["overrides"] == ["seed=4"]  # never started: known from the ledger alone
     assert "WorkerCrashedError" in _failure_text(records["2"])
+    # the sweep moved: its rows name the old paths, the jobs are still matched by number
+    moved = tmp_path.parent / "moved_sweep"
+    tmp_path.rename(moved)
+    records = collect_jobs(moved)
+    assert [(r["job_dir"], r["status"]) for r in records] == \
+        [(str(moved / "0"), "completed"), (str(moved / "1"), "running"), (str(moved / "2"), "failed"), (str(moved / "3"), "queued")]
 
 
 def test_plumbing_overrides_do_not_define_a_job():
