@@ -65,7 +65,13 @@ def _override_key(override: str) -> str:
 
 
 def comparable_overrides(overrides: Sequence[str]) -> list[str]:
-    """The overrides that define a job: those of plumbing keys (rigor/guard.py PLUMBING) left out."""
+    """The overrides that define a job, as parsed values: plumbing keys (rigor/guard.py PLUMBING) left out.
+
+    Parsing makes spellings of one value compare equal: ``x=true`` typed by a user and ``x=True`` as
+    Hydra's sweeper writes it back.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     from rigor.guard import PLUMBING
 
     keep = []
@@ -73,7 +79,12 @@ def comparable_overrides(overrides: Sequence[str]) -> list[str]:
         key = _override_key(override)
         if any(key == p or key.startswith(p + ".") for p in PLUMBING):
             continue
-        keep.append(override)
+        try:
+            parsed = OverridesParser.create().parse_overrides([str(override)])[0]
+            value = "null" if parsed.value() is None else parsed.get_value_element_as_str()
+            keep.append(f"{parsed.get_key_element()}={value}")
+        except Exception:  # not parseable on its own: compare the text
+            keep.append(str(override))
     return keep
 
 

@@ -185,6 +185,14 @@ def test_plumbing_overrides_do_not_define_a_job():
         ["seed=1", "model.lr=1"]
 
 
+def test_spellings_of_one_value_define_the_same_job():
+    # a user types `true`; Hydra's sweeper writes the job's override back as `True`
+    assert comparable_overrides(["model.channels_last=true", "x=[1, 2]", "name=a"]) == \
+        comparable_overrides(["model.channels_last=True", "x=[1,2]", "name=a"])
+    assert comparable_overrides(["seed=1"]) != comparable_overrides(["seed=2"])
+    assert comparable_overrides(["tag='1'"]) != comparable_overrides(["tag=1"])  # a string is not a number
+
+
 # --- resume a whole sweep -------------------------------------------------------------------------
 
 
