@@ -74,10 +74,11 @@ def run_dir_of(cfg: DictConfig) -> Path:
 
 
 def device_info(trainer: L.Trainer) -> dict[str, Any]:
-    """Where the run ran: accelerator, CUDA_VISIBLE_DEVICES as this process saw it, torch threads, host."""
+    """Where the run ran: accelerator, CUDA_VISIBLE_DEVICES as this process saw it, torch threads, host,
+    and its niceness (a job at a lower priority than its neighbours runs slower on a shared machine)."""
     return {"accelerator": type(trainer.accelerator).__name__.replace("Accelerator", "").lower(),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "torch_threads": torch.get_num_threads(), "hostname": socket.gethostname()}
+            "torch_threads": torch.get_num_threads(), "hostname": socket.gethostname(), "niceness": os.nice(0)}
 
 
 def train(cfg: DictConfig, term: TermHandler | None = None) -> dict[str, Any]:

@@ -53,40 +53,52 @@ _FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][+-]?\d+)$")
 
 
 def _canonical(override: str) -> str:
-    """A float value written the way Python prints it: Hydra's sweeps store ``x=1e-3`` as ``x=0.001``,
-    single runs keep what was typed, and both must land in one arm."""
+    """A value written the way Hydra's sweeps store it: ``x=1e-3`` as ``x=0.001`` and ``x=true`` as
+    ``x=True``; single runs keep what was typed, and both must land in one arm."""
     key, sep, value = override.strip().partition("=")
-    return f"{key}={float(value)!r}" if sep and _FLOAT.match(value.strip()) else override.strip()
+    if sep and _FLOAT.match(value.strip()):
+        return f"{key}={float(value)!r}"
+    if sep and value.strip().lower() in ("true", "false"):
+        return f"{key}={value.strip().lower() == 'true'}"
+    return override.strip()
 
 
-def arm_name(overrides: Sequence[str], experiment: str | None = None) -> str:
-    """Arm key: the overrides except ``seed=...``, sorted and joined with a space.
+def _ignored(key: str, ignore: Sequence[str]) -> bool:
+    return any(key == i or key.startswith((i + ".", i + "/")) for i in ignore)
 
-    Float values are written canonically (``1e-3`` and ``0.001`` are one arm); other values as given.
+
+def arm_name(overrides: Sequence[str], experiment: str | None = None, ignore: Sequence[str] = ("seed",)) -> str:
+    """Arm key: the overrides except ``seed=...`` (and other ignored keys), sorted and joined with a space.
+
+    Floats and booleans are written canonically (``1e-3`` and ``0.001`` are one arm, so are ``true`` and
+    ``True``); other values as given.
 
     Args:
         overrides: Hydra override strings, e.g. ``["experiment=lens_b1", "seed=42"]``.
         experiment: Experiment name to add as ``experiment=<name>`` when no override sets it.
+        ignore: Keys (and their sub-keys) that do not define an arm: the seed, and settings that say how
+            a run ran rather than what it computes (threads, paths, the launcher).
     """
-    kept = [_canonical(o) for o in overrides if _override_key(o) != "seed"]
+    kept = [_canonical(o) for o in overrides if not _ignored(_override_key(o), ignore)]
     if experiment and not any(_override_key(o) == "experiment" for o in kept):
         kept.append(f"experiment={experiment}")
     return " ".join(sorted(kept)) if kept else BASE_ARM
 
 
-def group_runs(records: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+def group_runs(records: Iterable[Mapping[str, Any]], ignore: Sequence[str] = ("seed",)) -> dict[str, list[Mapping[str, Any]]]:
     """Group run records into arms.
 
     Args:
         records: Dicts ``{job_dir, overrides: list[str], metrics: dict | None, status}``; an optional
             ``experiment`` key is added to the arm name when no override names the experiment.
+        ignore: Override keys that do not define an arm (see ``arm_name``).
 
     Returns:
         Arm name -> its records, in input order (arms sorted by name).
     """
     arms: dict[str, list[Mapping[str, Any]]] = {}
     for rec in records:
-        arms.setdefault(arm_name(list(rec.get("overrides") or []), rec.get("experiment")), []).append(rec)
+        arms.setdefault(arm_name(list(rec.get("overrides") or []), rec.get("experiment"), ignore), []).append(rec)
     return dict(sorted(arms.items()))
 
 

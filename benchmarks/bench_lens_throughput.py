@@ -10,9 +10,11 @@
    (~1e-5) or not.
 2. Lightning epochs of the real LensDataModule and LensModule (augmentation, metrics, per-sample outputs)
    on toy cutouts of the same size, fp32 and the fastest variant: training and validation images/s,
-   against the plain loop's figures measured in the same process.
+   against the plain loop of the same variant measured just before and just after each fit.
 
-All figures are medians over repeats in one process, so ratios are fair even on a shared machine.
+Rates are images per second of this process's CPU time (time.process_time): with one thread that is
+the work itself, and it stays put when other jobs share the cores, where wall-clock rates swing with
+the load. All figures are medians over interleaved repeats in one process.
 """
 
 from __future__ import annotations
@@ -92,39 +94,42 @@ class PlainVariant:
     def measure(self, steps: int) -> None:
         """One round: `steps` training steps, then `steps` evaluation batches; images/s of each."""
         self.net.train()
-        t = time.perf_counter()
+        t = time.process_time()
         for _ in range(steps):
             with self._autocast():
                 loss = F.binary_cross_entropy_with_logits(self.fwd(self.x).float().squeeze(-1), self.y)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
-        self.train_rates.append(steps * BATCH / (time.perf_counter() - t))
+        self.train_rates.append(steps * BATCH / (time.process_time() - t))
         self.net.eval()
-        t = time.perf_counter()
+        t = time.process_time()
         with torch.inference_mode(), self._autocast():
             for _ in range(steps):
                 self.fwd(self.x)
-        self.eval_rates.append(steps * BATCH / (time.perf_counter() - t))
+        self.eval_rates.append(steps * BATCH / (time.process_time() - t))
 
 
 class _PhaseClock(L.Callback):
-    """Seconds spent in training and in validation phases, summed over epochs."""
+    """CPU seconds of this process spent in training and in validation phases, summed over epochs."""
 
     def __init__(self) -> None:
         self.train_s = self.val_s = 0.0
 
     def on_train_epoch_start(self, trainer, pl_module):
-        self._t = time.perf_counter()
+        self._t, self._val_in_epoch = time.process_time(), 0.0
 
     def on_train_epoch_end(self, trainer, pl_module):
-        self.train_s += time.perf_counter() - self._t
+        # Lightning validates inside the training epoch (before on_train_epoch_end): take that out
+        self.train_s += time.process_time() - self._t - self._val_in_epoch
 
     def on_validation_epoch_start(self, trainer, pl_module):
-        self._v = time.perf_counter()
+        self._v = time.process_time()
 
     def on_validation_epoch_end(self, trainer, pl_module):
-        self.val_s += time.perf_counter() - self._v
+        spent = time.process_time() - self._v
+        self.val_s += spent
+        self._val_in_epoch += spent
 
 
 def lightning_epochs(manifest: Path, n_train: int, n_val: int, epochs: int, precision: str, channels_last: bool) -> dict[str, float]:
@@ -173,15 +178,21 @@ def main() -> None:
             print(f"| {name} | {tr:.0f} | {ev:.0f} | {tr / ref_train:.2f} | {ev / ref_eval:.2f} | {drift:.1e} | {flips:.4f} "
                   f"| {v.warmup_s:.0f} |", flush=True)
     if args.only in (None, "lightning"):
+        # each Lightning fit sits between two plain-loop rounds of the same variant, so both see the same load
         with tempfile.TemporaryDirectory() as tmp:
             manifest = write_toy_lens_data(Path(tmp) / "d", {"train": args.n_train, "val": args.n_val, "test": 16}, size=SIZE)
-            print(f"\n| Lightning, {args.epochs} epochs of {args.n_train} train / {args.n_val} val | train img/s | val img/s |")
-            print("| --- | --- | --- |")
-            runs = [("32-true", False)] + ([("bf16-mixed", True)] if bf16 else [])
-            for precision, cl in runs:
+            print(f"\n| {args.epochs} epochs of {args.n_train} train / {args.n_val} val | Lightning train img/s | plain train img/s "
+                  f"| ratio | Lightning val img/s | plain eval img/s | ratio |")
+            print("| --- | --- | --- | --- | --- | --- | --- |")
+            runs = [("32-true", False, False)] + ([("bf16-mixed", True, True)] if bf16 else [])
+            for precision, cl, b16 in runs:
+                plain_v = PlainVariant(cl, b16, False, x_eval)
+                plain_v.measure(args.steps)
                 r = lightning_epochs(manifest, args.n_train, args.n_val, args.epochs, precision, cl)
-                print(f"| precision={precision}, channels_last={cl} | {r['train_img_s']:.0f} | {r['eval_img_s']:.0f} |", flush=True)
-
+                plain_v.measure(args.steps)
+                pt, pe = statistics.mean(plain_v.train_rates), statistics.mean(plain_v.eval_rates)
+                print(f"| precision={precision}, channels_last={cl} | {r['train_img_s']:.0f} | {pt:.0f} | {r['train_img_s'] / pt:.2f} "
+                      f"| {r['eval_img_s']:.0f} | {pe:.0f} | {r['eval_img_s'] / pe:.2f} |", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -38,6 +38,7 @@ from analysis.significance import (
     predictions_from_scores,
 )
 from analysis.summary import group_runs, markdown_table, numeric_metrics, summarize_metric
+from rigor.guard import PLUMBING
 from rigor.jsonio import to_jsonable, write_json
 
 # --------------------------------------------------------------------------------------------------
@@ -576,7 +577,8 @@ def call_summary_plugin(name: str, entry: Mapping[str, Any], arms: Mapping[str, 
 def run_summarize(cfg: DictConfig) -> dict[str, Any]:
     """Summarize a Hydra sweep (or a directory of sweeps): per arm and metric, n, mean, std, t CI.
 
-    Arms are the overrides minus ``seed=...`` (plus the experiment name). Std is the sample std
+    Arms are the overrides minus ``seed=...`` and plumbing keys (rigor/guard.py PLUMBING: threads, paths,
+    the launcher), plus the experiment name. Std is the sample std
     (ddof=1); the CI is mean +- t_{1-alpha/2, n-1} * std / sqrt(n). Jobs without a completed
     metrics.json are listed as failed/unfinished with their failure.json, never dropped. Then every
     distinct ``summary`` entry of the completed jobs' saved configs (a family's plugin, e.g. a decision
@@ -602,7 +604,7 @@ def run_summarize(cfg: DictConfig) -> dict[str, Any]:
     if not records:
         raise ValueError(f"{sweep_dir}: no job directories with .hydra/overrides.yaml below it")
 
-    arms = group_runs(records)
+    arms = group_runs(records, ignore=("seed", *PLUMBING))  # threads, paths, launcher: how a run ran, not its arm
     table: list[dict[str, Any]] = []
     arm_info: dict[str, dict[str, Any]] = {}
     failed: list[dict[str, Any]] = []

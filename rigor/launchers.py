@@ -192,7 +192,7 @@ class BasicLauncher(_HydraBasicLauncher):
 
 #: ray.init options that describe a new local cluster; an existing one (ray.init.address) refuses them
 LOCAL_CLUSTER_KEYS = ("num_cpus", "num_gpus", "resources", "object_store_memory", "include_dashboard", "dashboard_host",
-                      "dashboard_port", "_memory", "_temp_dir")
+                      "dashboard_port", "_memory", "_temp_dir", "_system_config")
 
 
 def ray_init_options(init: DictConfig | dict[str, Any]) -> dict[str, Any]:

@@ -84,6 +84,11 @@ def test_an_existing_cluster_gets_no_resource_options():
     # no address: a new local cluster, never one that `ray start` left running on this machine
     assert ray_init_options({"address": None, "num_cpus": 4, "num_gpus": None, "include_dashboard": False}) == \
         {"address": "local", "num_cpus": 4, "include_dashboard": False}
+    # conf/hydra/launcher/ray.yaml starts local clusters whose workers run at normal priority (Ray's default
+    # is nice +15: beside other work the jobs starve); an existing cluster keeps its own setting
+    init = OmegaConf.load(Path(__file__).parents[1] / "conf" / "hydra" / "launcher" / "ray.yaml").ray.init
+    assert ray_init_options(init)["_system_config"] == {"worker_niceness": 0}
+    assert "_system_config" not in ray_init_options({**OmegaConf.to_container(init), "address": "10.0.0.1:6379"})
 
 
 def test_gpus_per_job_follow_the_trainer():

@@ -41,6 +41,12 @@ def test_arm_name_drops_seed_and_sorts():
     assert arm_name(["seed=4"], experiment="lens_b2") == "experiment=lens_b2"
     assert arm_name(["experiment=lens_b1", "seed=4"], experiment="other") == "experiment=lens_b1"
     assert arm_name(["data.seed_split=3", "seed=4"]) == "data.seed_split=3"  # only the key 'seed' is dropped
+    # a single run typed `true`, a sweep stored `True`; threads and the launcher do not make an arm
+    assert arm_name(["model.channels_last=true", "seed=1"]) == arm_name(["model.channels_last=True", "seed=2"])
+    assert arm_name(["x=false"]) != arm_name(["x=true"])
+    ignore = ("seed", "cpu_threads", "hydra")
+    assert arm_name(["experiment=b3", "cpu_threads=1", "hydra/launcher=ray", "seed=1"], ignore=ignore) == "experiment=b3"
+    assert arm_name(["experiment=b3", "cpu_threads_x=1"], ignore=ignore) == "cpu_threads_x=1 experiment=b3"
     # a sweep stores x=1e-3 as x=0.001 (Hydra), a single run as typed: one arm; ints and text stay as given
     assert arm_name(["cb.fpr=1e-3", "lr=3.0E-4", "seed=1"]) == arm_name(["lr=0.0003", "cb.fpr=0.001", "seed=2"])
     assert arm_name(["cb.fpr=1e-3"]) == "cb.fpr=0.001"
