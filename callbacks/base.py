@@ -88,13 +88,18 @@ def split_outputs(trainer: L.Trainer, pl_module: L.LightningModule, split: str) 
     temperature scaling and the search metrics share a single validation pass (same loader, same
     weights, same arithmetic: the numbers are those of separate passes).
     """
+    cache = pl_module.__dict__.setdefault("_split_cache", {})
+    if split in cache:
+        return cache[split]
+    loader = trainer.datamodule.split_dataloader(split)
     if split == "test":
         test = pl_module.epoch_outputs("test")
-        if len(test["index"]):
-            return SplitOutputs(index=test["index"].numpy(), outputs=test["outputs"].numpy(), target=test["target"].numpy())
-    cache = pl_module.__dict__.setdefault("_split_cache", {})
-    if split not in cache:
-        cache[split] = run_split(pl_module, trainer.datamodule.split_dataloader(split))
+        # only a test pass over the whole split stands in for it (limit_test_batches cuts it short)
+        size = len(loader.dataset) if hasattr(loader, "dataset") else None
+        if len(test["index"]) and len(test["index"]) == size:
+            cache[split] = SplitOutputs(index=test["index"].numpy(), outputs=test["outputs"].numpy(), target=test["target"].numpy())
+            return cache[split]
+    cache[split] = run_split(pl_module, loader)
     return cache[split]
 
 

@@ -29,11 +29,9 @@ from tests.helpers import write_toy_lens_data
 N_VAL, N_TEST = 40, 36
 
 
-@pytest.fixture(scope="module")
-def tested(tmp_path_factory):
+def _tested(tmp, limit_test_batches: int | None = None) -> dict:
     """A lens module after trainer.test with three end-of-run callbacks, and the images its net saw."""
     torch.set_num_threads(1)
-    tmp = tmp_path_factory.mktemp("eor")
     manifest = write_toy_lens_data(Path(tmp) / "d", {"train": 16, "val": N_VAL, "test": N_TEST}, size=31)
     dm = LensDataModule(manifest_path=str(manifest), batch_size=16, seed=0)
     torch.manual_seed(0)
@@ -47,9 +45,15 @@ def tested(tmp_path_factory):
         SearchMetrics(fprs=[0.1], completeness=[0.5], prevalences=[1e-3], n_boot=10, alpha=0.05, seed=0, curve_fpr=0.1),
     ]
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=callbacks, default_root_dir=str(tmp))
+                        enable_model_summary=False, callbacks=callbacks, default_root_dir=str(tmp),
+                        limit_test_batches=limit_test_batches)
     trainer.test(module, datamodule=dm, verbose=False)
     return {"module": module, "dm": dm, "callbacks": callbacks, "images": sum(seen)}
+
+
+@pytest.fixture(scope="module")
+def tested(tmp_path_factory):
+    return _tested(tmp_path_factory.mktemp("eor"))
 
 
 def test_network_forwards_test_once_val_once_and_each_masked_radius(tested):
@@ -79,3 +83,11 @@ def test_cache_is_dropped_when_a_new_test_epoch_starts(tested):
     module._split_cache = {"val": "stale"}
     module.on_test_epoch_start()
     assert module._split_cache == {}
+
+
+def test_a_shortened_test_pass_does_not_stand_in_for_the_split(tmp_path):
+    # limit_test_batches=1 (debug runs): the test pass saw 16 of 36 samples; the analyses need all of them
+    run = _tested(tmp_path, limit_test_batches=1)
+    search = run["callbacks"][2]
+    assert search.results["test_n_pos"] + search.results["test_n_neg"] == N_TEST
+    assert run["images"] == 16 + N_VAL + N_TEST + (N_VAL + N_TEST)  # short test pass, then a full one
