@@ -8,7 +8,6 @@ An *arm* is one configuration run over several seeds. Runs are grouped by their 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -44,26 +43,27 @@ def summarize_metric(values: Iterable[float], confidence: float = 0.95) -> dict[
     return {"n": n, "mean": mean, "std": std, "ci_half": half, "ci_low": mean - half, "ci_high": mean + half}
 
 
-def _override_key(override: str) -> str:
+def override_key(override: str) -> str:
     """The key of a Hydra override, without +/++/~ prefixes: '++seed=3' -> 'seed'."""
     return override.split("=", 1)[0].lstrip("+~").strip()
 
 
-_FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][+-]?\d+)$")
+def canonical_override(override: str) -> str:
+    """One spelling per value, as Hydra parses it: ``x=1e-3`` and ``x=0.001``, ``x=true`` and ``x=True``,
+    ``x=[1, 2]`` and ``x=[1,2]`` are each one override (Hydra's sweeps write values back in their own
+    spelling; single runs keep what was typed). An override Hydra cannot parse is compared as text."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([override.strip()])[0]
+    except Exception:
+        return override.strip()
+    value = "null" if parsed.value() is None else parsed.get_value_element_as_str()
+    return f"{parsed.get_key_element()}={value}"
 
 
-def _canonical(override: str) -> str:
-    """A value written the way Hydra's sweeps store it: ``x=1e-3`` as ``x=0.001`` and ``x=true`` as
-    ``x=True``; single runs keep what was typed, and both must land in one arm."""
-    key, sep, value = override.strip().partition("=")
-    if sep and _FLOAT.match(value.strip()):
-        return f"{key}={float(value)!r}"
-    if sep and value.strip().lower() in ("true", "false"):
-        return f"{key}={value.strip().lower() == 'true'}"
-    return override.strip()
-
-
-def _ignored(key: str, ignore: Sequence[str]) -> bool:
+def ignored_key(key: str, ignore: Sequence[str]) -> bool:
+    """Whether an override key is one of `ignore` or below one (``a.b``, ``a/b`` under ``a``)."""
     return any(key == i or key.startswith((i + ".", i + "/")) for i in ignore)
 
 
@@ -79,8 +79,8 @@ def arm_name(overrides: Sequence[str], experiment: str | None = None, ignore: Se
         ignore: Keys (and their sub-keys) that do not define an arm: the seed, and settings that say how
             a run ran rather than what it computes (threads, paths, the launcher).
     """
-    kept = [_canonical(o) for o in overrides if not _ignored(_override_key(o), ignore)]
-    if experiment and not any(_override_key(o) == "experiment" for o in kept):
+    kept = [canonical_override(o) for o in overrides if not ignored_key(override_key(o), ignore)]
+    if experiment and not any(override_key(o) == "experiment" for o in kept):
         kept.append(f"experiment={experiment}")
     return " ".join(sorted(kept)) if kept else BASE_ARM
 

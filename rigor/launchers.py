@@ -28,6 +28,7 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from analysis.summary import canonical_override, ignored_key, override_key
 from rigor.ledger import Ledger, job_fields, now
 
 log = logging.getLogger(__name__)
@@ -60,32 +61,13 @@ class Job:
     run_dir: Path
 
 
-def _override_key(override: str) -> str:
-    return override.lstrip("+~").split("=", 1)[0]
-
-
 def comparable_overrides(overrides: Sequence[str]) -> list[str]:
-    """The overrides that define a job, as parsed values: plumbing keys (rigor/guard.py PLUMBING) left out.
-
-    Parsing makes spellings of one value compare equal: ``x=true`` typed by a user and ``x=True`` as
-    Hydra's sweeper writes it back.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
+    """The overrides that define a job, in one spelling per value (analysis.summary.canonical_override:
+    ``x=true`` typed by a user and ``x=True`` written back by the sweeper are one job), with those of
+    plumbing keys (rigor/guard.py PLUMBING) left out."""
     from rigor.guard import PLUMBING
 
-    keep = []
-    for override in overrides:
-        key = _override_key(override)
-        if any(key == p or key.startswith(p + ".") for p in PLUMBING):
-            continue
-        try:
-            parsed = OverridesParser.create().parse_overrides([str(override)])[0]
-            value = "null" if parsed.value() is None else parsed.get_value_element_as_str()
-            keep.append(f"{parsed.get_key_element()}={value}")
-        except Exception:  # not parseable on its own: compare the text
-            keep.append(str(override))
-    return keep
+    return [canonical_override(o) for o in overrides if not ignored_key(override_key(o), PLUMBING)]
 
 
 def plan_jobs(hydra_context: HydraContext, config: DictConfig, job_overrides: Sequence[Sequence[str]],
@@ -122,9 +104,9 @@ def plan_jobs(hydra_context: HydraContext, config: DictConfig, job_overrides: Se
         run_dir = sweep_dir / str(sweep_config.hydra.sweep.subdir)
         stored = run_dir / ".hydra" / "overrides.yaml"
         if stored.is_file():
-            before = comparable_overrides(list(OmegaConf.load(stored)))
-            if before != comparable_overrides(list(overrides)):
-                mismatches.append(f"  job {idx} ({run_dir}): started with {before}, now {comparable_overrides(list(overrides))}")
+            before, now_ = comparable_overrides(list(OmegaConf.load(stored))), comparable_overrides(list(overrides))
+            if before != now_:
+                mismatches.append(f"  job {idx} ({run_dir}): started with {before}, now {now_}")
         jobs.append(Job(idx, list(overrides), sweep_config, run_dir))
     if mismatches:
         raise SweepResumeError(f"{sweep_dir} holds jobs started with other overrides; resuming would mix two sweeps:\n"

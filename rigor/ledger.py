@@ -25,6 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from analysis.summary import override_key
+
 STATES = ("queued", "running", "completed", "failed", "terminated", "stale")
 COLUMNS = ("job", "state", "overrides", "start", "end", "exit_reason", "metrics", "attempts", "host", "pid", "updated")
 LEDGER_DIR = ".ledger"
@@ -143,7 +145,7 @@ RESUME_KEYS = ("resume_sweep", "rerun_failed")
 
 def job_fields(overrides: list[str] | tuple[str, ...], run_dir: str | Path) -> dict[str, Any]:
     """The columns a job's row always carries: its overrides and where its metrics.json goes."""
-    kept = [str(o) for o in overrides if str(o).lstrip("+~").split("=", 1)[0] not in RESUME_KEYS]
+    kept = [str(o) for o in overrides if override_key(str(o)) not in RESUME_KEYS]
     return {"overrides": " ".join(kept), "override_list": kept, "metrics": str(Path(run_dir) / "metrics.json")}
 
 
