@@ -35,7 +35,7 @@ from callbacks.base import summary_dir
 from callbacks.run_checkpoint import RunCheckpoint
 from rigor.config import instantiate_callbacks, instantiate_loggers, register_resolvers
 from rigor.guard import EXIT_TERMINATED, ConfigStamp, ResumeConfigError, TermHandler, Terminated, check_resume, check_splits, relevant_config, safe_load
-from rigor.jsonio import to_jsonable, write_json
+from rigor.jsonio import read_record, to_jsonable, write_json
 from rigor.ledger import Ledger, job_fields, now, this_process
 
 log = logging.getLogger("rigor.train")
@@ -195,14 +195,8 @@ def train(cfg: DictConfig, term: TermHandler | None = None) -> dict[str, Any]:
 
 def _completed(run_dir: Path) -> dict[str, Any] | None:
     """The metrics of a run that already completed in `run_dir`, else None."""
-    path = run_dir / "metrics.json"
-    if not path.is_file():
-        return None
-    try:
-        metrics = json.loads(path.read_text())
-    except ValueError:
-        return None
-    return metrics if isinstance(metrics, dict) and metrics.get("status") == "completed" else None
+    metrics = read_record(run_dir / "metrics.json")
+    return metrics if metrics is not None and metrics.get("status") == "completed" else None
 
 
 def close_loggers() -> None:

@@ -45,3 +45,13 @@ def write_json(path: str | Path, obj: Any) -> Path:
     tmp.write_text(json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
     tmp.replace(path)
     return path
+
+
+def read_record(path: str | Path) -> dict[str, Any] | None:
+    """A JSON object written by Rigor (metrics.json, failure.json), or None when missing, unreadable or not
+    an object: a half-finished or foreign file reads as "no record", never as an error."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

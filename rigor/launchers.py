@@ -17,7 +17,6 @@ subclasses in ``hydra_plugins/rigor_launchers``.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from analysis.summary import canonical_override, ignored_key, override_key
+from rigor.jsonio import read_record
 from rigor.ledger import Ledger, job_fields, now
 
 log = logging.getLogger(__name__)
@@ -129,11 +129,7 @@ def plan_jobs(hydra_context: HydraContext, config: DictConfig, job_overrides: Se
 
 
 def _read_status(path: Path) -> str | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data.get("status") if isinstance(data, dict) else None
+    return (read_record(path) or {}).get("status")
 
 
 def _job_status(run_dir: Path, row: dict[str, Any]) -> str | None:

@@ -251,3 +251,16 @@ def test_wandb_logger_passes_no_anonymous_setting_and_keeps_its_run_id(tmp_path)
     # a restart in the same run directory continues the same W&B run; another directory gets its own
     assert WandbLogger(project="rigor", save_dir=str(tmp_path), mode="offline")._wandb_init["id"] == run_id
     assert WandbLogger(project="rigor", save_dir=str(tmp_path / "other"), mode="offline")._wandb_init["id"] != run_id
+
+
+def test_a_half_written_or_foreign_record_reads_as_no_record(tmp_path):
+    # resume decisions read metrics.json / failure.json: a crash mid-write or a stray file must not raise
+    from rigor.jsonio import read_record, write_json
+
+    assert read_record(tmp_path / "missing.json") is None
+    (tmp_path / "half.json").write_text('{"status": "compl')
+    assert read_record(tmp_path / "half.json") is None
+    (tmp_path / "list.json").write_text("[1, 2]")
+    assert read_record(tmp_path / "list.json") is None
+    write_json(tmp_path / "ok.json", {"status": "completed", "auroc": float("nan")})
+    assert read_record(tmp_path / "ok.json") == {"status": "completed", "auroc": None}
