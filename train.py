@@ -36,6 +36,7 @@ from callbacks.run_checkpoint import RunCheckpoint
 from rigor.config import instantiate_callbacks, instantiate_loggers, register_resolvers
 from rigor.guard import EXIT_TERMINATED, ConfigStamp, ResumeConfigError, TermHandler, Terminated, check_resume, check_splits, relevant_config, safe_load
 from rigor.jsonio import read_record, to_jsonable, write_json
+from rigor.launchers import sweep_value
 from rigor.ledger import Ledger, job_fields, now, this_process
 
 log = logging.getLogger("rigor.train")
@@ -239,7 +240,7 @@ def _first_line(err: BaseException) -> str:
 def main(cfg: DictConfig) -> float | None:
     run_dir = run_dir_of(cfg)
     job = sweep_job()
-    # a completed job started again (a resumed sweep) keeps its ledger row as it was
+    # a completed run started again keeps its ledger row as it was (a resumed sweep does not launch it)
     record = job is not None and _completed(run_dir) is None
     if record:
         _record(job, state="running", start=now(), **this_process(), **job_fields(HydraConfig.get().overrides.task, run_dir))
@@ -265,13 +266,6 @@ def main(cfg: DictConfig) -> float | None:
     if record:
         _record(job, state="completed", end=now(), exit_reason="")
     return sweep_value(cfg, metrics)
-
-
-def sweep_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
-    """The metric a sweeper optimises: optimized_metric, else the best value of the module's monitor."""
-    name = cfg.get("optimized_metric") or next((k for k in metrics if k.startswith("best_") and k != "best_epoch"), "")
-    value = metrics.get(name)
-    return float(value) if isinstance(value, (int, float)) else None
 
 
 if __name__ == "__main__":

@@ -82,8 +82,9 @@ def plan_jobs(hydra_context: HydraContext, config: DictConfig, job_overrides: Se
         job_id: Callable idx -> hydra.job.id (None: the job number).
 
     Returns:
-        The jobs to launch, and the results of jobs that are not launched (failed ones kept as failed
-        under ``rerun_failed=false``).
+        The jobs to launch, and the results of jobs that are not launched: completed ones (with the value
+        they returned, read from their metrics.json) and failed ones kept as failed under
+        ``rerun_failed=false``.
 
     Raises:
         SweepResumeError: A job directory holds a job started with other overrides.
@@ -121,11 +122,31 @@ def plan_jobs(hydra_context: HydraContext, config: DictConfig, job_overrides: Se
             kept[job.idx] = failed_return(job, RuntimeError(f"job {job.idx} failed earlier (left by rerun_failed=false): "
                                                             f"{row.get('exit_reason') or 'see its failure.json'}"))
             continue
-        if status != "completed":  # a completed job keeps its row; train.py returns its metrics without training
-            ledger.update(job.idx, state="queued", start=None, end=None, exit_reason=None,
-                          **job_fields(filter_overrides(job.overrides), job.run_dir))
+        if status == "completed":  # not launched: a process, Ray task or SLURM job for nothing
+            log.info("job %d completed earlier: not launched", job.idx)
+            if not row:  # a sweep from before the ledger
+                ledger.update(job.idx, state="completed", **job_fields(filter_overrides(job.overrides), job.run_dir))
+            kept[job.idx] = completed_return(job, read_record(job.run_dir / "metrics.json") or {})
+            continue
+        ledger.update(job.idx, state="queued", start=None, end=None, exit_reason=None,
+                      **job_fields(filter_overrides(job.overrides), job.run_dir))
         to_run.append(job)
     return to_run, kept
+
+
+def sweep_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
+    """The metric a sweeper optimises: optimized_metric, else the best value of the module's monitor."""
+    name = cfg.get("optimized_metric") or next((k for k in metrics if k.startswith("best_") and k != "best_epoch"), "")
+    value = metrics.get(name)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def completed_return(job: Job, metrics: dict[str, Any]) -> JobReturn:
+    """The JobReturn of a job that completed in an earlier start of the sweep (what train.py returned then)."""
+    ret = JobReturn(overrides=job.overrides, cfg=job.config, hydra_cfg=None, working_dir=str(job.run_dir), task_name=None,
+                    status=JobStatus.COMPLETED)
+    ret.return_value = sweep_value(job.config, metrics)
+    return ret
 
 
 def _read_status(path: Path) -> str | None:
@@ -265,6 +286,8 @@ class RayLauncher(_PluginRayLauncher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         jobs, results = plan_jobs(self.hydra_context, self.config, job_overrides, initial_job_idx,
                                   job_id=lambda idx: f"job_id_for_{idx}")
+        if not jobs:
+            return [results[i] for i in sorted(results)]
         ledger = Ledger(self.config.hydra.sweep.dir)
         if not ray.is_initialized():
             options = ray_init_options(self.ray_cfg.init)

@@ -19,7 +19,7 @@ import lightning as L
 import pytest
 from lightning.pytorch.callbacks import Callback
 
-from rigor.launchers import comparable_overrides
+from rigor.launchers import Job, comparable_overrides, completed_return
 from rigor.ledger import Ledger, job_fields
 from tests.conftest import ROOT
 
@@ -193,6 +193,19 @@ def test_spellings_of_one_value_define_the_same_job():
     assert comparable_overrides(["tag='1'"]) != comparable_overrides(["tag=1"])  # a string is not a number
 
 
+def test_a_completed_job_returns_what_train_returned_without_running(tmp_path):
+    # what an optimising sweeper reads from a job a resumed sweep does not launch
+    from omegaconf import OmegaConf
+
+    metrics = {"status": "completed", "best_epoch": 4, "best_val_auroc": 0.91, "test_auroc": 0.88}
+    job = Job(0, ["seed=1"], OmegaConf.create({"optimized_metric": None}), tmp_path)
+    assert completed_return(job, metrics).return_value == 0.91  # the monitor's best, not best_epoch
+    job = Job(0, ["seed=1"], OmegaConf.create({"optimized_metric": "test_auroc"}), tmp_path)
+    ret = completed_return(job, metrics)
+    assert ret.return_value == 0.88 and ret.working_dir == str(tmp_path) and ret.overrides == ["seed=1"]
+    assert completed_return(job, {"status": "completed"}).return_value is None
+
+
 # --- resume a whole sweep -------------------------------------------------------------------------
 
 
@@ -239,6 +252,9 @@ def test_a_sweep_that_died_resumes_skips_and_reruns(tmp_path, toy_lens_manifest,
     assert [rows[j]["attempts"] for j in (0, 1, 2)] == [1, 2, 2]
     after = (sweep / "0" / "metrics.json").stat()
     assert (after.st_mtime_ns, after.st_size) == (done.st_mtime_ns, done.st_size)  # skipped, untouched
+    # not even started: a start would have saved its config under .hydra/restarts/ and logged to train.log
+    assert not (sweep / "0" / ".hydra" / "restarts").exists() and (sweep / "1" / ".hydra" / "restarts").is_dir()
+    assert "job 0 completed earlier: not launched" in second.stderr + second.stdout
     assert "resuming" in (sweep / "2" / "train.log").read_text()
     resumed = json.loads((sweep / "2" / "metrics.json").read_text())
     assert resumed["epochs_trained"] == 3 and same_metrics(resumed, reference) == []
