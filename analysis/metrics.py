@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -49,6 +50,34 @@ def bin_label(low: float, high: float) -> str:
 NEGATIVES = ("all", "same_bin")
 
 
+def check_edges(edges: Sequence[float], where: str = "bin edges") -> list[float]:
+    """Bin edges as floats, refused unless there are two at least and they increase strictly."""
+    try:
+        values = [float(e) for e in edges]
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: expected a list of numbers, got {edges!r}") from None
+    if len(values) < 2 or any(b <= a for a, b in zip(values, values[1:])):
+        raise ValueError(f"{where} must increase strictly (two at least), got {values}")
+    return values
+
+
+def bin_spec(where: str, spec: Mapping[str, Any], extra: str = "") -> dict[str, Any]:
+    """The ``{column, edges}`` of a stratified metric (callbacks' configs), checked before any data is seen.
+
+    Args:
+        where: The config path, for the error (e.g. ``strata.thetae``).
+        spec: The config entry.
+        extra: The entry's other keys, named in the error (e.g. ``, negatives, required``).
+
+    Returns:
+        ``{"column": str, "edges": [float, ...]}``.
+    """
+    missing = [k for k in ("column", "edges") if spec.get(k) is None]
+    if missing:
+        raise ValueError(f"{where}: missing {missing}; expected {{column, edges{extra}}}")
+    return {"column": str(spec["column"]), "edges": check_edges(spec["edges"], f"{where}.edges")}
+
+
 def stratified_metrics(
     targets: np.ndarray,
     scores: np.ndarray,
@@ -86,9 +115,7 @@ def stratified_metrics(
         )
     if negatives not in NEGATIVES:
         raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}")
-    edges = [float(e) for e in edges]
-    if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])):
-        raise ValueError(f"bin edges must increase strictly (two at least), got {edges}")
+    edges = check_edges(edges)
     rows = []
     for low, high in zip(edges, edges[1:]):
         in_bin = (strata >= low) & (strata < high)

@@ -17,7 +17,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 
-from analysis.metrics import stratified_metrics
+from analysis.metrics import bin_spec, stratified_metrics
 from analysis.search_metrics import rate_label, search_metrics, threshold_at_fpr
 from callbacks.base import RigorCallback, split_outputs
 
@@ -69,10 +69,7 @@ class SearchMetrics(RigorCallback):
         for name, spec in (curves or {}).items():
             if spec is None:
                 continue  # switched off from the command line
-            missing = [k for k in ("column", "edges") if spec.get(k) is None]
-            if missing:
-                raise ValueError(f"curves.{name}: missing {missing}; expected {{column, edges}}")
-            self.curves[str(name)] = {"column": str(spec["column"]), "edges": [float(e) for e in spec["edges"]]}
+            self.curves[str(name)] = bin_spec(f"curves.{name}", spec)
         self.splits = list(splits)
         if self.curves and threshold_split not in self.splits:
             raise ValueError(f"threshold_split={threshold_split!r} must be one of splits={self.splits}")

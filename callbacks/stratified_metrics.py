@@ -11,7 +11,7 @@ import lightning as L
 import numpy as np
 
 from analysis.gates import gate_verdict, gate_verdict_above
-from analysis.metrics import NEGATIVES, spread_summary, stratified_metrics
+from analysis.metrics import NEGATIVES, bin_spec, spread_summary, stratified_metrics
 from callbacks.base import RigorCallback
 
 log = logging.getLogger(__name__)
@@ -48,14 +48,11 @@ class StratifiedMetrics(RigorCallback):
         for name, spec in (strata or {}).items():
             if spec is None:
                 continue  # switched off from the command line
-            missing = [k for k in ("column", "edges") if spec.get(k) is None]
-            if missing:
-                raise ValueError(f"strata.{name}: missing {missing}; expected {{column, edges, negatives, required}}")
+            parsed = bin_spec(f"strata.{name}", spec, extra=", negatives, required")
             negatives = spec.get("negatives", "all")
             if negatives not in NEGATIVES:
                 raise ValueError(f"strata.{name}.negatives: expected one of {NEGATIVES}, got {negatives!r}")
-            self.strata[str(name)] = {"column": str(spec["column"]), "edges": [float(e) for e in spec["edges"]],
-                                      "negatives": negatives, "required": bool(spec.get("required", False))}
+            self.strata[str(name)] = {**parsed, "negatives": negatives, "required": bool(spec.get("required", False))}
         self.verdicts: dict[str, dict[str, float]] = {}
         for name, th in (verdicts or {}).items():
             if name not in self.strata:

@@ -104,6 +104,11 @@ def test_stratified_callback_required_column_and_bad_config():
                           verdicts={"thetae": {k: v for k, v in THETAE_VERDICTS.items() if k != "spread_fail"}})
     with pytest.raises(ValueError, match="negatives"):
         StratifiedMetrics(strata={"psf": {"column": "psf_bin", "edges": [0, 1], "negatives": "bin"}})
+    # bad edges are refused when the callback is built, before any training
+    with pytest.raises(ValueError, match=r"strata.thetae.edges must increase strictly.*\[0.0, 2.0, 1.0\]"):
+        StratifiedMetrics(strata={"thetae": {"column": "theta_e", "edges": [0, 2, 1]}})
+    with pytest.raises(ValueError, match=r"strata.thetae: missing \['column'\]; expected \{column, edges, negatives"):
+        StratifiedMetrics(strata={"thetae": {"edges": [0, 1]}})
     cb = StratifiedMetrics(strata={"thetae": {"column": "theta_e", "edges": [0, 1], "required": True}})
     with pytest.raises(ValueError, match="'theta_e' is not in the split's metadata"):
         cb._available(pd.DataFrame({"x": [1]}))
@@ -143,6 +148,12 @@ def test_search_callback_refuses_bad_config_and_non_binary_outputs(tmp_path):
     with pytest.raises(ValueError, match=r"curves.snr: missing \['edges'\]"):
         SearchMetrics(fprs=[1e-2], completeness=[0.5], prevalences=[1e-3], n_boot=0, alpha=0.05, seed=0, curve_fpr=1e-2,
                       curves={"snr": {"column": "arc_snr"}})
+    with pytest.raises(ValueError, match=r"curves.snr.edges: expected a list of numbers"):
+        SearchMetrics(fprs=[1e-2], completeness=[0.5], prevalences=[1e-3], n_boot=0, alpha=0.05, seed=0, curve_fpr=1e-2,
+                      curves={"snr": {"column": "arc_snr", "edges": ["low", "high"]}})
+    with pytest.raises(ValueError, match=r"curves.snr.edges must increase strictly \(two at least\), got \[5.0\]"):
+        SearchMetrics(fprs=[1e-2], completeness=[0.5], prevalences=[1e-3], n_boot=0, alpha=0.05, seed=0, curve_fpr=1e-2,
+                      curves={"snr": {"column": "arc_snr", "edges": [5]}})
     with pytest.raises(ValueError, match="threshold_split"):
         SearchMetrics(fprs=[1e-2], completeness=[0.5], prevalences=[1e-3], n_boot=0, alpha=0.05, seed=0, curve_fpr=1e-2,
                       threshold_split="dev", curves={"snr": {"column": "arc_snr", "edges": [0, 1]}})
