@@ -7,7 +7,9 @@ An *arm* is one configuration run over several seeds. Runs are grouped by their 
 
 from __future__ import annotations
 
+import fnmatch
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -116,6 +118,42 @@ def numeric_metrics(metrics: Mapping[str, Any] | None, exclude: Sequence[str] = 
         if k not in exclude
         and (v is None or (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)))
     }
+
+
+#: per-bin, count and CI-bound metrics: many per run, each a detail of a headline number
+_DETAIL = re.compile(r"_by_|_count|count_|_n_|^n_|_ci_(low|high)$|_detected|_n(pos|neg)$")
+
+
+def plot_metrics(names: Sequence[str], patterns: Sequence[str] | None = None, limit: int = 12) -> list[str]:
+    """The metrics worth a panel in a sweep's summary plot, in first-seen order.
+
+    Args:
+        names: Every metric name of the sweep.
+        patterns: fnmatch patterns naming the metrics to plot (``test_auroc``, ``test_tpr*``), in the
+            order given; None: the headline metrics, ``best_*`` (not ``best_epoch``) and ``test_*``
+            without per-bin, count and CI-bound metrics, then, if there are none, every metric.
+        limit: Cap on the number returned.
+
+    Returns:
+        Metric names.
+
+    Raises:
+        ValueError: A pattern matches no metric (a typo would otherwise give an empty plot).
+    """
+    names = list(dict.fromkeys(names))
+    if isinstance(patterns, str):  # plot_metrics=test_auroc on the command line
+        patterns = [patterns]
+    if patterns:
+        chosen: list[str] = []
+        for pattern in patterns:
+            hits = [n for n in names if fnmatch.fnmatchcase(n, str(pattern))]
+            if not hits:
+                raise ValueError(f"plot_metrics: {pattern!r} matches no metric of the sweep (e.g. {names[:8]})")
+            chosen += [h for h in hits if h not in chosen]
+        return chosen[:limit]
+    headline = [n for n in names if (n.startswith("test_") or (n.startswith("best_") and n != "best_epoch"))
+                and not _DETAIL.search(n)]
+    return (headline or names)[:limit]
 
 
 def summarize_arm(records: Sequence[Mapping[str, Any]], confidence: float = 0.95) -> dict[str, dict[str, float]]:

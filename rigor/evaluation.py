@@ -37,7 +37,7 @@ from analysis.significance import (
     per_class_accuracy,
     predictions_from_scores,
 )
-from analysis.summary import group_runs, markdown_table, numeric_metrics, summarize_metric
+from analysis.summary import group_runs, markdown_table, numeric_metrics, plot_metrics, summarize_metric
 from rigor.guard import PLUMBING
 from rigor.jsonio import to_jsonable, write_json
 
@@ -589,7 +589,8 @@ def run_summarize(cfg: DictConfig) -> dict[str, Any]:
     (or ``cfg.out_dir``).
 
     Args:
-        cfg: Needs ``sweep_dir``; uses ``alpha`` and ``out_dir``.
+        cfg: Needs ``sweep_dir``; uses ``alpha``, ``out_dir`` and ``plot_metrics`` (the panels of
+            summary.png: analysis.summary.plot_metrics).
 
     Returns:
         ``arms`` (arm -> experiment, n_completed, n_failed, seeds, job_dirs, metrics summaries, strings),
@@ -628,6 +629,9 @@ def run_summarize(cfg: DictConfig) -> dict[str, Any]:
         }
         for k, s in summaries.items():
             table.append({"arm": arm, "experiment": arm_info[arm]["experiment"], "metric": k, **s})
+
+    # summary.png's panels; a typo in plot_metrics fails here, before any file is written
+    shown = plot_metrics([r["metric"] for r in table], _get(cfg, "plot_metrics", None)) if table else []
 
     # Family sections: every distinct `summary` entry of the jobs' saved configs, called once each.
     plugins, plugin_notes = summary_plugins(records)
@@ -681,12 +685,12 @@ def run_summarize(cfg: DictConfig) -> dict[str, Any]:
     columns = ["arm", "experiment", "metric", "n", "mean", "std", "ci_half", "ci_low", "ci_high"]
     pd.DataFrame(table, columns=columns).to_csv(out / "summary.csv", index=False)
     if table:
-        paths["png"] = str(metric_bars(table, out / "summary.png"))
+        paths["png"] = str(metric_bars(table, out / "summary.png", metrics=shown))
     failed_out = [{k: r[k] for k in ("job_dir", "arm", "status", "overrides", "failure", "error")} for r in failed]
     result: dict[str, Any] = {
         "sweep_dir": str(sweep_dir), "n_jobs": len(records), "confidence": confidence,
         "arms": arm_info, "failed": failed_out, "states": states, "table": table, "paths": paths,
-        "summary_notes": plugin_notes,
+        "summary_notes": plugin_notes, "plot_metrics": shown,
     }
     for name, section in sections.items():
         if name in result:

@@ -291,6 +291,7 @@ def test_summarize_sweep_stats_and_failed_jobs(tmp_path, capsys):
     csv = pd.read_csv(sweep / "summary.csv")
     assert set(csv["arm"]) == {"experiment=demo", "experiment=demo model.lr=0.01"}
     assert (sweep / "summary.png").stat().st_size > 0 and (sweep / "summary.json").exists()
+    assert res["plot_metrics"] == ["test_auroc"]  # not best_epoch or wall_time_s
     assert res["summary_notes"] == [] and "lens_decision" not in res  # no job declares a summary plugin
     assert "Failed or unfinished" in capsys.readouterr().out
 
@@ -382,6 +383,11 @@ def test_summarize_plugin_errors_name_the_entry(tmp_path):
 
 
 def test_summarize_errors(tmp_path):
+    sweep = tmp_path / "sweep"
+    make_job(sweep, "0", ["seed=1"], {"seed": 1, "test_auroc": 0.9, "status": "completed"})
+    with pytest.raises(ValueError, match="'test_aurc' matches no metric"):
+        run_summarize(make_cfg("summarize", sweep_dir=str(sweep), plot_metrics=["test_aurc"]))
+    assert not (sweep / "summary.md").exists()  # refused before writing anything
     with pytest.raises(FileNotFoundError):
         run_summarize(make_cfg("summarize", sweep_dir=str(tmp_path / "nope")))
     (tmp_path / "empty").mkdir()

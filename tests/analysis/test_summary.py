@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from analysis.summary import BASE_ARM, arm_name, group_runs, markdown_table, metrics_table, numeric_metrics, summarize_metric
+from analysis.summary import BASE_ARM, arm_name, group_runs, markdown_table, metrics_table, numeric_metrics, plot_metrics, summarize_metric
 
 
 @pytest.mark.parametrize("n", [2, 3, 5, 10])
@@ -88,3 +88,17 @@ def test_metrics_table_plugin():
     assert lines[-2] == f"| arm=a | 0.9000 (n=1) | 0.3000 [{low:.4f}, {high:.4f}] (n=3) |"
     assert out["result"]["arm=b"]["test_auroc"] is None
     assert metrics_table({"arm=c": c}, [], ["test_tpr0"]) is None
+
+
+def test_plot_metrics_headline_patterns_and_typos():
+    names = ["seed", "best_val_auroc", "best_epoch", "lr", "test_auroc", "test_auroc_by_thetae_0.5-1.0",
+             "test_count_by_thetae_0.5-1.0", "test_purity_at_c0.5_prev_1e-3", "test_purity_at_c0.5_prev_1e-3_ci_low",
+             "test_n_pos", "test_detected_by_arc_snr_0-5", "test_tpr0", "wall_time_s", "test_auroc"]
+    assert plot_metrics(names) == ["best_val_auroc", "test_auroc", "test_purity_at_c0.5_prev_1e-3", "test_tpr0"]
+    assert plot_metrics(names, limit=2) == ["best_val_auroc", "test_auroc"]
+    # patterns: in the order given, each metric once
+    assert plot_metrics(names, ["test_tpr*", "test_auroc*", "test_auroc"]) == ["test_tpr0", "test_auroc", "test_auroc_by_thetae_0.5-1.0"]
+    assert plot_metrics(names, "lr") == ["lr"]  # one name from the command line
+    assert plot_metrics(["lr", "epoch"]) == ["lr", "epoch"]  # no headline metric: all of them
+    with pytest.raises(ValueError, match="'test_acc' matches no metric"):
+        plot_metrics(names, ["test_acc"])
