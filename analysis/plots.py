@@ -110,9 +110,13 @@ def metric_bars(
         means = np.array([float(by_arm[a]["mean"]) if a in by_arm else np.nan for a in arms])
         lows = np.array([float(by_arm[a].get("ci_low", np.nan)) if a in by_arm else np.nan for a in arms])
         highs = np.array([float(by_arm[a].get("ci_high", np.nan)) if a in by_arm else np.nan for a in arms])
-        err = np.vstack([means - lows, highs - means])
-        err = np.where(np.isfinite(err), err, 0.0)  # n < 2: no CI, no whisker
-        ax.bar(x, np.nan_to_num(means), yerr=err, capsize=4, color=[f"C{j % 10}" for j in range(len(arms))])
+        ax.bar(x, np.nan_to_num(means), color=[f"C{j % 10}" for j in range(len(arms))])
+        has_ci = np.isfinite(lows) & np.isfinite(highs)  # n < 2: no CI, no whisker
+        if has_ci.any():
+            ax.errorbar(x[has_ci], means[has_ci], yerr=np.vstack([means - lows, highs - means])[:, has_ci],
+                        fmt="none", ecolor="black", capsize=4)
+        if not np.isfinite(means).any():  # e.g. TPR at an FPR no split resolves: say so, not an empty frame
+            ax.text(0.5, 0.5, "no value in any arm (null)", transform=ax.transAxes, ha="center", va="center", fontsize=9)
         ax.set_xticks(x)
         ax.set_xticklabels([str(j) for j in range(len(arms))])
         ax.set_title(metric, fontsize=9)
