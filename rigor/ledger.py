@@ -144,9 +144,10 @@ RESUME_KEYS = ("resume_sweep", "rerun_failed")
 
 
 def job_fields(overrides: list[str] | tuple[str, ...], run_dir: str | Path) -> dict[str, Any]:
-    """The columns a job's row always carries: its overrides and where its metrics.json goes."""
+    """The columns a job's row always carries: its overrides and where its metrics.json goes (an absolute
+    path, as Hydra gives the job its output dir, so the launcher's row and the job's agree)."""
     kept = [str(o) for o in overrides if override_key(str(o)) not in RESUME_KEYS]
-    return {"overrides": " ".join(kept), "override_list": kept, "metrics": str(Path(run_dir) / "metrics.json")}
+    return {"overrides": " ".join(kept), "override_list": kept, "metrics": os.path.abspath(Path(run_dir) / "metrics.json")}
 
 
 def this_process() -> dict[str, Any]:

@@ -114,6 +114,8 @@ def test_ledger_rows_attempts_and_table(tmp_path):
     row = ledger.read(0)
     assert row["attempts"] == 2 and row["state"] == "running" and row["end"] is None and row["exit_reason"] is None
     assert row["overrides"] == "seed=1" and row["metrics"] == str(tmp_path / "0" / "metrics.json")  # resume keys left out
+    # a relative run dir (the launcher's view) is written as the absolute path the job itself writes
+    assert job_fields([], Path("multirun") / "0")["metrics"] == str(Path.cwd() / "multirun" / "0" / "metrics.json")
     table = (tmp_path / "ledger.csv").read_text().splitlines()
     assert table[0].startswith("job,state,overrides") and table[1].startswith("0,running,seed=1")
     with pytest.raises(ValueError, match="not one of"):
