@@ -35,8 +35,8 @@ from callbacks.base import summary_dir
 from callbacks.run_checkpoint import RunCheckpoint
 from rigor.config import instantiate_callbacks, instantiate_loggers, register_resolvers
 from rigor.guard import EXIT_TERMINATED, ConfigStamp, ResumeConfigError, TermHandler, Terminated, check_resume, check_splits, relevant_config, safe_load
-from rigor.jsonio import read_record, to_jsonable, write_json
-from rigor.launchers import sweep_value
+from rigor.jsonio import to_jsonable, write_json
+from rigor.launchers import completed_metrics, sweep_value
 from rigor.ledger import Ledger, job_fields, now, this_process
 
 log = logging.getLogger("rigor.train")
@@ -108,7 +108,7 @@ def train(cfg: DictConfig, term: TermHandler | None = None) -> dict[str, Any]:
         safe_load(resume)  # refuses a file that would run code before Lightning touches it
     elif last.exists():
         check_resume(stamp, last, bool(cfg.get("resume_force", False)))
-        done = _completed(run_dir)
+        done = completed_metrics(run_dir)
         if done is not None:
             print(f"already completed (same config): {run_dir / 'metrics.json'}; delete it to run the tests again")
             return done
@@ -194,12 +194,6 @@ def train(cfg: DictConfig, term: TermHandler | None = None) -> dict[str, Any]:
     return metrics
 
 
-def _completed(run_dir: Path) -> dict[str, Any] | None:
-    """The metrics of a run that already completed in `run_dir`, else None."""
-    metrics = read_record(run_dir / "metrics.json")
-    return metrics if metrics is not None and metrics.get("status") == "completed" else None
-
-
 def close_loggers() -> None:
     """Finish the W&B run so the next job of a one-process sweep starts a new one."""
     try:
@@ -241,7 +235,7 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = run_dir_of(cfg)
     job = sweep_job()
     # a completed run started again keeps its ledger row as it was (a resumed sweep does not launch it)
-    record = job is not None and _completed(run_dir) is None
+    record = job is not None and completed_metrics(run_dir) is None
     if record:
         _record(job, state="running", start=now(), **this_process(), **job_fields(HydraConfig.get().overrides.task, run_dir))
     term = TermHandler().install()

@@ -184,15 +184,16 @@ def main() -> None:
             print(f"\n| {args.epochs} epochs of {args.n_train} train / {args.n_val} val | Lightning train img/s | plain train img/s "
                   f"| ratio | Lightning val img/s | plain eval img/s | ratio |")
             print("| --- | --- | --- | --- | --- | --- | --- |")
-            runs = [("32-true", False, False)] + ([("bf16-mixed", True, True)] if bf16 else [])
-            for precision, cl, b16 in runs:
-                plain_v = PlainVariant(cl, b16, False, x_eval)
+            runs = [("32-true", False)] + ([("bf16-mixed", True)] if bf16 else [])
+            for precision, cl in runs:
+                plain_v = PlainVariant(cl, precision == "bf16-mixed", False, x_eval)
                 plain_v.measure(args.steps)
                 r = lightning_epochs(manifest, args.n_train, args.n_val, args.epochs, precision, cl)
                 plain_v.measure(args.steps)
                 pt, pe = statistics.mean(plain_v.train_rates), statistics.mean(plain_v.eval_rates)
                 print(f"| precision={precision}, channels_last={cl} | {r['train_img_s']:.0f} | {pt:.0f} | {r['train_img_s'] / pt:.2f} "
                       f"| {r['eval_img_s']:.0f} | {pe:.0f} | {r['eval_img_s'] / pe:.2f} |", flush=True)
+
 
 if __name__ == "__main__":
     main()

@@ -116,17 +116,17 @@ def plan_jobs(hydra_context: HydraContext, config: DictConfig, job_overrides: Se
     to_run = []
     for job in jobs:
         row = ledger.read(job.idx) or {}
-        status = _job_status(job.run_dir, row)
-        if status == "failed" and not rerun_failed:
-            log.info("job %d failed before and rerun_failed=false: left as it is", job.idx)
-            kept[job.idx] = failed_return(job, RuntimeError(f"job {job.idx} failed earlier (left by rerun_failed=false): "
-                                                            f"{row.get('exit_reason') or 'see its failure.json'}"))
-            continue
-        if status == "completed":  # not launched: a process, Ray task or SLURM job for nothing
+        done = completed_metrics(job.run_dir)
+        if done is not None:  # not launched: a process, Ray task or SLURM job for nothing
             log.info("job %d completed earlier: not launched", job.idx)
             if not row:  # a sweep from before the ledger
                 ledger.update(job.idx, state="completed", **job_fields(filter_overrides(job.overrides), job.run_dir))
-            kept[job.idx] = completed_return(job, read_record(job.run_dir / "metrics.json") or {})
+            kept[job.idx] = completed_return(job, done)
+            continue
+        if _failed_before(job.run_dir, row) and not rerun_failed:
+            log.info("job %d failed before and rerun_failed=false: left as it is", job.idx)
+            kept[job.idx] = failed_return(job, RuntimeError(f"job {job.idx} failed earlier (left by rerun_failed=false): "
+                                                            f"{row.get('exit_reason') or 'see its failure.json'}"))
             continue
         ledger.update(job.idx, state="queued", start=None, end=None, exit_reason=None,
                       **job_fields(filter_overrides(job.overrides), job.run_dir))
@@ -149,17 +149,15 @@ def completed_return(job: Job, metrics: dict[str, Any]) -> JobReturn:
     return ret
 
 
-def _read_status(path: Path) -> str | None:
-    return (read_record(path) or {}).get("status")
+def completed_metrics(run_dir: Path) -> dict[str, Any] | None:
+    """The metrics of a run that completed in `run_dir` (its metrics.json says so), else None."""
+    metrics = read_record(run_dir / "metrics.json")
+    return metrics if metrics is not None and metrics.get("status") == "completed" else None
 
 
-def _job_status(run_dir: Path, row: dict[str, Any]) -> str | None:
-    """completed / failed / None (never ran, interrupted or terminated: to be run or resumed)."""
-    if _read_status(run_dir / "metrics.json") == "completed":
-        return "completed"
-    if row.get("state") == "failed" or _read_status(run_dir / "failure.json") == "failed":
-        return "failed"
-    return None
+def _failed_before(run_dir: Path, row: dict[str, Any]) -> bool:
+    """Whether an unfinished job failed (ledger row or failure.json), rather than was interrupted or never ran."""
+    return row.get("state") == "failed" or (read_record(run_dir / "failure.json") or {}).get("status") == "failed"
 
 
 def failed_return(job: Job, error: BaseException) -> JobReturn:
