@@ -24,7 +24,7 @@ import pandas as pd
 
 from analysis.calibration import brier, ece, probabilities_from_logits
 from analysis.significance import mcnemar_exact, paired_bootstrap_ci, per_class_accuracy, stratified_bootstrap_indices
-from analysis.summary import fmt, markdown_table
+from analysis.summary import fmt, markdown_table, pick_reference
 
 CLASS_NAMES = {0: "nonspeech", 1: "speech"}
 THRESHOLD_KEYS = ("balanced_accuracy_std_max", "speech_accuracy_min", "nonspeech_accuracy_min", "ece_max", "min_seeds",
@@ -233,14 +233,6 @@ def _seed_of(job: Mapping[str, Any]) -> int | None:
     return None if seed is None else int(seed)
 
 
-def arm_matches(arm: str, reference: str) -> bool:
-    """True when every override of `reference` (space-separated, ``+``/``~`` ignored) is one of the arm's."""
-    def tokens(text: str) -> set[str]:
-        return {t.lstrip("+~") for t in text.split()}
-
-    return bool(reference.strip()) and tokens(reference) <= tokens(arm)
-
-
 def audio_summary(arms: Mapping[str, Mapping[str, Any]], jobs: Sequence[Mapping[str, Any]], thresholds: Mapping[str, Any],
                   reference: str | None = None, n_boot: int = 10000, alpha: float = 0.05, boot_seed: int = 0,
                   max_listed: int = 20) -> dict[str, Any] | None:
@@ -274,14 +266,8 @@ def audio_summary(arms: Mapping[str, Mapping[str, Any]], jobs: Sequence[Mapping[
             arm_tables[name], arm_metrics[name] = tables, metrics
     if not arm_tables:
         return None
-    matches = sorted((a for a in arm_tables if reference and arm_matches(a, reference)), key=lambda a: len(a.split()))
-    # several arms may carry the reference's overrides (e.g. a zero-shot arm built on the reference experiment):
-    # the one with the fewest other overrides is the reference; a tie leaves it undecided
-    ref = matches[0] if matches and (len(matches) == 1 or len(matches[0].split()) < len(matches[1].split())) else None
-    notes = []
-    if reference and ref is None:
-        notes.append(f"reference {reference!r} matches {len(matches)} arms ({matches}); "
-                     "McNemar and the paired bootstrap are skipped")
+    ref, why = pick_reference(arm_tables, reference)
+    notes = [f"{why}; McNemar and the paired bootstrap are skipped"] if why else []
 
     result: dict[str, Any] = {"reference": ref, "arms": {}}
     md = []

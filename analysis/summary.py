@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -124,6 +125,25 @@ def numeric_metrics(metrics: Mapping[str, Any] | None, exclude: Sequence[str] = 
 _DETAIL = re.compile(r"_by_|_count|count_|_n_|^n_|_ci_(low|high)$|_detected|_n(pos|neg)$")
 
 
+def match_metrics(names: Sequence[str], patterns: Sequence[str] | str, what: str = "metrics") -> list[str]:
+    """The metric names matching fnmatch patterns, pattern by pattern, in first-seen order.
+
+    Raises:
+        ValueError: A pattern matches no metric (a typo would otherwise give an empty plot or table); the
+            message starts with `what`, the setting that carried the pattern.
+    """
+    names = list(dict.fromkeys(names))
+    if isinstance(patterns, str):  # plot_metrics=test_auroc on the command line
+        patterns = [patterns]
+    chosen: list[str] = []
+    for pattern in patterns:
+        hits = [n for n in names if fnmatch.fnmatchcase(n, str(pattern))]
+        if not hits:
+            raise ValueError(f"{what}: {pattern!r} matches no metric of the sweep (e.g. {names[:8]})")
+        chosen += [h for h in hits if h not in chosen]
+    return chosen
+
+
 def plot_metrics(names: Sequence[str], patterns: Sequence[str] | None = None, limit: int = 12) -> list[str]:
     """The metrics worth a panel in a sweep's summary plot, in first-seen order.
 
@@ -140,17 +160,9 @@ def plot_metrics(names: Sequence[str], patterns: Sequence[str] | None = None, li
     Raises:
         ValueError: A pattern matches no metric (a typo would otherwise give an empty plot).
     """
-    names = list(dict.fromkeys(names))
-    if isinstance(patterns, str):  # plot_metrics=test_auroc on the command line
-        patterns = [patterns]
     if patterns:
-        chosen: list[str] = []
-        for pattern in patterns:
-            hits = [n for n in names if fnmatch.fnmatchcase(n, str(pattern))]
-            if not hits:
-                raise ValueError(f"plot_metrics: {pattern!r} matches no metric of the sweep (e.g. {names[:8]})")
-            chosen += [h for h in hits if h not in chosen]
-        return chosen[:limit]
+        return match_metrics(names, patterns, "plot_metrics")[:limit]
+    names = list(dict.fromkeys(names))
     headline = [n for n in names if (n.startswith("test_") or (n.startswith("best_") and n != "best_epoch"))
                 and not _DETAIL.search(n)]
     return (headline or names)[:limit]
@@ -226,3 +238,140 @@ def metrics_table(
     md = ("Mean over completed seeds [Student-t CI] (n = seeds with a value; nan: unresolved or undefined in "
           "every seed)\n\n" + markdown_table(["arm", *metrics], rows))
     return {"title": title, "markdown": md, "result": result}
+
+
+def arm_matches(arm: str, reference: str) -> bool:
+    """True when every override of `reference` (space-separated, ``+``/``~`` ignored) is one of the arm's."""
+    def tokens(text: str) -> set[str]:
+        return {t.lstrip("+~") for t in text.split()}
+
+    return bool(reference.strip()) and tokens(reference) <= tokens(arm)
+
+
+def pick_reference(arm_names: Iterable[str], reference: str | None) -> tuple[str | None, str | None]:
+    """The arm a reference string names: of the arms carrying all its overrides, the one with the fewest.
+
+    Several arms may carry the reference's overrides (a zero-shot arm built on the reference experiment,
+    say); the one with the fewest other overrides is the reference, and a tie leaves it undecided. A
+    reference without ``=`` is an experiment name: ``lens_b1`` means ``experiment=lens_b1``.
+
+    Returns:
+        (arm or None, a note saying why there is none, or None).
+    """
+    if not reference:
+        return None, None
+    if "=" not in reference:
+        reference = f"experiment={reference}"
+    matches = sorted((a for a in arm_names if arm_matches(a, reference)), key=lambda a: len(a.split()))
+    if matches and (len(matches) == 1 or len(matches[0].split()) < len(matches[1].split())):
+        return matches[0], None
+    return None, f"reference {reference!r} matches {len(matches)} arms ({matches})"
+
+
+def short_arm_names(arm_names: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """Arm names without the overrides every arm shares (``trainer=cpu_bf16`` on every run, say).
+
+    Returns:
+        (arm -> short name, the shared overrides); an arm left with nothing keeps its full name.
+    """
+    tokens = {a: a.split() for a in arm_names}
+    shared = sorted(set.intersection(*(set(t) for t in tokens.values()))) if len(tokens) > 1 else []
+    short = {a: " ".join(t for t in tok if t not in shared) or a for a, tok in tokens.items()}
+    return short, shared
+
+
+def welch_test(a: Iterable[float], b: Iterable[float], confidence: float = 0.95) -> dict[str, float]:
+    """Welch's unequal-variance t-test over seeds of mean(b) - mean(a) (scipy.stats.ttest_ind, equal_var=False).
+
+    For two arms whose runs do not share a test set (different data, preprocessing or simulation), so no
+    per-sample pairing exists: each seed is one draw of the arm's metric. NaN values are dropped.
+
+    Returns:
+        ``n_a``, ``n_b``, ``mean_a``, ``mean_b``, ``diff`` (b - a), ``ci_low``/``ci_high`` (Welch CI of the
+        difference), ``t``, ``df`` (Welch-Satterthwaite) and two-sided ``p``; the test entries are NaN with
+        fewer than 2 values in an arm or no spread in either arm (a t statistic is undefined).
+    """
+    x = np.asarray([float(v) for v in a], dtype=np.float64)
+    y = np.asarray([float(v) for v in b], dtype=np.float64)
+    x, y = x[~np.isnan(x)], y[~np.isnan(y)]
+    out = {"n_a": int(x.size), "n_b": int(y.size),
+           "mean_a": float(x.mean()) if x.size else float("nan"), "mean_b": float(y.mean()) if y.size else float("nan")}
+    out["diff"] = out["mean_b"] - out["mean_a"]
+    nan = float("nan")
+    if x.size < 2 or y.size < 2 or (np.ptp(x) == 0 and np.ptp(y) == 0):
+        return {**out, "ci_low": nan, "ci_high": nan, "t": nan, "df": nan, "p": nan}
+    with warnings.catch_warnings():  # one arm without spread (TPR0 = 0 in every seed) is a valid case
+        warnings.filterwarnings("ignore", "Precision loss occurred in moment calculation")
+        res = stats.ttest_ind(y, x, equal_var=False)
+    ci = res.confidence_interval(confidence)
+    return {**out, "ci_low": float(ci.low), "ci_high": float(ci.high), "t": float(res.statistic),
+            "df": float(res.df), "p": float(res.pvalue)}
+
+
+def seed_comparison(
+    arms: Mapping[str, Mapping[str, Any]],
+    jobs: Sequence[Mapping[str, Any]],
+    metrics: Sequence[str],
+    reference: str | None = None,
+    confidence: float = 0.95,
+    title: str = "Arms compared over seeds (Welch)",
+) -> dict[str, Any] | None:
+    """Summary plugin: each arm against a reference arm (or every pair), metric by metric, Welch's t over seeds.
+
+    Each completed seed's metrics.json value is one observation of its arm. The p-values of the section
+    are also Holm-adjusted together (statsmodels), since a table of many tests will show some small p by
+    chance. With three seeds an arm, only large differences reach p < 0.05.
+
+    Args:
+        arms: Arm name -> ``{job_dirs, ...}`` (the summarizer's arms).
+        jobs: The summarizer's job records (``job_dir``, ``status``, ``metrics``).
+        metrics: Metric names, in row order.
+        reference: Overrides naming the reference arm (``experiment=lens_b1``; see pick_reference); None:
+            every pair of arms, in name order.
+        confidence: Level of the CIs of the differences.
+        title: Section title.
+
+    Returns:
+        None with fewer than two arms; else ``{"title", "markdown", "result"}``, result = ``{reference,
+        note, tests: [{a, b, metric, welch_test fields..., p_holm}]}``.
+    """
+    from statsmodels.stats.multitest import multipletests
+
+    by_dir = {str(j["job_dir"]): j for j in jobs if j.get("status") == "completed" and j.get("metrics")}
+    values = {arm: [numeric_metrics(by_dir[str(d)]["metrics"]) for d in info.get("job_dirs", []) if str(d) in by_dir]
+              for arm, info in arms.items()}
+    values = {arm: v for arm, v in values.items() if v}
+    if len(values) < 2:
+        return None
+    ref, note = pick_reference(values, reference)
+    names = sorted(values)
+    if reference and ref is None:
+        pairs: list[tuple[str, str]] = []
+    elif ref is not None:
+        pairs = [(ref, arm) for arm in names if arm != ref]
+    else:
+        pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    tests = [{"a": a, "b": b, "metric": m,
+              **welch_test([r.get(m, float("nan")) for r in values[a]], [r.get(m, float("nan")) for r in values[b]],
+                           confidence)}
+             for a, b in pairs for m in metrics]
+    finite = [i for i, t in enumerate(tests) if not math.isnan(t["p"])]
+    holm = multipletests([tests[i]["p"] for i in finite], method="holm")[1] if finite else []
+    for t in tests:
+        t["p_holm"] = float("nan")
+    for i, p in zip(finite, holm):
+        tests[i]["p_holm"] = float(p)
+
+    level = f"{100 * confidence:g}%"
+    short, shared = short_arm_names(names)
+    rows = [[f"{short[t['b']]} − {short[t['a']]}", t["metric"], f"{t['n_b']} / {t['n_a']}", t["mean_b"], t["mean_a"], t["diff"],
+             "" if math.isnan(t["ci_low"]) else f"[{fmt(t['ci_low'])}, {fmt(t['ci_high'])}]",
+             t["t"], t["df"], t["p"], t["p_holm"]] for t in tests]
+    md = (f"Welch's t-test over seeds (each seed's value is one draw; no pairing of samples), B − A, with the "
+          f"{level} CI of the difference; p_holm: Holm-adjusted over the {len(finite)} tests of this table; "
+          f"nan: fewer than 2 seeds in an arm, or no spread."
+          + (f" Overrides every arm shares, left out of the names: `{' '.join(shared)}`." if shared else "") + "\n\n"
+          + (f"No comparison: {note}." if note else
+             markdown_table(["B − A", "metric", "n B / A", "mean B", "mean A", "diff", f"{level} CI", "t", "df (Welch)",
+                             "p", "p_holm"], rows)))
+    return {"title": title, "markdown": md, "result": {"reference": ref, "note": note, "tests": tests}}

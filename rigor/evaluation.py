@@ -37,7 +37,15 @@ from analysis.significance import (
     per_class_accuracy,
     predictions_from_scores,
 )
-from analysis.summary import group_runs, markdown_table, numeric_metrics, plot_metrics, summarize_metric
+from analysis.summary import (
+    group_runs,
+    markdown_table,
+    match_metrics,
+    numeric_metrics,
+    plot_metrics,
+    seed_comparison,
+    summarize_metric,
+)
 from rigor.guard import PLUMBING
 from rigor.jsonio import to_jsonable, write_json
 
@@ -632,6 +640,10 @@ def run_summarize(cfg: DictConfig) -> dict[str, Any]:
 
     # summary.png's panels; a typo in plot_metrics fails here, before any file is written
     shown = plot_metrics([r["metric"] for r in table], _get(cfg, "plot_metrics", None)) if table else []
+    # compare.metrics: Welch's t over seeds between arms (arms whose test sets differ cannot be paired)
+    compare = _get(cfg, "compare", None) or {}
+    compared = match_metrics([r["metric"] for r in table], compare["metrics"], "compare.metrics") \
+        if compare.get("metrics") else []
 
     # Family sections: every distinct `summary` entry of the jobs' saved configs, called once each.
     plugins, plugin_notes = summary_plugins(records)
@@ -642,6 +654,11 @@ def run_summarize(cfg: DictConfig) -> dict[str, Any]:
         own = {a: i for a, i in arm_info.items() if declared & set(i["job_dirs"])}
         own_dirs = {d for i in own.values() for d in i["job_dirs"]}
         sections[name] = call_summary_plugin(name, plugin["config"], own, [r for r in records if r["job_dir"] in own_dirs])
+    if compared:
+        if "seed_comparison" in sections:
+            raise ValueError("summary.seed_comparison: the name is taken by compare.metrics' section; rename the entry")
+        sections["seed_comparison"] = seed_comparison(arm_info, records, compared, compare.get("reference"), confidence)
+        plugins["seed_comparison"] = {"config": {"_target_": "analysis.summary.seed_comparison"}}
 
     out = _out_dir(cfg, sweep_dir)
     md = [f"# Sweep summary: `{sweep_dir}`", "",

@@ -382,11 +382,29 @@ def test_summarize_plugin_errors_name_the_entry(tmp_path):
         run_summarize(make_cfg("summarize", sweep_dir=str(tmp_path / "s")))
 
 
+def test_summarize_compares_arms_over_seeds(tmp_path):
+    sweep = tmp_path / "sweep"
+    values = {"lens_a1": [0.30, 0.22, 0.37], "lens_b1": [0.33, 0.29, 0.34]}
+    for exp, tprs in values.items():
+        for seed, tpr in zip((42, 123, 456), tprs):
+            make_job(sweep, f"{exp}_{seed}", [f"experiment={exp}", f"seed={seed}", "trainer=cpu_bf16"],
+                     {"seed": seed, "test_tpr0": tpr, "test_auroc": 0.9, "status": "completed"})
+    res = run_summarize(make_cfg("summarize", sweep_dir=str(sweep), compare={"metrics": ["test_tpr*"], "reference": "lens_b1"}))
+    (test,) = res["seed_comparison"]["tests"]
+    assert (test["a"], test["b"], test["metric"]) == ("experiment=lens_b1 trainer=cpu_bf16", "experiment=lens_a1 trainer=cpu_bf16", "test_tpr0")
+    assert test["p"] == pytest.approx(stats.ttest_ind(values["lens_a1"], values["lens_b1"], equal_var=False).pvalue)
+    md = (sweep / "summary.md").read_text()
+    assert "## Arms compared over seeds (Welch)" in md and "| experiment=lens_a1 − experiment=lens_b1 | test_tpr0 | 3 / 3 |" in md
+    assert "seed_comparison" not in run_summarize(make_cfg("summarize", sweep_dir=str(sweep)))  # off unless asked
+
+
 def test_summarize_errors(tmp_path):
     sweep = tmp_path / "sweep"
     make_job(sweep, "0", ["seed=1"], {"seed": 1, "test_auroc": 0.9, "status": "completed"})
     with pytest.raises(ValueError, match="'test_aurc' matches no metric"):
         run_summarize(make_cfg("summarize", sweep_dir=str(sweep), plot_metrics=["test_aurc"]))
+    with pytest.raises(ValueError, match="compare.metrics: 'test_aurc' matches no metric"):
+        run_summarize(make_cfg("summarize", sweep_dir=str(sweep), compare={"metrics": ["test_aurc"]}))
     assert not (sweep / "summary.md").exists()  # refused before writing anything
     with pytest.raises(FileNotFoundError):
         run_summarize(make_cfg("summarize", sweep_dir=str(tmp_path / "nope")))

@@ -11,7 +11,6 @@ from scipy.stats import binomtest
 from sklearn.metrics import balanced_accuracy_score, brier_score_loss, recall_score
 
 from analysis.audio_summary import (
-    arm_matches,
     audio_metrics,
     audio_summary,
     exit_criteria,
@@ -21,6 +20,7 @@ from analysis.audio_summary import (
     wrong_in_every_seed,
 )
 from analysis.predictions import prediction_table, write_predictions
+from analysis.summary import arm_matches
 
 THRESHOLDS = {"balanced_accuracy_std_max": 0.03, "speech_accuracy_min": 0.5, "nonspeech_accuracy_min": 0.95, "ece_max": 0.2,
               "min_seeds": 2, "mcnemar_alpha": 0.05, "max_shared_groups": 0}

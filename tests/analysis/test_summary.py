@@ -8,7 +8,20 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from analysis.summary import BASE_ARM, arm_name, group_runs, markdown_table, metrics_table, numeric_metrics, plot_metrics, summarize_metric
+from analysis.summary import (
+    BASE_ARM,
+    arm_name,
+    group_runs,
+    markdown_table,
+    metrics_table,
+    numeric_metrics,
+    pick_reference,
+    plot_metrics,
+    seed_comparison,
+    short_arm_names,
+    summarize_metric,
+    welch_test,
+)
 
 
 @pytest.mark.parametrize("n", [2, 3, 5, 10])
@@ -102,3 +115,96 @@ def test_plot_metrics_headline_patterns_and_typos():
     assert plot_metrics(["lr", "epoch"]) == ["lr", "epoch"]  # no headline metric: all of them
     with pytest.raises(ValueError, match="'test_acc' matches no metric"):
         plot_metrics(names, ["test_acc"])
+
+
+def _welch_by_hand(a, b, confidence=0.95):
+    """Welch (1947) from its formula: t = (mean_b - mean_a) / se, Welch-Satterthwaite df."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    se = math.sqrt(va + vb)
+    diff = b.mean() - a.mean()
+    df = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
+    half = stats.t.ppf(0.5 + confidence / 2, df) * se
+    return diff / se, df, 2 * stats.t.sf(abs(diff / se), df), diff - half, diff + half
+
+
+def test_welch_test_matches_the_formula_and_handles_small_arms():
+    a, b = [0.30, 0.22, 0.37], [0.33, 0.29, 0.34, 0.31]
+    t, df, p, low, high = _welch_by_hand(a, b)
+    res = welch_test(a, b)
+    assert (res["n_a"], res["n_b"]) == (3, 4) and res["diff"] == pytest.approx(np.mean(b) - np.mean(a))
+    assert (res["t"], res["df"], res["p"]) == (pytest.approx(t), pytest.approx(df), pytest.approx(p))
+    assert (res["ci_low"], res["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert welch_test(b, a)["t"] == pytest.approx(-t)  # B - A: the sign follows the order
+    # 90% CI is narrower, same p
+    assert welch_test(a, b, 0.9)["ci_high"] < high and welch_test(a, b, 0.9)["p"] == pytest.approx(p)
+    # NaN seeds (a metric undefined in a run) are dropped, not counted
+    assert welch_test([*a, float("nan")], b)["n_a"] == 3 and welch_test([*a, float("nan")], b)["p"] == pytest.approx(p)
+    # one seed in an arm, or no spread in either: no t, but the means and their difference stay
+    one = welch_test([0.3], b)
+    assert math.isnan(one["p"]) and math.isnan(one["ci_low"]) and one["diff"] == pytest.approx(np.mean(b) - 0.3)
+    assert math.isnan(welch_test([0.5, 0.5], [0.6, 0.6])["p"])
+    # spread in one arm only is fine: df = n - 1 of that arm
+    res = welch_test([0.5, 0.5, 0.5], [0.6, 0.7, 0.8])
+    assert res["df"] == pytest.approx(2) and res["p"] == pytest.approx(stats.ttest_1samp([0.6, 0.7, 0.8], 0.5).pvalue)
+
+
+def test_pick_reference_and_short_names():
+    names = ["experiment=a", "experiment=a model.x=1", "experiment=b"]
+    assert pick_reference(names, "experiment=a") == ("experiment=a", None)
+    assert pick_reference(names, "a") == ("experiment=a", None)  # a bare name is an experiment
+    assert pick_reference(names, "model.x=1") == ("experiment=a model.x=1", None)
+    assert pick_reference(names, None) == (None, None)
+    ref, note = pick_reference(["experiment=a x=1", "experiment=a x=2"], "experiment=a")  # a tie
+    assert ref is None and "matches 2 arms" in note
+    assert pick_reference(names, "experiment=c")[0] is None
+    short, shared = short_arm_names(["experiment=a t=bf16", "experiment=b t=bf16"])
+    assert short == {"experiment=a t=bf16": "experiment=a", "experiment=b t=bf16": "experiment=b"} and shared == ["t=bf16"]
+    assert short_arm_names(["x=1", "x=1 y=2"])[0]["x=1"] == "x=1"  # nothing left: the full name
+
+
+def _arms_and_jobs(values: dict[str, list[float | None]], metric: str = "test_auroc"):
+    arms, jobs = {}, []
+    for arm, seeds in values.items():
+        dirs = []
+        for i, v in enumerate(seeds):
+            d = f"/sweep/{arm}/{i}"
+            jobs.append({"job_dir": d, "status": "completed", "metrics": {"seed": i, metric: v}})
+            dirs.append(d)
+        arms[arm] = {"job_dirs": dirs}
+    jobs.append({"job_dir": "/sweep/failed", "status": "failed", "metrics": {metric: 0.0}})
+    arms["experiment=a"]["job_dirs"].append("/sweep/failed")  # a failed job's value is never used
+    return arms, jobs
+
+
+def test_seed_comparison_against_a_reference_with_holm():
+    values = {"experiment=a": [0.80, 0.82, 0.79], "experiment=b": [0.90, 0.93, 0.91], "experiment=c": [0.81, 0.78, None]}
+    arms, jobs = _arms_and_jobs(values)
+    out = seed_comparison(arms, jobs, ["test_auroc"], reference="experiment=a")
+    tests = out["result"]["tests"]
+    assert [(t["a"], t["b"]) for t in tests] == [("experiment=a", "experiment=b"), ("experiment=a", "experiment=c")]
+    assert tests[0]["n_a"] == 3 and tests[1]["n_b"] == 2  # the failed job and the null value are left out
+    p = [_welch_by_hand(values["experiment=a"], values["experiment=b"])[2],
+         _welch_by_hand(values["experiment=a"], [0.81, 0.78])[2]]
+    assert [t["p"] for t in tests] == [pytest.approx(x) for x in p]
+    # Holm by hand: the smallest p times 2, the other times 1, kept monotone, capped at 1
+    lo, hi = sorted(p)
+    holm = {lo: min(1, 2 * lo), hi: min(1, max(2 * lo, hi))}
+    assert [t["p_holm"] for t in tests] == [pytest.approx(holm[x]) for x in p]
+    assert "| experiment=b − experiment=a | test_auroc | 3 / 3 |" in out["markdown"]
+
+
+def test_seed_comparison_every_pair_and_no_comparison():
+    arms, jobs = _arms_and_jobs({"experiment=a": [0.8, 0.9], "experiment=b": [0.7], "experiment=c": [0.6, 0.65]})
+    out = seed_comparison(arms, jobs, ["test_auroc", "test_missing"])
+    pairs = [(t["a"], t["b"], t["metric"]) for t in out["result"]["tests"]]
+    assert pairs == [(a, b, m) for a, b in (("experiment=a", "experiment=b"), ("experiment=a", "experiment=c"),
+                                            ("experiment=b", "experiment=c")) for m in ("test_auroc", "test_missing")]
+    # b has one seed and no arm has test_missing: only a vs c gives a test, and Holm over one test is its p
+    finite = [t for t in out["result"]["tests"] if not math.isnan(t["p"])]
+    assert len(finite) == 1 and finite[0]["p_holm"] == pytest.approx(finite[0]["p"])
+    # a reference that names no single arm: said, and no test run on a guessed arm
+    out = seed_comparison(arms, jobs, ["test_auroc"], reference="experiment=z")
+    assert out["result"]["tests"] == [] and "No comparison: reference 'experiment=z' matches 0 arms" in out["markdown"]
+    one, jobs1 = _arms_and_jobs({"experiment=a": [0.8, 0.9]})
+    assert seed_comparison(one, jobs1, ["test_auroc"]) is None
