@@ -355,6 +355,7 @@ def seed_comparison(
               **welch_test([r.get(m, float("nan")) for r in values[a]], [r.get(m, float("nan")) for r in values[b]],
                            confidence)}
              for a, b in pairs for m in metrics]
+    tests = [t for t in tests if t["n_a"] and t["n_b"]]  # an arm without the metric (another family's): no row
     finite = [i for i, t in enumerate(tests) if not math.isnan(t["p"])]
     holm = multipletests([tests[i]["p"] for i in finite], method="holm")[1] if finite else []
     for t in tests:
@@ -369,7 +370,7 @@ def seed_comparison(
              t["t"], t["df"], t["p"], t["p_holm"]] for t in tests]
     md = (f"Welch's t-test over seeds (each seed's value is one draw; no pairing of samples), B − A, with the "
           f"{level} CI of the difference; p_holm: Holm-adjusted over the {len(finite)} tests of this table; "
-          f"nan: fewer than 2 seeds in an arm, or no spread."
+          f"nan: fewer than 2 seeds in an arm, or no spread; pairs where an arm lacks the metric are left out."
           + (f" Overrides every arm shares, left out of the names: `{' '.join(shared)}`." if shared else "") + "\n\n"
           + (f"No comparison: {note}." if note else
              markdown_table(["B − A", "metric", "n B / A", "mean B", "mean A", "diff", f"{level} CI", "t", "df (Welch)",
