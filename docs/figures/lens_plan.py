@@ -4,7 +4,7 @@
 
 Three panels, one line per arm (thin: each seed; thick: the mean): validation AUROC with the core masked
 at growing radii (the core-sensitivity curve), test completeness against arc S/N at the threshold that
-gives FPR 1e-3 on the validation negatives, and the test TPR at the false-positive rates a search uses.
+gives FPR 1e-3 on the validation negatives, and the test TPR at the false-positive rates a search uses (bars: mean, whiskers: 95% t CI over seeds).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from analysis.summary import summarize_metric  # noqa: E402
 
 ARMS = ("lens_a1", "lens_b1", "lens_b2", "lens_b3", "lens_b4")
 RADII = (0, 3, 5, 7, 10, 15)
@@ -55,14 +57,16 @@ def main(root: str, out: str) -> None:
         x = np.arange(len(labels))
         axes[1].plot(x, np.nanmean(comp, 0), "o-", color=color, lw=2, label=arm)
         vals = np.array([[m.get(k) if m.get(k) is not None else np.nan for k, _ in SEARCH] for m in seeds])
-        axes[2].bar(np.arange(len(SEARCH)) + 0.15 * i, np.nanmean(vals, 0), width=0.15, color=color, label=arm)
+        ci = [summarize_metric(col) for col in vals.T]  # 95% t CI over seeds (none for one seed)
+        axes[2].bar(np.arange(len(SEARCH)) + 0.15 * i, [c["mean"] for c in ci], width=0.15, color=color, label=arm,
+                    yerr=[0 if np.isnan(c["ci_half"]) else c["ci_half"] for c in ci], capsize=2)
     axes[0].axvline(7, color="grey", ls=":", lw=1)
     axes[0].set(xlabel="core mask radius (pixels)", ylabel="val AUROC", title="Core sensitivity (core_reliance = r0 - r7)")
     axes[1].set_xticks(x, labels, rotation=30)
     axes[1].set(xlabel="arc S/N bin", ylabel="test completeness", ylim=(0, 1),
                 title="Completeness vs arc S/N at val FPR 1e-3")
     axes[2].set_xticks(np.arange(len(SEARCH)) + 0.15 * (len(runs) - 1) / 2, [n for _, n in SEARCH])
-    axes[2].set(ylabel="test TPR", ylim=(0, 1), title="Search regime (test, 4,426 negatives)")
+    axes[2].set(ylabel="test TPR", ylim=(0, 1), title="Search regime (test, 4,426 negatives; 95% t CI)")
     for ax in axes:
         ax.legend(fontsize=8)
     fig.tight_layout()
