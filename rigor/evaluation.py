@@ -42,6 +42,7 @@ from analysis.summary import (
     markdown_table,
     match_metrics,
     numeric_metrics,
+    pick_reference,
     plot_metrics,
     seed_comparison,
     summarize_metric,
@@ -644,6 +645,10 @@ def run_summarize(cfg: DictConfig) -> dict[str, Any]:
     compare = _get(cfg, "compare", None) or {}
     compared = match_metrics([r["metric"] for r in table], compare["metrics"], "compare.metrics") \
         if compare.get("metrics") else []
+    if compared and compare.get("reference"):
+        reference, why = pick_reference([a for a, i in arm_info.items() if i["n_completed"]], str(compare["reference"]))
+        if reference is None:  # a typo would otherwise give a section that compares nothing
+            raise ValueError(f"compare.reference: {why} with a completed job; arms: {sorted(arm_info)}")
 
     # Family sections: every distinct `summary` entry of the jobs' saved configs, called once each.
     plugins, plugin_notes = summary_plugins(records)

@@ -396,6 +396,10 @@ def test_summarize_compares_arms_over_seeds(tmp_path):
     md = (sweep / "summary.md").read_text()
     assert "## Arms compared over seeds (Welch)" in md and "| experiment=lens_a1 − experiment=lens_b1 | test_tpr0 | 3 / 3 |" in md
     assert "seed_comparison" not in run_summarize(make_cfg("summarize", sweep_dir=str(sweep)))  # off unless asked
+    (sweep / "summary.md").unlink()
+    with pytest.raises(ValueError, match=r"compare.reference: reference 'experiment=lens_b9' matches 0 arms"):
+        run_summarize(make_cfg("summarize", sweep_dir=str(sweep), compare={"metrics": ["test_tpr0"], "reference": "lens_b9"}))
+    assert not (sweep / "summary.md").exists()  # refused before writing anything
 
 
 def test_summarize_errors(tmp_path):
