@@ -4,7 +4,7 @@
     python evaluate.py task=calibrate fit=<run>/predictions_val.csv apply=<run>/predictions_test.csv
     python evaluate.py task=compare a=<run A>/predictions_test.csv b=<run B>/predictions_test.csv
     python evaluate.py task=summarize sweep_dir=multirun/<experiment>/<sweep>
-    python evaluate.py task=gates gates.experiment=lens_b1 gates.preprocessing=raw   # lens shortcut gates
+    python evaluate.py task=lens_gates gates.experiment=lens_b1 gates.preprocessing=raw   # lens shortcut gates
 
 A family adds a task by adding a file under conf/task/ (``# @package _global_``, ``task._target_`` set to
 a function ``fn(cfg) -> dict``, plus the task's own options); nothing here changes.

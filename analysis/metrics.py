@@ -157,3 +157,30 @@ def spread_summary(rows: list[dict]) -> dict[str, float]:
     if not values:
         return {"min_auroc": float("nan"), "spread": float("nan")}
     return {"min_auroc": min(values), "spread": max(values) - min(values)}
+
+
+def gate_verdict(value: float, pass_below: float, fail_above: float) -> str:
+    """Three-band gate for a lower-is-better value.
+
+    Args:
+        value: The measured value.
+        pass_below: PASS when value < pass_below.
+        fail_above: FAIL when value > fail_above; WARN in between (edges included).
+
+    Returns:
+        "PASS", "WARN" or "FAIL"; "N/A" when the value is None or NaN.
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "N/A"
+    if value < pass_below:
+        return "PASS"
+    if value > fail_above:
+        return "FAIL"
+    return "WARN"
+
+
+def gate_verdict_above(value: float, pass_above: float, fail_below: float) -> str:
+    """Three-band gate for a higher-is-better value: PASS > pass_above, FAIL < fail_below."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "N/A"
+    return gate_verdict(-value, -pass_above, -fail_below)

@@ -52,7 +52,7 @@ def build_base(cache: Path) -> Path:
     """A tiny base pretrained for 20 steps on random clips (speed only)."""
     import numpy as np
 
-    from lightning_modules.nets.qwen2_audio import ensure_tiny_base
+    from lightning_modules.audio.qwen2_audio import ensure_tiny_base
 
     tiny, pretext, _ = _config()
     audio = np.random.default_rng(0).standard_normal((64, 16000)).astype(np.float32) * 0.1
@@ -71,7 +71,7 @@ def _net_and_step(base: str, targets: str, r: int, alpha: int, batch_size: int, 
     import numpy as np
     import torch
 
-    from lightning_modules.nets.qwen2_audio import Qwen2AudioAnswer, encode_prompts
+    from lightning_modules.audio.qwen2_audio import Qwen2AudioAnswer, encode_prompts
 
     torch.manual_seed(0)
     _, _, prompt = _config()
@@ -130,7 +130,7 @@ def run_worker(base: Path, targets: str, r: int, alpha: int, steps: int, batch_s
 
 def synthesis_speed(n: int = 200) -> dict:
     """eSpeak NG ms per utterance and full simulated clips per second."""
-    from datamodules.simulate.audio import ESpeak, simulate_audio_dataset
+    from datamodules.audio.simulate import ESpeak, simulate_audio_dataset
 
     engine = ESpeak.get()
     engine.synth("warm up", "en+m1", 50, 175)

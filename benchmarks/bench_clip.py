@@ -70,9 +70,9 @@ def bench_cache(images: int, threads: int, epochs: int) -> dict:
 
 def bench_mc(n: int, batch_size: int, passes: int, repeats: int) -> dict:
     """Batched vs looped MC-Dropout on the meta-learner (512 + 3 inputs), same inputs, same passes."""
-    from lightning_modules.clip_subtask import ClipSubtaskModule
+    from lightning_modules.clip_subtask.module import ClipSubtaskModule
     from lightning_modules.mc_dropout import MCDropout, dropout_layers
-    from lightning_modules.nets.clip_subtask import SubtaskMetaNet
+    from lightning_modules.clip_subtask.nets import SubtaskMetaNet
 
     torch.manual_seed(0)
     module = ClipSubtaskModule(SubtaskMetaNet(512, {"superclass": 2, "brightness": 3, "complexity": 3}),
@@ -115,7 +115,7 @@ def bench_probe() -> dict:
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    from datamodules.clip_embeddings import EmbeddingCache, load_clip
+    from datamodules.clip_subtask.embeddings import EmbeddingCache, load_clip
     from tests.conftest import compose
 
     import hydra

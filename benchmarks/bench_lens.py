@@ -31,8 +31,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from datamodules.lens import LensDataModule  # noqa: E402
-from lightning_modules.lens import LensModule  # noqa: E402
+from datamodules.lens.datamodule import LensDataModule  # noqa: E402
+from lightning_modules.lens.module import LensModule  # noqa: E402
 from tests.helpers import write_toy_lens_data  # noqa: E402
 
 

@@ -6,10 +6,10 @@
 Three samplers of the same posterior (the same interpolated Gaussian likelihood of 2 CNN summaries over
 the kit's design of 101 cosmologies, flat prior in their convex hull, proposal 0.06, 20% burn-in):
 
-1. Rigor's: ``analysis.mcmc.metropolis`` over all maps at once with ``GaussianSummaryLikelihood`` (affine
+1. Rigor's: ``analysis.weak_lensing.mcmc.metropolis`` over all maps at once with ``GaussianSummaryLikelihood`` (affine
    form per triangle, grid lookup of the triangle, closed-form 2 x 2 inverse, running moments).
 2. The kit's vectorised loop: NumPy over chains with scipy's ``LinearNDInterpolator`` for mean and
-   covariance, batched ``np.linalg`` inverse, every state stored (``analysis.mcmc.kit_metropolis`` with
+   covariance, batched ``np.linalg`` inverse, every state stored (``analysis.weak_lensing.mcmc.kit_metropolis`` with
    ``scipy_log_prob``).
 3. The seed's per-map loop (its train_HMC plan: "run MCMC sampling for each test sample"): one chain at
    a time, the interpolators called on one point per step. Too slow to run whole; timed on a few maps
@@ -31,8 +31,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analysis.mcmc import GaussianSummaryLikelihood, hull_starts, kit_metropolis, metropolis, scipy_log_prob  # noqa: E402
-from datamodules.simulate.weak_lensing import WLSimConfig, cosmology_design  # noqa: E402
+from analysis.weak_lensing.mcmc import GaussianSummaryLikelihood, hull_starts, kit_metropolis, metropolis, scipy_log_prob  # noqa: E402
+from datamodules.weak_lensing.simulate import WLSimConfig, cosmology_design  # noqa: E402
 
 
 def problem(n_cosmologies: int, n_maps: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from analysis.calibration import ece, fit_temperature, mc_triage, probabilities_from_logits
-from analysis.clip_calibration import fit_temperature_ece_grid
+from analysis.calibration import fit_temperature_ece_grid
 from analysis.predictions import prediction_table, write_predictions
 from callbacks.base import RigorCallback, split_outputs
 from lightning_modules.mc_dropout import MCDropout, summarize

@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 
-from analysis.gates import gate_verdict, gate_verdict_above
+from analysis.metrics import gate_verdict, gate_verdict_above
 from analysis.metrics import NEGATIVES, bin_spec, spread_summary, stratified_metrics
 from callbacks.base import RigorCallback
 

@@ -12,7 +12,7 @@ from typing import Any
 import hydra
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -87,3 +87,93 @@ def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
 
 def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
     return instantiate_dict(cfg, Logger, "logger")
+
+
+# Runs made before each family got its own subpackage (2026-12) name the old modules in their saved
+# config's `_target_`s and in their checkpoints' config stamp; evaluate.py and resume read them through
+# upgrade_targets, so those runs still predict, summarize and resume.
+MOVED_MODULES: dict[str, str] = {
+    "analysis.audio_summary": "analysis.audio.summary",
+    "analysis.clip_summary": "analysis.clip_subtask.summary",
+    "analysis.subtasks": "analysis.clip_subtask.subtasks",
+    "analysis.decision": "analysis.lens.decision",
+    "analysis.gates": "analysis.lens.gates",
+    "analysis.images": "analysis.lens.images",
+    "analysis.search_metrics": "analysis.lens.search_metrics",
+    "analysis.mcmc": "analysis.weak_lensing.mcmc",
+    "analysis.power_spectrum": "analysis.weak_lensing.power_spectrum",
+    "analysis.wl_score": "analysis.weak_lensing.score",
+    "callbacks.audio_evaluation": "callbacks.audio.evaluation",
+    "callbacks.core_sensitivity": "callbacks.lens.core_sensitivity",
+    "callbacks.search_metrics": "callbacks.lens.search_metrics",
+    "callbacks.shortcut_gates": "callbacks.lens.shortcut_gates",
+    "callbacks.puzzle_plots": "callbacks.puzzle.plots",
+    "callbacks.wl_score": "callbacks.weak_lensing.score",
+    "datamodules.simulate.audio": "datamodules.audio.simulate",
+    "datamodules.simulate.clip_digits": "datamodules.clip_subtask.simulate",
+    "datamodules.simulate.lens": "datamodules.lens.simulate",
+    "datamodules.simulate.weak_lensing": "datamodules.weak_lensing.simulate",
+    "datamodules.clip_embeddings": "datamodules.clip_subtask.embeddings",
+    "datamodules.audio": "datamodules.audio.datamodule",
+    "datamodules.clip_subtask": "datamodules.clip_subtask.datamodule",
+    "datamodules.lens": "datamodules.lens.datamodule",
+    "datamodules.puzzle": "datamodules.puzzle.datamodule",
+    "datamodules.weak_lensing": "datamodules.weak_lensing.datamodule",
+    "lightning_modules.nets.qwen2_audio": "lightning_modules.audio.qwen2_audio",
+    "lightning_modules.nets.clip_subtask": "lightning_modules.clip_subtask.nets",
+    "lightning_modules.nets.puzzle": "lightning_modules.puzzle.nets",
+    "lightning_modules.nets.weak_lensing": "lightning_modules.weak_lensing.nets",
+    "lightning_modules.audio_lora": "lightning_modules.audio.module",
+    "lightning_modules.clip_subtask": "lightning_modules.clip_subtask.module",
+    "lightning_modules.lens": "lightning_modules.lens.module",
+    "lightning_modules.puzzle": "lightning_modules.puzzle.module",
+    "lightning_modules.weak_lensing": "lightning_modules.weak_lensing.module",
+    "analysis.clip_calibration": "analysis.calibration",
+}
+
+
+def upgrade_target(target: str) -> str:
+    """``target`` with a moved module renamed: ``<old module>.<name>`` becomes ``<new module>.<name>``.
+
+    Only a single name after the old module is renamed, so today's paths (``datamodules.lens.datamodule.X``
+    also starts with the old ``datamodules.lens``) are left as they are.
+    """
+    module, _, name = target.rpartition(".")
+    return f"{MOVED_MODULES[module]}.{name}" if module in MOVED_MODULES else target
+
+
+def upgrade_targets(cfg: Any) -> Any:
+    """Rename moved modules in every ``_target_`` of a config (DictConfig, dict or list), in place; returns it.
+
+    Interpolations elsewhere are left unresolved.
+    """
+    if isinstance(cfg, DictConfig):
+        items = [(key, cfg._get_node(key)) for key in cfg.keys()]
+        for key, node in items:
+            if isinstance(node, (DictConfig, ListConfig)):
+                upgrade_targets(node)
+            elif key == "_target_" and isinstance(node._value(), str):
+                cfg[key] = upgrade_target(node._value())
+    elif isinstance(cfg, ListConfig):
+        for i in range(len(cfg)):
+            node = cfg._get_node(i)
+            if isinstance(node, (DictConfig, ListConfig)):
+                upgrade_targets(node)
+    elif isinstance(cfg, dict):
+        for key, value in cfg.items():
+            if key == "_target_" and isinstance(value, str):
+                cfg[key] = upgrade_target(value)
+            else:
+                upgrade_targets(value)
+    elif isinstance(cfg, list):
+        for item in cfg:
+            upgrade_targets(item)
+    return cfg
+
+
+def load_run_config(path: str | Path) -> DictConfig:
+    """A run's saved ``.hydra/config.yaml``, unresolved, with moved modules' ``_target_``s upgraded."""
+    cfg = OmegaConf.load(path)
+    if not isinstance(cfg, DictConfig):
+        raise ValueError(f"{path}: expected a mapping, got {type(cfg).__name__}")
+    return upgrade_targets(cfg)

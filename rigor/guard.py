@@ -23,6 +23,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from rigor.config import upgrade_targets
+
 log = logging.getLogger(__name__)
 
 #: Config keys that may change between starts of one run (where files go, what logs, how many workers).
@@ -118,7 +120,7 @@ def check_resume(current: dict[str, Any], last: Path, force: bool) -> None:
     if stamped is None:
         log.warning("%s carries no config stamp (an older checkpoint): resuming without the config check", last)
         return
-    diff = config_diff(stamped, current)
+    diff = config_diff(upgrade_targets(stamped), current)  # a run from before the family subpackages names old modules
     if not diff:
         return
     lines = "\n".join(f"  {k}: {old!r} (checkpoint) -> {new!r} (now)" for k, old, new in diff[:30])

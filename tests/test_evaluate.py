@@ -32,7 +32,7 @@ def _run(script: str, *args: str, check: bool = True) -> subprocess.CompletedPro
 def sweep(tmp_path_factory, toy_lens_manifest) -> Path:
     sweep_dir = tmp_path_factory.mktemp("evalsweep") / "sweep"
     _run("train.py", "-m", f"data.manifest_path={toy_lens_manifest}", "seed=1,2", "trainer.max_epochs=2", "logger=csv",
-         "data.batch_size=32", "callbacks.core_sensitivity.splits=[val]", f"hydra.sweep.dir={sweep_dir}")
+         "data.batch_size=32", "callbacks.lens.core_sensitivity.splits=[val]", f"hydra.sweep.dir={sweep_dir}")
     return sweep_dir
 
 
@@ -140,7 +140,7 @@ def test_unknown_task_lists_the_task_files():
 
 
 def test_gates_task_detects_nothing_on_toy_data(tmp_path, toy_lens_manifest):
-    _run("evaluate.py", "task=gates", "gates.experiment=lens_smoke", "gates.preprocessing=raw", f"out_dir={tmp_path}",
+    _run("evaluate.py", "task=lens_gates", "gates.experiment=lens_smoke", "gates.preprocessing=raw", f"out_dir={tmp_path}",
          f"gates.overrides=[\"data.manifest_path={toy_lens_manifest}\"]")
     report = json.loads(next(tmp_path.glob("gates_lens_smoke_raw_val.json")).read_text())
     assert report["gate_n_samples"] == 48 and report["core_gate"] in {"PASS", "WARN", "FAIL"}

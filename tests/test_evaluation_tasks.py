@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from scipy import stats
 
 from analysis.predictions import read_predictions
-from rigor.evaluation import run_calibrate, run_compare, run_summarize
+from tasks.evaluation import run_calibrate, run_compare, run_summarize
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
@@ -304,7 +304,7 @@ paths:
 thresholds: THRESHOLDS
 summary:
   lens_decision:
-    _target_: analysis.decision.lens_summary
+    _target_: analysis.lens.decision.lens_summary
     _partial_: true
     thresholds: ${thresholds}
 """
@@ -428,17 +428,17 @@ def _compose_evaluate(overrides: list[str]):
 
 def test_evaluate_config_composes_with_hydra():
     cfg = _compose_evaluate(["task=compare", "a=x.csv", "n_bootstrap=100"])
-    assert cfg.task._target_ == "rigor.evaluation.run_compare" and cfg.a == "x.csv" and cfg.n_bootstrap == 100
+    assert cfg.task._target_ == "tasks.evaluation.run_compare" and cfg.a == "x.csv" and cfg.n_bootstrap == 100
     assert cfg.out_dir is None and "fit" not in cfg and "ckpt_path" not in cfg  # only the chosen task's options
     assert cfg.hydra.job.chdir is False and cfg.hydra.run.dir.startswith("outputs/evaluate/")
     cal = _compose_evaluate(["task=calibrate", "fit=v.csv", "apply=t.csv"])  # the README's command line
     assert (cal.fit, cal.apply, cal.n_bins, cal.force) == ("v.csv", "t.csv", 15, False)
     assert cal.mc_dropout.review_std is None
     default = _compose_evaluate(["ckpt_path=r/checkpoints/best.ckpt"])
-    assert default.task._target_ == "rigor.predict.run_predict" and default.split == "test"
+    assert default.task._target_ == "tasks.predict.run_predict" and default.split == "test"
     assert default.mc_dropout.n_passes == 25 and default.mc_dropout.enabled is False
-    gates = _compose_evaluate(["task=gates", "gates.experiment=lens_b1", "gates.preprocessing=raw"])
-    assert gates.task._target_ == "callbacks.shortcut_gates.run_gates" and gates.gates.preprocessing == "raw"
+    gates = _compose_evaluate(["task=lens_gates", "gates.experiment=lens_b1", "gates.preprocessing=raw"])
+    assert gates.task._target_ == "tasks.lens.gates.run_gates" and gates.gates.preprocessing == "raw"
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -459,5 +459,5 @@ def test_unknown_task_fails_with_the_list():
 
     with pytest.raises(ValueError, match="calibrate.*summarize"):
         evaluate(OmegaConf.create({"task": "calibrate"}))  # a name, not a task config
-    with pytest.raises(ValueError, match=r"rigor.evaluation.run_nope.*cannot be loaded"):
-        evaluate(OmegaConf.create({"task": {"_target_": "rigor.evaluation.run_nope"}}))
+    with pytest.raises(ValueError, match=r"tasks.evaluation.run_nope.*cannot be loaded"):
+        evaluate(OmegaConf.create({"task": {"_target_": "tasks.evaluation.run_nope"}}))

@@ -28,17 +28,17 @@ def tiny_overrides(base: DictConfig, toy_lens: Path, tiny_wl: Path) -> list[str]
     Only keys the experiment has are overridden, so one list serves every experiment of a family.
     """
     family = {
-        "datamodules.lens.LensDataModule": [f"data.manifest_path={toy_lens}", "data.batch_size=16"],
-        "datamodules.puzzle.PuzzleDataModule": ["data.batch_size=32", "callbacks.overfit_check=null"],
+        "datamodules.lens.datamodule.LensDataModule": [f"data.manifest_path={toy_lens}", "data.batch_size=16"],
+        "datamodules.puzzle.datamodule.PuzzleDataModule": ["data.batch_size=32", "callbacks.overfit_check=null"],
         # as clip_subtask_smoke: scikit-learn's 8 x 8 digits and a one-epoch tiny CLIP
-        "datamodules.clip_subtask.ClipSubtaskDataModule": [
+        "datamodules.clip_subtask.datamodule.ClipSubtaskDataModule": [
             "data.source=sklearn_digits", "data.split.val_size=200", "data.split.test_size=300",
             "data.clip.tiny.pretrain.epochs=1", "model.subtask_training.max_epochs=3", "callbacks.mc_dropout.n_passes=5"],
         # tests/wl_data.py's maps and short chains
-        "datamodules.weak_lensing.WeakLensingDataModule": [
-            f"data.manifest_path={tiny_wl}", "callbacks.wl_score.mcmc.n_steps=400", "callbacks.wl_score.mcmc.n_trace=4"],
+        "datamodules.weak_lensing.datamodule.WeakLensingDataModule": [
+            f"data.manifest_path={tiny_wl}", "callbacks.weak_lensing.score.mcmc.n_steps=400", "callbacks.weak_lensing.score.mcmc.n_trace=4"],
         # as audio_smoke: a few dozen clips and a 20-step pretext
-        "datamodules.audio.AudioDataModule": [
+        "datamodules.audio.datamodule.AudioDataModule": [
             "data.batch_size=8", "data.simulation.n_speakers=6", "data.simulation.clips_per_speaker=4",
             "data.simulation.n_sources=7", "data.simulation.clips_per_source=3", "data.simulation.test_fraction=0.3",
             "data.test_fraction=0.3", "data.dev_fraction=0.3", "model.net.pretext.steps=20"],

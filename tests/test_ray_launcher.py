@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from rigor.evaluation import run_summarize
+from tasks.evaluation import run_summarize
 from rigor.launchers import gpus_per_job, ray_init_options
 from rigor.ledger import Ledger
 from tests.conftest import ROOT

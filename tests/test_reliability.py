@@ -220,7 +220,7 @@ def test_train_and_predict_refuse_a_crafted_checkpoint(tmp_path, toy_lens_manife
     # evaluate.py's predict task reads the file the same way, before Lightning does
     from omegaconf import OmegaConf
 
-    from rigor.predict import run_predict
+    from tasks.predict import run_predict
 
     (run / ".hydra").mkdir(exist_ok=True)
     (run / ".hydra" / "config.yaml").write_text("paths: {}\nseed: 0\n")

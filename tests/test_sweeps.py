@@ -155,7 +155,7 @@ def test_parallel_writers_leave_every_row_whole(tmp_path):
 
 
 def test_summaries_take_unfinished_states_from_the_ledger(tmp_path):
-    from rigor.evaluation import _failure_text, collect_jobs
+    from tasks.evaluation import _failure_text, collect_jobs
 
     def job_dir(num: int, seed: int) -> Path:
         (tmp_path / str(num) / ".hydra").mkdir(parents=True)

@@ -8,8 +8,8 @@ import hydra
 import pytest
 from omegaconf import OmegaConf
 
-from callbacks.core_sensitivity import CoreSensitivity
-from callbacks.shortcut_gates import ShortcutGates
+from callbacks.lens.core_sensitivity import CoreSensitivity
+from callbacks.lens.shortcut_gates import ShortcutGates
 from tests.conftest import compose
 
 GOOD = {"final_core_lr_auc": 0.55, "final_radial_lr_auc": 0.50, "core_reliance": 0.01, "test_thetae_min_auroc": 0.85,

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from analysis.predictions import read_predictions
-from analysis.wl_score import challenge_score
+from analysis.weak_lensing.score import challenge_score
 from tests.conftest import compose, train_in_process
 from tests.wl_data import tiny_wl_manifest
 
@@ -34,8 +34,8 @@ def test_cnn_mcmc_run_and_file_tasks(tmp_path) -> None:
     run = tmp_path / "run"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # short chains: the acceptance/ESS warnings are expected here
-        metrics = _train(["experiment=wl_simple_cnn_mcmc", "debug=fast", "cpu_threads=1", f"data.manifest_path={manifest}",
-                          "callbacks.wl_score.mcmc.n_steps=400", "callbacks.wl_score.mcmc.n_trace=4"], run)
+        metrics = _train(["experiment=weak_lensing_simple_cnn_mcmc", "debug=fast", "cpu_threads=1", f"data.manifest_path={manifest}",
+                          "callbacks.weak_lensing.score.mcmc.n_steps=400", "callbacks.weak_lensing.score.mcmc.n_trace=4"], run)
     assert metrics["status"] == "completed" and metrics["epochs_trained"] == 2
     for name in ("cnn_mcmc", "ps_mcmc"):
         assert np.isfinite(metrics[f"test_{name}_score"]) and 0 <= metrics[f"test_{name}_coverage"] <= 1
@@ -50,19 +50,19 @@ def test_cnn_mcmc_run_and_file_tasks(tmp_path) -> None:
     # the file tasks: the same MCMC stage on the run's files, then the score of its output
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        report = _evaluate(["task=wl_mcmc", f"val={run / 'predictions_val.csv'}", f"test={run / 'predictions_test.csv'}",
+        report = _evaluate(["task=weak_lensing_mcmc", f"val={run / 'predictions_val.csv'}", f"test={run / 'predictions_test.csv'}",
                             "mcmc.n_steps=400", "mcmc.n_trace=4", f"out_dir={tmp_path / 'eval'}"])
-    scored = _evaluate(["task=wl_score", f"predictions={report['predictions']}"])
+    scored = _evaluate(["task=weak_lensing_score", f"predictions={report['predictions']}"])
     assert scored["score"] == pytest.approx(report["mcmc_score"])
     assert (tmp_path / "eval" / "predictions_test_mcmc_wl_scores.csv").exists()
     with pytest.raises(ValueError, match="t_std"):
-        _evaluate(["task=wl_score", f"predictions={run / 'predictions_test.csv'}"])
+        _evaluate(["task=weak_lensing_score", f"predictions={run / 'predictions_test.csv'}"])
 
 
 def test_direct_run_writes_its_score(tmp_path) -> None:
     manifest = tiny_wl_manifest(tmp_path / "data")
     run = tmp_path / "run"
-    metrics = _train(["experiment=wl_resnet_attn_direct", "debug=fast", "cpu_threads=1", f"data.manifest_path={manifest}"], run)
+    metrics = _train(["experiment=weak_lensing_resnet_attn_direct", "debug=fast", "cpu_threads=1", f"data.manifest_path={manifest}"], run)
     preds = read_predictions(run / "predictions_test.csv", kind="regression")
     assert preds.stds is not None
     assert metrics["test_score"] == pytest.approx(challenge_score(preds.targets, preds.means, preds.stds))

@@ -18,6 +18,6 @@ TINY_SIM = {
 
 def tiny_wl_manifest(cache_root: Path, **overrides) -> Path:
     """Generate (or reuse) the tiny data set under cache_root; returns its manifest path."""
-    from datamodules.simulate.weak_lensing import ensure_wl_dataset
+    from datamodules.weak_lensing.simulate import ensure_wl_dataset
 
     return ensure_wl_dataset(cache_root, {**TINY_SIM, **overrides}, n_workers=1, progress=False)

@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import binomtest
 from sklearn.metrics import balanced_accuracy_score, brier_score_loss, recall_score
 
-from analysis.audio_summary import (
+from analysis.audio.summary import (
     audio_metrics,
     audio_summary,
     exit_criteria,

@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar
 
-from analysis.clip_summary import (
+from analysis.clip_subtask.summary import (
     clip_summary,
     clip_verdict,
     majority_correct,

@@ -10,7 +10,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from analysis import decision
-from analysis.decision import THRESHOLD_KEYS, gate_verdict, gate_verdict_above, lens_summary
+from analysis.lens.decision import THRESHOLD_KEYS, lens_summary
+from analysis.metrics import gate_verdict, gate_verdict_above
 
 #: The one copy of the seed's thresholds: conf/thresholds/lens.yaml.
 TH = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "thresholds" / "lens.yaml"))

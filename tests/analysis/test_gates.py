@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from analysis.gates import core_features, gate_verdict, radial_features, shortcut_gates
-from analysis.images import core_mask, radial_median_model, radial_profile
+from analysis.lens.gates import core_features, radial_features, shortcut_gates
+from analysis.metrics import gate_verdict
+from analysis.lens.images import core_mask, radial_median_model, radial_profile
 
 
 def _stamps(n: int, size: int = 31, core_boost: float = 0.0, seed: int = 0):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.interpolate import LinearNDInterpolator
 
-from analysis.mcmc import (
+from analysis.weak_lensing.mcmc import (
     GaussianSummaryLikelihood,
     SimplexInterpolator,
     chain_checks,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
-from analysis.search_metrics import (
+from analysis.lens.search_metrics import (
     purity,
     purity_at_completeness,
     rate_label,

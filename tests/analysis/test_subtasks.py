@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import convolve
 
-from analysis.subtasks import (
+from analysis.clip_subtask.subtasks import (
     brightness_scores,
     edge_counts,
     percentile_thresholds,

@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import r2_score
 from sklearn.preprocessing import StandardScaler
 
-from analysis.wl_score import (
+from analysis.weak_lensing.score import (
     challenge_score,
     challenge_scores,
     coverage,

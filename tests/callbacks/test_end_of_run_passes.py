@@ -17,13 +17,13 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from analysis.calibration import fit_temperature
-from analysis.images import apply_core_mask
+from analysis.lens.images import apply_core_mask
 from callbacks.base import run_split
-from callbacks.core_sensitivity import CoreSensitivity
-from callbacks.search_metrics import SearchMetrics
+from callbacks.lens.core_sensitivity import CoreSensitivity
+from callbacks.lens.search_metrics import SearchMetrics
 from callbacks.temperature_scaling import TemperatureScaling
-from datamodules.lens import LensDataModule
-from lightning_modules.lens import LensModule
+from datamodules.lens.datamodule import LensDataModule
+from lightning_modules.lens.module import LensModule
 from tests.helpers import write_toy_lens_data
 
 N_VAL, N_TEST = 40, 36

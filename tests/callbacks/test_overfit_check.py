@@ -11,9 +11,9 @@ from torch import nn
 
 from tests.helpers import adamw
 from callbacks.overfit_check import OverfitCheck, OverfitCheckError
-from lightning_modules.lens import LensModule
-from lightning_modules.nets.puzzle import CellClassifier
-from lightning_modules.puzzle import PuzzleClassifier, PuzzleRegressor
+from lightning_modules.lens.module import LensModule
+from lightning_modules.puzzle.nets import CellClassifier
+from lightning_modules.puzzle.module import PuzzleClassifier, PuzzleRegressor
 from tests.conftest import compose
 
 N_CLASSES = 12

@@ -12,10 +12,10 @@ import torch
 from matplotlib.colors import to_rgba
 
 from tests.helpers import adamw
-from callbacks.puzzle_plots import TRUTH_COLOUR, WRONG_COLOUR, PuzzlePlots, accuracy_map, pair_title, piece_grid
-from datamodules.puzzle import PuzzleDataModule
-from lightning_modules.nets.puzzle import CellClassifier, CellRegressor
-from lightning_modules.puzzle import PuzzleClassifier, PuzzleRegressor
+from callbacks.puzzle.plots import TRUTH_COLOUR, WRONG_COLOUR, PuzzlePlots, accuracy_map, pair_title, piece_grid
+from datamodules.puzzle.datamodule import PuzzleDataModule
+from lightning_modules.puzzle.nets import CellClassifier, CellRegressor
+from lightning_modules.puzzle.module import PuzzleClassifier, PuzzleRegressor
 
 COLS, ROWS = 6, 4
 

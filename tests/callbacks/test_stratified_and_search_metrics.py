@@ -11,8 +11,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from analysis.search_metrics import tpr0, tpr10, tpr_at_fpr
-from callbacks.search_metrics import SearchMetrics
+from analysis.lens.search_metrics import tpr0, tpr10, tpr_at_fpr
+from callbacks.lens.search_metrics import SearchMetrics
 from callbacks.stratified_metrics import StratifiedMetrics
 
 THETAE_VERDICTS = {"min_auroc_pass": 0.8, "min_auroc_fail": 0.7, "spread_pass": 0.15, "spread_fail": 0.2}

@@ -11,8 +11,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from analysis.group_splits import LeakageError  # noqa: E402
-from datamodules.audio import AudioDataModule, assign_splits  # noqa: E402
-from datamodules.simulate.audio import AUDIO_NAME  # noqa: E402
+from datamodules.audio.datamodule import AudioDataModule, assign_splits  # noqa: E402
+from datamodules.audio.simulate import AUDIO_NAME  # noqa: E402
 
 TINY = dict(sample_rate=16000, window_seconds=1, hop_length=160, n_fft=400, num_mel_bins=80, encoder_layers=1,
             encoder_heads=2, encoder_ffn_dim=32, encoder_dim=16, hidden_size=16, intermediate_size=32, num_layers=1,

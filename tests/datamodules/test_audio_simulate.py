@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datamodules.simulate.audio import (
+from datamodules.audio.simulate import (
     AUDIO_NAME,
     ESpeak,
     coloured_noise,
@@ -78,14 +78,14 @@ def test_dataset_format_groups_and_cache(tmp_path) -> None:
     assert ensure_audio_dataset(tmp_path, TINY, progress=False) == manifest
     assert (manifest.parent / AUDIO_NAME).stat().st_mtime_ns == mtime
     # lists and tuples hash alike; a changed setting hashes differently
-    from datamodules.simulate.audio import as_config
+    from datamodules.audio.simulate import as_config
 
     assert config_hash(as_config(TINY)) == config_hash(as_config({**TINY, "snr_db": [-10, -5, 0, 5, 10, 20]}))
     assert config_hash(as_config(TINY)) != config_hash(as_config({**TINY, "seed": 7}))
 
 
 def test_bad_settings_fail_naming_the_key() -> None:
-    from datamodules.simulate.audio import as_config
+    from datamodules.audio.simulate import as_config
 
     with pytest.raises(ValueError, match="unknown key"):
         as_config({"n_speakerz": 3})

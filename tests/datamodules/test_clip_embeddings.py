@@ -11,9 +11,9 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import datamodules.clip_embeddings as ce  # noqa: E402
-from datamodules.clip_embeddings import EmbeddingCache, is_torchscript, load_clip  # noqa: E402
-from datamodules.simulate.clip_digits import register_model_config  # noqa: E402
+import datamodules.clip_subtask.embeddings as ce  # noqa: E402
+from datamodules.clip_subtask.embeddings import EmbeddingCache, is_torchscript, load_clip  # noqa: E402
+from datamodules.clip_subtask.simulate import register_model_config  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -38,7 +38,7 @@ def micro(tmp_path_factory):
 
 
 def reference_embeddings(model, preprocess, images):
-    from datamodules.simulate.clip_digits import preprocessed_images
+    from datamodules.clip_subtask.simulate import preprocessed_images
 
     with torch.no_grad():
         return model.encode_image(preprocessed_images(images, preprocess), normalize=True).numpy()
@@ -105,7 +105,7 @@ def test_cache_is_hit_by_the_second_arm_and_invalidated_when_the_weights_change(
 
     monkeypatch.setattr(ce, "encode_images", refuse)
     second_arm = EmbeddingCache(cache_dir)
-    with caplog.at_level(logging.INFO, logger="datamodules.clip_embeddings"):
+    with caplog.at_level(logging.INFO, logger="datamodules.clip_subtask.embeddings"):
         again = second_arm.get(load_clip(MICRO, weights), images, "toy:v1", "train")
     assert second_arm.hits == 1 and second_arm.misses == 0 and "cache hit" in caplog.text
     np.testing.assert_array_equal(first, again)
@@ -129,7 +129,7 @@ def test_cache_is_hit_by_the_second_arm_and_invalidated_when_the_weights_change(
 
 
 def test_a_warm_cache_never_builds_the_model_and_the_hash_memo_follows_the_file(micro, tmp_path):
-    from datamodules.clip_embeddings import ClipSpec, memo_sha256
+    from datamodules.clip_subtask.embeddings import ClipSpec, memo_sha256
 
     model, _, images = micro
     weights = save(model, tmp_path / "w.safetensors")

@@ -10,8 +10,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from datamodules.clip_subtask import ClipSubtaskDataModule  # noqa: E402
-from datamodules.simulate.clip_digits import DIGIT_NAMES, CaptionTokenizer, load_digit_images  # noqa: E402
+from datamodules.clip_subtask.datamodule import ClipSubtaskDataModule  # noqa: E402
+from datamodules.clip_subtask.simulate import DIGIT_NAMES, CaptionTokenizer, load_digit_images  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -114,7 +114,7 @@ def test_caption_tokenizer_puts_end_of_text_last():
 
 
 def test_cifar10_keeps_its_test_split_and_holds_out_a_stratified_val(tmp_path, monkeypatch):
-    import datamodules.clip_subtask as mod
+    import datamodules.clip_subtask.datamodule as mod
 
     rng = np.random.default_rng(0)
     fake = {"train": (rng.integers(0, 256, (500, 32, 32, 3), dtype=np.uint8), np.repeat(np.arange(10), 50)),

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from datamodules.lens import LensDataModule
+from datamodules.lens.datamodule import LensDataModule
 from tests.helpers import write_toy_lens_data
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from datamodules.puzzle import PuzzleDataModule, cut_pieces, load_image, tab_masks
+from datamodules.puzzle.datamodule import PuzzleDataModule, cut_pieces, load_image, tab_masks
 
 CELL = 8  # pixels per cell of the synthetic pictures
 

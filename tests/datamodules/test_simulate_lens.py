@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import datamodules.simulate.lens as lens
-from datamodules.simulate.lens import LensSimConfig, ensure_lens_dataset, simulate_lens_dataset
+import datamodules.lens.simulate as lens
+from datamodules.lens.simulate import LensSimConfig, ensure_lens_dataset, simulate_lens_dataset
 
 SMALL = dict(n_train=60, n_val=30, n_test=30, seed=7)
 TINY = dict(n_train=4, n_val=2, n_test=2)

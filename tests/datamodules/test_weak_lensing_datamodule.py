@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.weak_lensing import WeakLensingDataModule, block_mean
+from datamodules.weak_lensing.datamodule import WeakLensingDataModule, block_mean
 from tests.wl_data import tiny_wl_manifest
 
 

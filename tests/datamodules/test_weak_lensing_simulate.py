@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.power_spectrum import binned_cl, log_bins, mode_counts, pixel_window, predicted_pixel_variance
-from datamodules.simulate.weak_lensing import (
+from analysis.weak_lensing.power_spectrum import binned_cl, log_bins, mode_counts, pixel_window, predicted_pixel_variance
+from datamodules.weak_lensing.simulate import (
     WLSimConfig,
     as_config,
     cosmology_design,
@@ -36,7 +36,7 @@ def test_measured_cl_over_input_within_2_percent() -> None:
     cls = [binned_cl(gaussian_field(spectrum, box, rng), pix, edges, deconvolve_window=True)[1] for _ in range(200)]
     measured = np.mean(cls, axis=0)
     # the input, averaged over exactly the modes of each bin
-    from analysis.power_spectrum import ell_grid
+    from analysis.weak_lensing.power_spectrum import ell_grid
 
     lx, ly = ell_grid(box, pix)
     ell = np.hypot(lx, ly).ravel()

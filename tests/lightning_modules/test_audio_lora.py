@@ -11,7 +11,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from lightning_modules.nets.qwen2_audio import (  # noqa: E402
+from lightning_modules.audio.qwen2_audio import (  # noqa: E402
     AUDIO_PROMPT,
     Qwen2AudioAnswer,
     answer_token_ids,
@@ -172,7 +172,7 @@ def test_spec_augment_masks_within_bounds() -> None:
 def test_module_specaugment_and_adapter_only_checkpoint(base_dir, batch) -> None:
     from functools import partial
 
-    from lightning_modules.audio_lora import AudioLoRAModule
+    from lightning_modules.audio.module import AudioLoRAModule
 
     net = Qwen2AudioAnswer(base_dir, ANSWERS, PROMPT, _lora("attention"))
     module = AudioLoRAModule(net=net, optimizer=partial(torch.optim.AdamW, lr=1e-3),

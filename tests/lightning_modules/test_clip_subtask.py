@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from analysis.calibration import ece, probabilities_from_logits
-from analysis.clip_calibration import fit_temperature_ece_grid
-from lightning_modules.clip_subtask import ClipSubtaskModule, train_subtask_heads
+from analysis.calibration import fit_temperature_ece_grid
+from lightning_modules.clip_subtask.module import ClipSubtaskModule, train_subtask_heads
 from lightning_modules.mc_dropout import MCDropout, summarize
-from lightning_modules.nets.clip_subtask import MetaLearner, SubtaskMetaNet
+from lightning_modules.clip_subtask.nets import MetaLearner, SubtaskMetaNet
 
 SUBTASKS = {"superclass": 2, "brightness": 3, "complexity": 3}
 
@@ -150,7 +150,7 @@ def test_meta_learner_defaults_follow_the_seed():
 
 
 def test_a_resumed_run_does_not_train_the_heads_again(monkeypatch):
-    import lightning_modules.clip_subtask as mod
+    import lightning_modules.clip_subtask.module as mod
 
     trained = module()
     assert "heads_trained" in trained.state_dict()  # saved in every checkpoint

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_modules.nets.puzzle import LargerBackbone, TimmBackbone, count_parameters
-from lightning_modules.puzzle import CellAccuracy, MeanCellDistance, TopKAccuracy
+from lightning_modules.puzzle.nets import LargerBackbone, TimmBackbone, count_parameters
+from lightning_modules.puzzle.module import CellAccuracy, MeanCellDistance, TopKAccuracy
 from tests.conftest import compose
 
 # seed 002's architecture table (the deep head and the regressor follow from our configs' choices)

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_modules.nets.weak_lensing import CBAM, ResNetWithAttention, SimpleCNN
-from lightning_modules.weak_lensing import WeakLensingRegressor
+from lightning_modules.weak_lensing.nets import CBAM, ResNetWithAttention, SimpleCNN
+from lightning_modules.weak_lensing.module import WeakLensingRegressor
 
 H, W = 356, 44
 

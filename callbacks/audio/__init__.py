@@ -1,0 +1,1 @@
+"""The SPEECH/NONSPEECH LoRA audio classifier (seed 003): its callbacks code."""

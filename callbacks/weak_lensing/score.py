@@ -1,0 +1,132 @@
+"""End of a weak-lensing run (seed 001): predictions files, the challenge score and the CNN + MCMC stage.
+
+After testing the best checkpoint, the callback
+
+1. writes ``predictions_val.csv`` and ``predictions_test.csv`` (regression kind: ``t``, ``t_mean`` and,
+   for a direct head, ``t_std``; plus the maps' metadata, cosmology_id included) with their sidecars;
+2. for a direct head, scores the test predictions (challenge score, standardised MSE, R^2, coverage,
+   mean sigma) into metrics.json as ``test_score``, ``test_coverage``, ...;
+3. for each summary in ``mcmc.summaries`` (``outputs``: the network's point predictions; ``power_spectrum``:
+   log C_ell of the maps, the classical baseline), builds the per-cosmology Gaussian likelihood from the
+   validation maps, samples every test map's posterior at once, writes ``predictions_test_<name>.csv``
+   and scores it as ``test_<name>_score`` (name: ``cnn_mcmc`` or ``ps_mcmc``) with the acceptance and ESS
+   checks.
+
+The same MCMC stage runs on files with ``evaluate.py task=weak_lensing_mcmc`` (tasks/weak_lensing/evaluation.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from analysis.weak_lensing.mcmc import summary_posteriors
+from analysis.weak_lensing.power_spectrum import log_bins, log_cl_summary
+from analysis.predictions import prediction_table, write_predictions
+from analysis.weak_lensing.score import SCORE_FLOOR, SCORE_SCALE, wl_metrics
+from callbacks.base import RigorCallback, split_outputs
+
+log = logging.getLogger(__name__)
+
+SUMMARY_NAMES = {"outputs": "cnn_mcmc", "power_spectrum": "ps_mcmc"}
+
+
+class WLScore(RigorCallback):
+    """Predictions, score and posteriors at the end of testing.
+
+    Args:
+        score_scale, score_floor: The challenge score's constants (conf/thresholds/weak_lensing.yaml).
+        write_val: Also write predictions_val.csv (evaluate.py task=weak_lensing_mcmc needs it; one more pass over the
+            validation maps).
+        mcmc: ``{summaries: [outputs, power_spectrum], n_steps, proposal_std, burn_in, seed, grid_size, n_trace,
+            acceptance_band, ess_min, ps_ell_min, ps_ell_max, ps_n_bins}``; ``summaries: []`` switches it off.
+    """
+
+    def __init__(self, score_scale: float = SCORE_SCALE, score_floor: float = SCORE_FLOOR, write_val: bool = True,
+                 mcmc: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        self.score_scale, self.score_floor, self.write_val = float(score_scale), float(score_floor), write_val
+        if isinstance(mcmc, DictConfig):
+            mcmc = OmegaConf.to_container(mcmc, resolve=True)  # plain values: they go into JSON sidecars
+        self.mcmc = dict(mcmc or {})
+        unknown = [s for s in self.mcmc.get("summaries", []) or [] if s not in SUMMARY_NAMES]
+        if unknown:
+            raise ValueError(f"callbacks.weak_lensing.score.mcmc.summaries: unknown {unknown}; expected some of {list(SUMMARY_NAMES)}")
+        self._summary: dict[str, Any] = {}
+
+    def summary(self) -> dict[str, Any]:
+        return dict(self._summary)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        dm = trainer.datamodule
+        run_dir = Path(trainer.default_root_dir)
+        names = tuple(pl_module.target_names)
+        out = pl_module.epoch_outputs("test")
+        test_index, test_outputs = out["index"].numpy(), out["outputs"].double().numpy()
+        self._write(pl_module, dm, run_dir, "test", test_index, test_outputs)
+        summaries = list(self.mcmc.get("summaries", []) or [])
+        val_index, val_outputs = np.arange(len(dm.split_frame("val"))), None
+        if self.write_val or "outputs" in summaries:  # a pass over every validation map: only when something needs it
+            val = split_outputs(trainer, pl_module, "val")
+            val_index, val_outputs = val.index, val.outputs
+            if self.write_val:
+                self._write(pl_module, dm, run_dir, "val", val_index, val_outputs)
+        if pl_module.output_kind == "regression" and test_outputs.ndim == 3:
+            truth = dm.split_frame("test").iloc[test_index][list(names)].to_numpy(np.float64)
+            m = wl_metrics(truth, test_outputs[..., 0], test_outputs[..., 1], names, self.score_scale, self.score_floor,
+                           dm.label_loc, dm.label_scale)
+            self._summary.update({f"test_{k}": v for k, v in m.items()})
+        for summary in summaries:
+            self._run_mcmc(summary, pl_module, dm, run_dir, val_index, val_outputs, test_index, test_outputs)
+
+    # ----------------------------------------------------------------------------------------------
+    def _write(self, pl_module: L.LightningModule, dm: Any, run_dir: Path, split: str, index: np.ndarray, outputs: np.ndarray,
+               suffix: str = "", extra: Mapping[str, Any] | None = None) -> Path:
+        frame = dm.split_frame(split).iloc[index]
+        table = prediction_table("regression", outputs, frame, split, pl_module.target_names)
+        name = f"predictions_{split}{'_' + suffix if suffix else ''}.csv"
+        return write_predictions(run_dir / name, table, {"kind": "regression", "split": split,
+                                                         "target_names": list(pl_module.target_names), **(extra or {})})
+
+    def _summaries(self, which: str, dm: Any, index: np.ndarray, outputs: np.ndarray, split: str) -> np.ndarray:
+        if which == "outputs":
+            return outputs[..., 0] if outputs.ndim == 3 else outputs
+        edges = log_bins(float(self.mcmc.get("ps_ell_min", 100)), float(self.mcmc.get("ps_ell_max", 1e4)), int(self.mcmc.get("ps_n_bins", 10)))
+        maps = dm.split_maps(split)[index]
+        _, log_cl = log_cl_summary(maps, dm.map_pixel_arcmin, edges, mask=dm.mask)
+        return log_cl
+
+    def _run_mcmc(self, which: str, pl_module: L.LightningModule, dm: Any, run_dir: Path, val_index: np.ndarray,
+                  val_outputs: np.ndarray, test_index: np.ndarray, test_outputs: np.ndarray) -> None:
+        name = SUMMARY_NAMES[which]
+        names = list(pl_module.target_names)
+        val_frame = dm.split_frame("val").iloc[val_index]
+        test_frame = dm.split_frame("test").iloc[test_index]
+        start = time.time()
+        mean, std, diag, warns = summary_posteriors(
+            self._summaries(which, dm, val_index, val_outputs, "val"), val_frame["cosmology_id"].to_numpy(),
+            val_frame[names].to_numpy(np.float64), self._summaries(which, dm, test_index, test_outputs, "test"),
+            n_steps=int(self.mcmc.get("n_steps", 10_000)), proposal_std=float(self.mcmc.get("proposal_std", 0.06)),
+            burn_in=float(self.mcmc.get("burn_in", 0.2)), seed=int(self.mcmc.get("seed", 0)),
+            acceptance_band=tuple(self.mcmc.get("acceptance_band", (0.2, 0.5))), ess_min=float(self.mcmc.get("ess_min", 100)),
+            grid_size=int(self.mcmc.get("grid_size", 256)), n_trace=int(self.mcmc.get("n_trace", 32)),
+        )
+        wall = time.time() - start
+        for w in warns:
+            log.warning("%s: %s", name, w)
+        self._write(pl_module, dm, run_dir, "test", test_index, np.stack([mean, std], axis=-1), suffix=name,
+                    extra={"method": name, "mcmc": {k: v for k, v in self.mcmc.items() if k != "summaries"}, "diagnostics": diag,
+                           "warnings": warns})
+        m = wl_metrics(test_frame[names].to_numpy(np.float64), mean, std, names, self.score_scale, self.score_floor,
+                       dm.label_loc, dm.label_scale)
+        self._summary.update({f"test_{name}_{k}": v for k, v in m.items()})
+        self._summary.update({f"{name}_{k}": v for k, v in diag.items()})
+        self._summary[f"{name}_wall_time_s"] = round(wall, 2)
+        self._summary[f"{name}_n_warnings"] = len(warns)

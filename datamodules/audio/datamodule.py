@@ -1,0 +1,212 @@
+"""SPEECH / NONSPEECH clips for Qwen2-Audio: group splits, a dev split carved from train, a leakage audit.
+
+The data is a manifest (one row per clip: ``sample_id``, ``label``, ``group`` = speaker or source,
+``snr_db``, ``duration``, ``num_samples``; optionally ``split`` = train/test) with ``audio.npy`` beside
+it, read memory-mapped. ``manifest_path: null`` uses the embedded eSpeak NG simulation
+(datamodules/audio/simulate.py), generated once and cached; real clips are turned into the same
+format by ``datamodules.audio.simulate.import_audio_clips`` and read by the same code.
+
+Splits are by whole groups: train/test from the manifest's ``split`` column (or drawn by groups when it
+has none, or when ``resplit_seed`` is set), then ``dev_fraction`` of the training groups (per label
+class) become the dev split, which Rigor calls ``val``: it picks the checkpoint and fits the
+temperature. The leakage audit (analysis.group_splits.audit_leakage) runs in every ``setup`` and
+refuses, naming the groups, any two splits that share a group.
+
+Batches are dicts: ``input_features`` (B, n_mels, frames) Whisper log-mel features and
+``feature_attention_mask`` from the model's processor, ``input_ids`` and ``attention_mask`` of the
+prompt (right-padded; the audio placeholder expanded to the clip's number of audio tokens),
+``target`` (1 = SPEECH) and ``index``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from analysis.group_splits import audit_leakage, group_split
+from datamodules.base import BaseDataModule, check_columns
+from datamodules.audio.simulate import AUDIO_NAME, LABEL_NAMES, ensure_audio_dataset, normalise_labels
+
+REQUIRED = ("sample_id", "label", "group", "num_samples")
+INPUT_KEYS = ("input_features", "feature_attention_mask", "input_ids", "attention_mask")
+
+
+class TensorDictDataset(Dataset):
+    """Rows of equally long tensors, returned as dicts with ``target`` and ``index``."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor], targets: np.ndarray) -> None:
+        self.tensors = dict(tensors)
+        self.targets = torch.tensor(np.array(targets), dtype=torch.long)
+        for k, v in self.tensors.items():
+            if len(v) != len(self.targets):
+                raise ValueError(f"{k}: {len(v)} rows for {len(self.targets)} targets")
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        item = {k: v[i] for k, v in self.tensors.items()}
+        item["target"] = self.targets[i]
+        item["index"] = torch.as_tensor(i, dtype=torch.long)
+        return item
+
+
+def assign_splits(frame: pd.DataFrame, test_fraction: float, dev_fraction: float, dev_seed: int,
+                  resplit_seed: int | None, source: str) -> pd.Series:
+    """train / val (dev) / test of every row, by whole groups.
+
+    Args:
+        frame: The manifest (``group``, ``label``; ``split`` = train/test when it has one).
+        test_fraction: Fraction of each class's groups held out for test when splits are drawn here.
+        dev_fraction: Fraction of each class's training groups carved out as dev (``val``).
+        dev_seed: Seed of the dev carve-out.
+        resplit_seed: Draw train/test here with this seed even when the manifest has a split column.
+        source: The manifest path, for error messages.
+    """
+    groups, labels = frame["group"].to_numpy(), frame["label"].to_numpy()
+    if resplit_seed is not None or "split" not in frame.columns:
+        test = group_split(groups, labels, test_fraction, 0 if resplit_seed is None else int(resplit_seed))
+        split = np.where(test, "test", "train").astype(object)
+    else:
+        split = frame["split"].astype(str).str.lower().to_numpy().astype(object)
+        bad = sorted(set(split) - {"train", "test"})
+        if bad:
+            raise ValueError(f"{source}: column 'split' has {bad}; expected train/test (dev is carved from train here)")
+    train = split == "train"
+    dev = np.zeros(len(frame), dtype=bool)
+    dev[train] = group_split(groups[train], labels[train], dev_fraction, dev_seed)
+    split[dev] = "val"
+    return pd.Series(split, index=frame.index, name="split")
+
+
+class AudioDataModule(BaseDataModule):
+    """Qwen2-Audio inputs for SPEECH / NONSPEECH clips (see the module docstring).
+
+    Args:
+        manifest_path: A manifest parquet with ``audio.npy`` beside it; null = the embedded simulation.
+        cache_dir: Where the simulation is cached (``${paths.data_dir}``).
+        simulation: Settings of the simulation (AudioSimConfig fields).
+        dev_fraction: Fraction of each class's training groups that form the dev split (``val``).
+        dev_seed: Seed of the dev carve-out (fixed across training seeds: every seed sees the same split).
+        test_fraction: Fraction of each class's groups for test when the splits are drawn here.
+        resplit_seed: null keeps the manifest's train/test; an integer draws them again by groups.
+        processor_path: A processor directory (the real model's); null = the tiny model's processor,
+            built from ``tiny`` and ``answers`` (the same one the tiny base saves).
+        tiny: The tiny model's settings (``${model.net.tiny}``).
+        answers: The answer words (``${model.net.answers}``).
+        prompt: The question with one ``<|AUDIO|>`` (``${model.net.prompt}``).
+        batch_size, num_workers, seed: As in BaseDataModule.
+    """
+
+    def __init__(self, manifest_path: str | None = None, cache_dir: str = "data", simulation: Mapping[str, Any] | None = None,
+                 dev_fraction: float = 0.2, dev_seed: int = 42, test_fraction: float = 0.2, resplit_seed: int | None = None,
+                 processor_path: str | None = None, tiny: Mapping[str, Any] | None = None,
+                 answers: Sequence[str] = ("NONSPEECH", "SPEECH"), prompt: str = "", batch_size: int = 16,
+                 num_workers: int = 0, seed: int = 0) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        if not 0.0 < dev_fraction < 1.0:
+            raise ValueError(f"data.dev_fraction must lie in (0, 1), got {dev_fraction}")
+        self.manifest_path = Path(manifest_path) if manifest_path else None
+        self.cache_dir = Path(cache_dir)
+        self.simulation = dict(simulation or {})
+        self.dev_fraction = float(dev_fraction)
+        self.dev_seed = int(dev_seed)
+        self.test_fraction = float(test_fraction)
+        self.resplit_seed = resplit_seed
+        self.processor_path = processor_path
+        self.tiny = dict(tiny or {})
+        self.answers = list(answers)
+        self.prompt = prompt
+        self.audit: dict[str, int] = {}
+        self._manifest: pd.DataFrame | None = None
+
+    # --- data on disk ------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        if self.manifest_path is None:
+            ensure_audio_dataset(self.cache_dir, self.simulation)
+
+    def resolved_manifest(self) -> Path:
+        """The manifest in use (the cached simulation when none is given)."""
+        if self.manifest_path is not None:
+            if not self.manifest_path.exists():
+                raise FileNotFoundError(f"data.manifest_path: {self.manifest_path} does not exist")
+            return self.manifest_path
+        return ensure_audio_dataset(self.cache_dir, self.simulation)
+
+    def manifest(self) -> pd.DataFrame:
+        """The manifest with ``split`` (train/val/test) and ``row`` (row in audio.npy); audited."""
+        if self._manifest is not None:
+            return self._manifest
+        path = self.resolved_manifest()
+        frame = pd.read_parquet(path)
+        check_columns(frame, REQUIRED, path)
+        frame = frame.reset_index(drop=True)
+        frame["label"] = normalise_labels(frame["label"], str(path))
+        frame["row"] = np.arange(len(frame))
+        frame["split"] = assign_splits(frame, self.test_fraction, self.dev_fraction, self.dev_seed, self.resplit_seed, str(path))
+        # the audit runs before every run: a split that shares a group is refused, naming the groups
+        self.audit = audit_leakage({s: frame.loc[frame["split"] == s, "group"].to_numpy() for s in ("train", "val", "test")})
+        for s in ("train", "val", "test"):
+            if frame.loc[frame["split"] == s, "label"].nunique() < 2:
+                raise ValueError(f"{path}: split {s!r} holds only one label; it needs SPEECH and NONSPEECH groups")
+        self._manifest = frame
+        return frame
+
+    def audio(self, split: str) -> np.ndarray:
+        """The clips of a split, (N, samples) float32, in split_frame order."""
+        frame = self.manifest()
+        path = self.resolved_manifest().parent / AUDIO_NAME
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: the audio array of the manifest is missing")
+        array = np.load(path, mmap_mode="r")
+        rows = frame.loc[frame["split"] == split, "row"].to_numpy()
+        if len(frame) != array.shape[0]:
+            raise ValueError(f"{path}: {array.shape[0]} clips for {len(frame)} manifest rows")
+        return np.asarray(array[rows], dtype=np.float32)
+
+    def clips(self, split: str) -> list[np.ndarray]:
+        """The clips of a split without their zero padding (each cut at its num_samples)."""
+        lengths = self.manifest().loc[lambda f: f["split"] == split, "num_samples"].to_numpy()
+        return [a[: int(n)] for a, n in zip(self.audio(split), lengths)]
+
+    def data_key(self) -> str:
+        """A key naming the manifest and the training clips (the tiny base's cache key uses it)."""
+        frame = self.manifest()
+        ids = ",".join(frame.loc[frame["split"] == "train", "sample_id"].astype(str))
+        return hashlib.sha256(f"{self.resolved_manifest().resolve()}|{ids}".encode()).hexdigest()[:16]
+
+    # --- model inputs -------------------------------------------------------------------------------
+    def processor(self) -> Any:
+        from lightning_modules.audio.qwen2_audio import build_processor
+
+        if self.processor_path:
+            from transformers import AutoProcessor
+
+            return AutoProcessor.from_pretrained(self.processor_path, local_files_only=True)
+        if not self.tiny:
+            raise ValueError("data.tiny: the tiny model's settings are needed when data.processor_path is null")
+        return build_processor(self.tiny, self.answers)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.frames:
+            return
+        from lightning_modules.audio.qwen2_audio import encode_prompts
+
+        frame = self.manifest()
+        processor = self.processor()
+        sample_rate = int(processor.feature_extractor.sampling_rate)
+        for split in ("train", "val", "test"):
+            part = frame[frame["split"] == split].reset_index(drop=True)
+            inputs = encode_prompts(processor, self.clips(split), self.prompt, sample_rate)
+            self.datasets[split] = TensorDictDataset({k: inputs[k] for k in INPUT_KEYS}, part["label"].to_numpy())
+            out = pd.DataFrame({"sample_id": part["sample_id"].astype(str), "target": part["label"],
+                                "label_name": [LABEL_NAMES[v] for v in part["label"]]})
+            meta = [c for c in ("group", "snr_db", "duration", "kind", "split") if c in part.columns]
+            self.frames[split] = pd.concat([out, part[meta]], axis=1)

@@ -1,0 +1,1 @@
+"""The puzzle-cell classifier (seed 002): its datamodules code."""

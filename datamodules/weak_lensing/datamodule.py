@@ -1,0 +1,275 @@
+"""Weak-lensing convergence maps (seed 001): a manifest plus the valid pixels of each map and a mask.
+
+Two sources, one reader:
+
+- a manifest (``manifest.parquet``: sample_id, split, cosmology_id, realisation, omega_m, s8, noisy,
+  pixel_row and any metadata) beside ``pixels.npy`` (N, n_valid) and ``mask.npy`` (H, W), as the
+  embedded simulator (datamodules/weak_lensing/simulate.py) writes it when ``manifest_path`` is unset;
+- the FAIR-Universe kit's own arrays (``challenge.dir``): kappa (Ncosmo, Nsys, n_valid) flattened over
+  the mask, label (Ncosmo, Nsys, 5) and the mask file; splits along realisations (the last ``n_test``
+  realisations of every cosmology are test, the ``n_val`` before them val).
+
+Inputs follow the kit: shape noise sigma = shape_noise / sqrt(2 n_g p^2) is added to noiseless maps (train:
+a fresh draw per (seed, epoch, sample); val and test: one fixed draw per sample), then every map is
+standardised by one global mean and std of the training maps (noise included), masked pixels set to 0.
+Batches: ``kappa`` (1, H, W) float32, ``target`` (2,) = (Omega_m, S_8) in physical units, ``index``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from datamodules.base import SPLITS, BaseDataModule, check_columns, sample_rngs
+from datamodules.weak_lensing.simulate import noise_sigma
+
+log = logging.getLogger(__name__)
+
+TARGETS = ("omega_m", "s8")
+REQUIRED_COLUMNS = ("sample_id", "split", "cosmology_id", "omega_m", "s8")
+
+
+class MapDataset(Dataset):
+    """Maps rebuilt from their valid pixels, with fixed noise for evaluation splits.
+
+    Args:
+        pixels: (N_all, n_valid) array (memmap), rows of this split given by `rows`.
+        rows: Row of each sample in `pixels`.
+        mask: (H, W) bool mask.
+        targets: (N, 2) float32 targets.
+        fixed_noise: Per-sample noise std to add once (0: none), keyed by (seed, sample).
+        loc, scale: Global standardisation.
+        seed: Seed of the fixed noise.
+        downsample: Block-mean factor applied to the map (real kit maps at full resolution).
+    """
+
+    def __init__(self, pixels: np.ndarray, rows: np.ndarray, mask: np.ndarray, targets: np.ndarray, fixed_noise: np.ndarray,
+                 loc: float, scale: float, seed: int, downsample: int = 1, salt: int = 0) -> None:
+        self.pixels, self.rows, self.full_mask = pixels, np.asarray(rows), mask
+        self.targets = np.asarray(targets, dtype=np.float32)
+        self.fixed_noise = np.asarray(fixed_noise, dtype=np.float64)
+        self.loc, self.scale, self.seed, self.ds, self.salt = loc, scale, seed, downsample, salt
+        self.mask = block_mask(mask, downsample)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def raw_map(self, i: int) -> np.ndarray:
+        """The (H, W) map of sample i in physical units with its fixed noise (masked pixels 0)."""
+        full = np.zeros(self.full_mask.shape, dtype=np.float64)
+        full[self.full_mask] = self.pixels[self.rows[i]]
+        kappa = block_mean(full, self.full_mask, self.ds)
+        if self.fixed_noise[i] > 0:
+            rng = np.random.default_rng([self.seed, 99, self.salt, int(i)])
+            kappa = kappa + rng.standard_normal(kappa.shape) * self.fixed_noise[i]
+        return np.where(self.mask, kappa, 0.0)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        x = np.where(self.mask, (self.raw_map(i) - self.loc) / self.scale, 0.0).astype(np.float32)
+        return {"kappa": torch.from_numpy(x[None]), "target": torch.from_numpy(self.targets[i]), "index": torch.as_tensor(i, dtype=torch.long)}
+
+
+def block_mask(mask: np.ndarray, ds: int) -> np.ndarray:
+    """A block of ds x ds pixels is valid when at least half of it is."""
+    if ds <= 1:
+        return mask
+    h, w = mask.shape
+    return mask.reshape(h // ds, ds, w // ds, ds).mean(axis=(1, 3)) >= 0.5
+
+
+def block_mean(kappa: np.ndarray, mask: np.ndarray, ds: int) -> np.ndarray:
+    """Mean of the valid pixels of every ds x ds block (0 where a block has none)."""
+    if ds <= 1:
+        return kappa
+    h, w = kappa.shape
+    num = (kappa * mask).reshape(h // ds, ds, w // ds, ds).sum(axis=(1, 3))
+    den = mask.reshape(h // ds, ds, w // ds, ds).sum(axis=(1, 3))
+    return np.where(den > 0, num / np.maximum(den, 1), 0.0)
+
+
+class WeakLensingDataModule(BaseDataModule):
+    """Convergence maps -> (Omega_m, S_8), in the challenge kit's setting.
+
+    Args:
+        manifest_path: A manifest in the format above; None simulates the embedded default (cached).
+        challenge: ``{dir, kappa_file, label_file, mask_file, n_val, n_test, downsample}`` to read the kit's
+            own arrays instead (None: off).
+        map_shape: The (H, W) the model is built for; the data must match it (None: not checked).
+        cache_dir: Where simulated data is cached.
+        simulation: Keyword arguments of WLSimConfig (datamodules/weak_lensing/simulate.py).
+        sim_workers: Processes used to simulate.
+        pixel_arcmin: Pixel side of the kit's maps (full resolution) when reading challenge arrays.
+        n_galaxies, shape_noise: The kit's noise model (30 arcmin^-2, 0.4).
+        batch_size, num_workers, seed: See BaseDataModule.
+    """
+
+    def __init__(
+        self,
+        manifest_path: str | None = None,
+        challenge: Mapping[str, Any] | None = None,
+        map_shape: tuple[int, int] | None = None,
+        cache_dir: str = "data",
+        simulation: Mapping[str, Any] | None = None,
+        sim_workers: int = 2,
+        pixel_arcmin: float = 2.0,
+        n_galaxies: float = 30.0,
+        shape_noise: float = 0.4,
+        batch_size: int = 4,
+        num_workers: int = 0,
+        seed: int = 42,
+    ) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        self.manifest_path = manifest_path
+        self.challenge = dict(challenge) if challenge else None
+        self.map_shape = tuple(int(v) for v in map_shape) if map_shape is not None else None
+        self.cache_dir = cache_dir
+        self.simulation = dict(simulation or {})
+        self.sim_workers = sim_workers
+        self.pixel_arcmin = pixel_arcmin
+        self.n_galaxies = n_galaxies
+        self.shape_noise = shape_noise
+        self.noise_sigma = 0.0
+        self.map_pixel_arcmin = pixel_arcmin
+        self.input_loc, self.input_scale = 0.0, 1.0
+        self.label_loc = np.zeros(len(TARGETS))
+        self.label_scale = np.ones(len(TARGETS))
+        self.mask: np.ndarray | None = None
+
+    # --- sources -----------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        if self.manifest_path is None and self.challenge is None:
+            self._simulated_manifest()
+
+    def _simulated_manifest(self) -> Path:
+        from datamodules.weak_lensing.simulate import ensure_wl_dataset
+
+        return Path(ensure_wl_dataset(self.cache_dir, self.simulation, n_workers=self.sim_workers, progress=True))
+
+    def load(self) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, int, float]:
+        """(frame, pixels (N, n_valid), mask (H, W), downsample, pixel_arcmin of the stored maps)."""
+        if self.challenge is not None:
+            return self._load_challenge()
+        manifest = Path(self.manifest_path) if self.manifest_path else self._simulated_manifest()
+        if not manifest.exists():
+            raise FileNotFoundError(f"data.manifest_path: {manifest} does not exist")
+        frame = pd.read_parquet(manifest)
+        check_columns(frame, REQUIRED_COLUMNS, manifest)
+        bad = sorted(set(frame["split"]) - set(SPLITS))
+        if bad:
+            raise ValueError(f"{manifest}: column 'split' has values {bad}; expected {list(SPLITS)}")
+        if frame["sample_id"].duplicated().any():
+            raise ValueError(f"{manifest}: duplicated sample_id values, e.g. {frame.loc[frame['sample_id'].duplicated(), 'sample_id'].head(3).tolist()}")
+        pixels_path, mask_path = manifest.with_name("pixels.npy"), manifest.with_name("mask.npy")
+        for p in (pixels_path, mask_path):
+            if not p.exists():
+                raise FileNotFoundError(f"{p} is missing beside the manifest {manifest}")
+        pixels = np.load(pixels_path, mmap_mode="r")
+        mask = np.load(mask_path).astype(bool)
+        if pixels.ndim != 2 or pixels.shape[1] != int(mask.sum()):
+            raise ValueError(f"{pixels_path}: expected (N, {int(mask.sum())}) valid pixels of {mask_path}, got {pixels.shape}")
+        if "pixel_row" not in frame.columns:
+            frame = frame.assign(pixel_row=np.arange(len(frame)))
+        if "noisy" not in frame.columns:
+            frame = frame.assign(noisy=False)
+        if frame["pixel_row"].max() >= len(pixels):
+            raise ValueError(f"{manifest}: pixel_row reaches {frame['pixel_row'].max()} but {pixels_path} has {len(pixels)} rows")
+        geometry = manifest.with_name("geometry.json")
+        pixel = json.loads(geometry.read_text())["pixel_arcmin"] if geometry.exists() else self.pixel_arcmin
+        return frame, pixels, mask, 1, float(pixel)
+
+    def _load_challenge(self) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, int, float]:
+        c = self.challenge
+        root = Path(c["dir"])
+        paths = {k: root / c[k] for k in ("kappa_file", "label_file", "mask_file")}
+        for key, p in paths.items():
+            if not p.exists():
+                raise FileNotFoundError(f"data.challenge.{key}: {p} does not exist")
+        mask = np.load(paths["mask_file"]).astype(bool)
+        kappa = np.load(paths["kappa_file"], mmap_mode="r")
+        label = np.load(paths["label_file"], mmap_mode="r")
+        if kappa.ndim != 3 or kappa.shape[2] != int(mask.sum()) or label.shape[:2] != kappa.shape[:2]:
+            raise ValueError(f"{paths['kappa_file']}: expected (Ncosmo, Nsys, {int(mask.sum())}) with labels "
+                             f"{paths['label_file']} of shape (Ncosmo, Nsys, >=2); got {kappa.shape} and {label.shape}")
+        n_cosmo, n_sys = kappa.shape[:2]
+        n_val, n_test = int(c.get("n_val", 0)), int(c.get("n_test", 0))
+        split_of = np.array(["train"] * (n_sys - n_val - n_test) + ["val"] * n_val + ["test"] * n_test)
+        k, r = np.meshgrid(np.arange(n_cosmo), np.arange(n_sys), indexing="ij")
+        lab = np.asarray(label).reshape(n_cosmo * n_sys, -1)
+        frame = pd.DataFrame({
+            "sample_id": [f"c{a:03d}_r{b:03d}" for a, b in zip(k.ravel(), r.ravel())], "split": split_of[r.ravel()],
+            "cosmology_id": k.ravel(), "realisation": r.ravel(), "omega_m": lab[:, 0], "s8": lab[:, 1],
+            "noisy": False, "pixel_row": np.arange(n_cosmo * n_sys),
+        })
+        for j, name in enumerate(("t_agn", "f0", "dz")[: lab.shape[1] - 2]):
+            frame[name] = lab[:, 2 + j]
+        ds = int(c.get("downsample", 1))
+        return frame, kappa.reshape(n_cosmo * n_sys, -1), mask, ds, self.pixel_arcmin * ds
+
+    # --- setup -------------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.frames:
+            return
+        frame, pixels, mask, ds, pixel = self.load()
+        self.map_pixel_arcmin = pixel
+        self.noise_sigma = noise_sigma(self.shape_noise, self.n_galaxies, pixel)
+        self.mask = block_mask(mask, ds)
+        if self.map_shape is not None and tuple(self.mask.shape) != self.map_shape:
+            raise ValueError(f"data.map_shape is {list(self.map_shape)} but the maps are {list(self.mask.shape)}; set "
+                             "data.map_shape to the simulation's (height, width) / downsample (or the challenge's)")
+        train = frame[frame["split"] == "train"]
+        if len(train) == 0:
+            raise ValueError("weak lensing data: the train split is empty")
+        # global input statistics of the training maps as the network sees them (noise included)
+        sample = np.asarray(pixels[np.sort(train["pixel_row"].to_numpy()[:: max(len(train) // 200, 1)])], dtype=np.float64)
+        if ds > 1:
+            full = np.zeros((len(sample), *mask.shape))
+            full[:, mask] = sample
+            sample = np.stack([block_mean(m, mask, ds)[self.mask] for m in full])
+        noise_var = 0.0 if train["noisy"].all() else self.noise_sigma**2
+        self.input_loc = float(sample.mean())
+        self.input_scale = float(np.sqrt(sample.var() + noise_var))
+        labels = train[list(TARGETS)].to_numpy(np.float64)
+        self.label_loc, self.label_scale = labels.mean(axis=0), labels.std(axis=0)
+        self.label_scale[self.label_scale == 0] = 1.0
+        for i, split in enumerate(SPLITS):
+            part = frame[frame["split"] == split].reset_index(drop=True)
+            noisy = part["noisy"].to_numpy(bool)
+            fixed = np.where(noisy | (split == "train"), 0.0, self.noise_sigma)  # train noise is drawn per epoch
+            self.datasets[split] = MapDataset(pixels, part["pixel_row"].to_numpy(), mask, part[list(TARGETS)].to_numpy(np.float32),
+                                              fixed, self.input_loc, self.input_scale, self.seed, ds, salt=i)
+            self.frames[split] = part.drop(columns=["split", "pixel_row"])
+            log.info("weak lensing %s: %d maps of %d cosmologies", split, len(part), part["cosmology_id"].nunique())
+        self._train_noisy = torch.from_numpy(frame.loc[frame["split"] == "train", "noisy"].to_numpy(bool))
+
+    # --- training-time noise -----------------------------------------------------------------------
+    def noise_batch(self, kappa: torch.Tensor, indices: torch.Tensor, epoch: int) -> torch.Tensor:
+        """Shape noise on standardised maps, drawn from (seed, epoch, sample), masked pixels untouched."""
+        if self.noise_sigma <= 0:
+            return kappa
+        shape = kappa.shape[1:]
+        draws = np.stack([g.standard_normal(shape) for g in sample_rngs(self.seed, epoch, indices)]).astype(np.float32)
+        noise = torch.from_numpy(draws).to(kappa.device) * (self.noise_sigma / self.input_scale)
+        keep = (~self._train_noisy[indices.cpu()]).to(kappa.device).reshape(-1, *([1] * len(shape)))
+        mask = torch.from_numpy(self.mask).to(kappa.device)
+        return kappa + noise * mask * keep
+
+    def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
+        trainer = self.trainer
+        if trainer is not None and trainer.training:
+            batch = {**batch, "kappa": self.noise_batch(batch["kappa"], batch["index"], trainer.current_epoch)}
+        return batch
+
+    # --- for analysis ------------------------------------------------------------------------------
+    def split_maps(self, split: str) -> np.ndarray:
+        """(N, H, W) maps of a split in physical units as evaluated (fixed noise; train maps noiseless)."""
+        self.setup()
+        ds = self.datasets[split]
+        return np.stack([ds.raw_map(i) for i in range(len(ds))]) if len(ds) else np.empty((0, *self.mask.shape))

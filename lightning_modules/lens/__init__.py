@@ -1,0 +1,1 @@
+"""The lens finder (seed 004): its lightning_modules code."""

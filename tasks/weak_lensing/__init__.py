@@ -1,0 +1,1 @@
+"""The weak-lensing uncertainty models (seed 001): its tasks code."""
