@@ -33,6 +33,12 @@ def toy_lens_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_toy_lens_data(tmp_path_factory.mktemp("toy_lens"))
 
 
+@pytest.fixture(scope="session")
+def tiny_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One directory per session under which each family builds its tiny data once (tests/families.py)."""
+    return tmp_path_factory.mktemp("tiny_families")
+
+
 def compose(overrides: list[str], config_name: str = "train"):
     """Compose a config the way train.py would (with the hydra node set, so ${hydra:...} resolves)."""
     from hydra import compose as hydra_compose

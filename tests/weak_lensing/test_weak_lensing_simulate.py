@@ -21,7 +21,7 @@ from datamodules.weak_lensing.simulate import (
     simulate_map,
     survey_mask,
 )
-from tests.wl_data import tiny_wl_manifest
+from tests.weak_lensing.wl_data import tiny_wl_manifest
 
 
 def _power_law(ell: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from datamodules.weak_lensing.datamodule import WeakLensingDataModule, block_mean
-from tests.wl_data import tiny_wl_manifest
+from tests.weak_lensing.wl_data import tiny_wl_manifest
 
 
 @pytest.fixture(scope="module")

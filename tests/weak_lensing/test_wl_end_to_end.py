@@ -13,7 +13,7 @@ import pytest
 from analysis.predictions import read_predictions
 from analysis.weak_lensing.score import challenge_score
 from tests.conftest import compose, train_in_process
-from tests.wl_data import tiny_wl_manifest
+from tests.weak_lensing.wl_data import tiny_wl_manifest
 
 pytestmark = pytest.mark.slow
 

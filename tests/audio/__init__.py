@@ -1,0 +1,1 @@
+"""Tests of the audio family; tiny.py holds its test sizes."""

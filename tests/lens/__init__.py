@@ -1,0 +1,1 @@
+"""Tests of the lens family; tiny.py holds its test sizes."""

@@ -1,0 +1,1 @@
+"""Tests of the puzzle family; tiny.py holds its test sizes."""

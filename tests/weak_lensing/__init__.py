@@ -1,0 +1,1 @@
+"""Tests of the weak_lensing family; tiny.py holds its test sizes."""
