@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from analysis import decision
+from analysis.lens import decision
 from analysis.lens.decision import THRESHOLD_KEYS, lens_summary
 from analysis.metrics import gate_verdict, gate_verdict_above
 
