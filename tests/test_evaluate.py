@@ -32,7 +32,7 @@ def _run(script: str, *args: str, check: bool = True) -> subprocess.CompletedPro
 def sweep(tmp_path_factory, toy_lens_manifest) -> Path:
     sweep_dir = tmp_path_factory.mktemp("evalsweep") / "sweep"
     _run("train.py", "-m", f"data.manifest_path={toy_lens_manifest}", "seed=1,2", "trainer.max_epochs=2", "logger=csv",
-         "data.batch_size=32", "callbacks.lens.core_sensitivity.splits=[val]", f"hydra.sweep.dir={sweep_dir}")
+         "data.batch_size=32", "callbacks.core_sensitivity.splits=[val]", f"hydra.sweep.dir={sweep_dir}")
     return sweep_dir
 
 

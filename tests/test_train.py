@@ -32,7 +32,7 @@ def run_train(*overrides: str, manifest: Path, check: bool = True) -> subprocess
     flags = [o for o in overrides if o.startswith("-")]  # argparse wants -m before the overrides
     overrides = tuple(o for o in overrides if not o.startswith("-"))
     cmd = [sys.executable, "train.py", *flags, f"data.manifest_path={manifest}", "data.batch_size=32",
-           "callbacks.lens.shortcut_gates.every_n_epochs=1", "callbacks.thetae_auroc.every_n_epochs=1", *overrides]
+           "callbacks.shortcut_gates.every_n_epochs=1", "callbacks.thetae_auroc.every_n_epochs=1", *overrides]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"train.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
@@ -68,7 +68,7 @@ def test_single_run_writes_metrics_checkpoints_and_plots(tmp_path, toy_lens_mani
 def test_two_seed_multirun_gives_two_runs_and_two_wandb_runs(tmp_path, toy_lens_manifest):
     sweep = tmp_path / "sweep"
     run_train("-m", "seed=1,2", "trainer.max_epochs=1", "logger=wandb", f"hydra.sweep.dir={sweep}",
-              "callbacks.lens.core_sensitivity.splits=[val]", manifest=toy_lens_manifest)
+              "callbacks.core_sensitivity.splits=[val]", manifest=toy_lens_manifest)
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert [j.name for j in jobs] == ["0", "1"]
     run_ids = set()
@@ -85,7 +85,7 @@ def test_two_seed_multirun_gives_two_runs_and_two_wandb_runs(tmp_path, toy_lens_
 
 
 def test_interrupted_run_resumes_to_the_same_metrics(tmp_path, toy_lens_manifest):
-    common = ("trainer.max_epochs=4", "logger=csv", "callbacks.lens.core_sensitivity.splits=[val]")
+    common = ("trainer.max_epochs=4", "logger=csv", "callbacks.core_sensitivity.splits=[val]")
     straight = tmp_path / "straight"
     run_train(*common, f"hydra.run.dir={straight}", manifest=toy_lens_manifest)
 
@@ -130,7 +130,7 @@ def test_default_experiment_on_freshly_simulated_data(tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     cmd = [sys.executable, "train.py", f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={run_dir}", "logger=csv",
            "data.simulation.n_train=64", "data.simulation.n_val=48", "data.simulation.n_test=48", "trainer.max_epochs=1",
-           "callbacks.lens.shortcut_gates.every_n_epochs=1", "callbacks.thetae_auroc.every_n_epochs=1"]
+           "callbacks.shortcut_gates.every_n_epochs=1", "callbacks.thetae_auroc.every_n_epochs=1"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     cached = list((tmp_path / "data").glob("lens_unpaired_*/manifest.parquet"))

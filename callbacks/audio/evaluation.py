@@ -30,7 +30,7 @@ class AudioEvaluation(RigorCallback):
 
     def __init__(self, fit_split: str = "val", write_predictions: bool = True) -> None:
         if fit_split == "test":
-            raise ValueError("callbacks.audio.evaluation.fit_split: the temperature must not be fitted on the test split")
+            raise ValueError("callbacks.audio_evaluation.fit_split: the temperature must not be fitted on the test split")
         self.fit_split = fit_split
         self.write = write_predictions
         self.results: dict[str, Any] = {}
@@ -39,7 +39,7 @@ class AudioEvaluation(RigorCallback):
         dm = trainer.datamodule
         fit_frame = dm.split_frame(self.fit_split)
         if "split" in fit_frame.columns and (fit_frame["split"].astype(str) == "test").any():
-            raise ValueError(f"callbacks.audio.evaluation: split {self.fit_split!r} holds clips recorded as test; "
+            raise ValueError(f"callbacks.audio_evaluation: split {self.fit_split!r} holds clips recorded as test; "
                              "the temperature must not be fitted on test data")
         fitted = split_outputs(trainer, pl_module, self.fit_split)
         temperature = fit_temperature(fitted.outputs, fitted.target.astype(int))

@@ -58,7 +58,7 @@ class CoreSensitivity(RigorCallback):
     ) -> None:
         self.radii = [float(r) for r in radii]
         if 0.0 not in self.radii or float(reliance_radius) not in self.radii:
-            raise ValueError(f"callbacks.lens.core_sensitivity.radii must contain 0 and reliance_radius={reliance_radius}, got {self.radii}")
+            raise ValueError(f"callbacks.core_sensitivity.radii must contain 0 and reliance_radius={reliance_radius}, got {self.radii}")
         self.reliance_radius = float(reliance_radius)
         self.splits = list(splits)
         self.fill = fill

@@ -154,10 +154,10 @@ class PuzzlePlots(RigorCallback):
 
     def __init__(self, split: str = "test", heatmap_piece: int = 0, grid_layout: Sequence[int] = (2, 4), seed: int = 0) -> None:
         if split != "test":
-            raise ValueError(f"callbacks.puzzle.plots.split: only 'test' is drawn (after testing the best checkpoint), "
+            raise ValueError(f"callbacks.puzzle_plots.split: only 'test' is drawn (after testing the best checkpoint), "
                              f"got {split!r}")
         if len(grid_layout) != 2 or min(grid_layout) < 1:
-            raise ValueError(f"callbacks.puzzle.plots.grid_layout must be [rows, pairs per row], got {list(grid_layout)}")
+            raise ValueError(f"callbacks.puzzle_plots.grid_layout must be [rows, pairs per row], got {list(grid_layout)}")
         self.split = split
         self.heatmap_piece = int(heatmap_piece)
         self.grid_layout = (int(grid_layout[0]), int(grid_layout[1]))

@@ -58,7 +58,7 @@ class WLScore(RigorCallback):
         self.mcmc = dict(mcmc or {})
         unknown = [s for s in self.mcmc.get("summaries", []) or [] if s not in SUMMARY_NAMES]
         if unknown:
-            raise ValueError(f"callbacks.weak_lensing.score.mcmc.summaries: unknown {unknown}; expected some of {list(SUMMARY_NAMES)}")
+            raise ValueError(f"callbacks.wl_score.mcmc.summaries: unknown {unknown}; expected some of {list(SUMMARY_NAMES)}")
         self._summary: dict[str, Any] = {}
 
     def summary(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ def run_gates(cfg: DictConfig) -> dict[str, Any]:
 
     The gates depend only on the model inputs (data + preprocessing + masking), not on the model, so a
     FAIL here means the data carry a shortcut before a single epoch is trained. The experiment's training
-    config is composed (so its ``callbacks.lens.shortcut_gates`` settings and its thresholds apply) and its
+    config is composed (so its ``callbacks.shortcut_gates`` settings and its thresholds apply) and its
     datamodule is built.
 
     Args:
@@ -44,7 +44,7 @@ def run_gates(cfg: DictConfig) -> dict[str, Any]:
     train_cfg = compose(config_name="train", overrides=overrides)
     gate_cfg = train_cfg.callbacks.get("shortcut_gates")
     if gate_cfg is None:
-        raise ValueError(f"experiment={experiment} has no callbacks.lens.shortcut_gates config")
+        raise ValueError(f"experiment={experiment} has no callbacks.shortcut_gates config")
     datamodule = hydra.utils.instantiate(train_cfg.data)
     split = cfg.gates.get("split", "val")
     images, labels, groups = datamodule.model_inputs(split, n=cfg.gates.get("n_samples"), epoch=cfg.gates.get("epoch"), seed=int(gate_cfg.seed))

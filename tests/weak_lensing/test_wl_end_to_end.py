@@ -35,7 +35,7 @@ def test_cnn_mcmc_run_and_file_tasks(tmp_path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # short chains: the acceptance/ESS warnings are expected here
         metrics = _train(["experiment=weak_lensing_simple_cnn_mcmc", "debug=fast", "cpu_threads=1", f"data.manifest_path={manifest}",
-                          "callbacks.weak_lensing.score.mcmc.n_steps=400", "callbacks.weak_lensing.score.mcmc.n_trace=4"], run)
+                          "callbacks.wl_score.mcmc.n_steps=400", "callbacks.wl_score.mcmc.n_trace=4"], run)
     assert metrics["status"] == "completed" and metrics["epochs_trained"] == 2
     for name in ("cnn_mcmc", "ps_mcmc"):
         assert np.isfinite(metrics[f"test_{name}_score"]) and 0 <= metrics[f"test_{name}_coverage"] <= 1
