@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from callbacks.base import summary_dir
 from callbacks.run_checkpoint import RunCheckpoint
-from rigor.config import instantiate_callbacks, instantiate_loggers, register_resolvers
+from rigor.config import compose_sweeps_with_their_first_experiment, instantiate_callbacks, instantiate_loggers, register_resolvers
 from rigor.guard import EXIT_TERMINATED, ConfigStamp, ResumeConfigError, TermHandler, Terminated, check_resume, check_splits, relevant_config, safe_load
 from rigor.jsonio import to_jsonable, write_json
 from rigor.launchers import completed_metrics, sweep_value
@@ -263,4 +263,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    compose_sweeps_with_their_first_experiment()
     main()

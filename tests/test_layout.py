@@ -163,3 +163,13 @@ def test_old_targets_are_upgraded_to_their_new_homes():
     cfg = {"a": [{"_target_": "analysis.decision.lens_summary", "x": "${seed}"}], "b": {"_target_": "callbacks.wl_score.WLScore"}}
     assert upgrade_targets(cfg) == {"a": [{"_target_": "analysis.lens.decision.lens_summary", "x": "${seed}"}],
                                     "b": {"_target_": "callbacks.weak_lensing.score.WLScore"}}
+
+
+def test_hydra_internal_that_sweeps_rely_on_is_there():
+    """rigor.config.compose_sweeps_with_their_first_experiment wraps this method (hydra-core 1.3)."""
+    import inspect
+
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    params = list(inspect.signature(ConfigLoaderImpl.load_configuration).parameters)
+    assert params[:4] == ["self", "config_name", "overrides", "run_mode"]

@@ -62,8 +62,8 @@ def test_puzzle_exp3_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_other_puzzle_experiments_in_one_sweep(tmp_path):
     experiments = ["puzzle_exp3_regression", "puzzle_rotation", "puzzle_generalization"]
-    # data/callbacks=puzzle: the sweep-level config (the default experiment) must know the keys overridden here
-    run(["-m", f"experiment={','.join(experiments)}", "data=puzzle", "callbacks=puzzle", f"paths.sweep_dir={tmp_path}",
+    # puzzle keys need no restated groups: the sweep-level config is the first swept experiment's (rigor.config)
+    run(["-m", f"experiment={','.join(experiments)}", f"paths.sweep_dir={tmp_path}",
          "trainer.max_epochs=1", "callbacks.overfit_check.enabled=false",
          *[t for t in TINY if not t.startswith(("trainer.", "callbacks.overfit"))]])
     by_name = {}
