@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+import pandas as pd
 from statsmodels.stats.contingency_tables import mcnemar
 
 from analysis.metrics import auroc as auroc_safe  # noqa: F401  (re-exported: one AUROC for the project)
@@ -294,3 +296,123 @@ def paired_bootstrap_ci(
         "n_valid": n_valid,
         "alpha": float(alpha),
     }
+
+
+def align_samples(
+    ids_a: np.ndarray,
+    targets_a: np.ndarray,
+    ids_b: np.ndarray,
+    targets_b: np.ndarray,
+    names: tuple[str, str] = ("A", "B"),
+    examples: int = 5,
+) -> np.ndarray:
+    """Row positions in B of A's samples; the one policy for pairing two arms by ``sample_id``.
+
+    The policy: both sides must hold exactly the same samples with the same targets. Arms scored on
+    different samples are not a paired comparison, so nothing is dropped or matched on a subset.
+
+    Args:
+        ids_a, ids_b: (N,) sample ids of each side (unique within a side).
+        targets_a, targets_b: (N,) targets in the same row order as the ids.
+        names: How the two sides are named in messages (file names, arms and seeds).
+        examples: How many example ids a message lists.
+
+    Returns:
+        ``pos`` with ``ids_b[pos] == ids_a``: B's rows in A's order.
+
+    Raises:
+        ValueError: Duplicate ids, different sample sets (how many only in A and only in B, with a few
+            example ids), or the same id with different targets.
+    """
+    ids_a, ids_b = np.asarray(ids_a).astype(str), np.asarray(ids_b).astype(str)
+    targets_a, targets_b = np.asarray(targets_a), np.asarray(targets_b)
+    for name, ids, targets in ((names[0], ids_a, targets_a), (names[1], ids_b, targets_b)):
+        if len(targets) != len(ids):
+            raise ValueError(f"{name}: {len(ids)} sample ids but {len(targets)} targets")
+        dup = pd.Index(ids)[pd.Index(ids).duplicated()].unique().tolist()
+        if dup:
+            raise ValueError(f"{name}: sample_id is not unique ({len(dup)} repeated, e.g. {dup[:examples]})")
+    set_a, set_b = set(ids_a.tolist()), set(ids_b.tolist())
+    only_a, only_b = sorted(set_a - set_b), sorted(set_b - set_a)
+    if only_a or only_b:
+        raise ValueError(
+            f"{names[0]} (a) and {names[1]} (b) hold different samples: {len(only_a)} only in a (e.g. {only_a[:examples]}), "
+            f"{len(only_b)} only in b (e.g. {only_b[:examples]}); arms are compared only on the same samples"
+        )
+    pos = pd.Index(ids_b).get_indexer(ids_a)
+    differ = np.flatnonzero(targets_a != targets_b[pos])
+    if differ.size:
+        raise ValueError(
+            f"{names[0]} and {names[1]} disagree on 'target' for {differ.size} sample(s), e.g. "
+            f"{ids_a[differ[:examples]].tolist()}; they cannot come from the same data"
+        )
+    return pos
+
+
+def _mean_correct(targets: np.ndarray, correct: np.ndarray) -> float:
+    """Accuracy from correctness, averaged over seeds when ``correct`` is (N, S)."""
+    return float(np.mean(correct))
+
+
+def paired_comparison(
+    ids_a: np.ndarray,
+    targets_a: np.ndarray,
+    scores_a: np.ndarray,
+    ids_b: np.ndarray,
+    targets_b: np.ndarray,
+    scores_b: np.ndarray,
+    metrics: tuple[str, ...] = ("accuracy",),
+    n_boot: int = 10000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    correct: bool = False,
+    names: tuple[str, str] = ("A", "B"),
+) -> dict[str, Any]:
+    """Arm B against arm A, paired by sample: exact McNemar and paired bootstrap CIs of B - A.
+
+    Rows are matched by ``sample_id`` under align_samples' policy (the same samples and targets on both
+    sides, else ValueError), so the result does not depend on either side's row order.
+
+    Args:
+        ids_a, targets_a, scores_a: Arm A's sample ids (N,), targets (N,) and scores: (N,) p(class 1) or
+            (N, C) class probabilities; with ``correct=True``, correctness (N,) or (N, S) for S seeds
+            (column s of A pairs with column s of B).
+        ids_b, targets_b, scores_b: The same for arm B, in any row order.
+        metrics: Bootstrap metrics of paired_bootstrap_ci ("accuracy", "balanced_accuracy", "auroc").
+            Ignored with ``correct=True``, where the one metric is ``accuracy``, the mean correctness
+            over samples (and seeds), bootstrapped by index draws.
+        n_boot, seed, alpha: Of the paired bootstrap (class-stratified); ``n_boot=0`` skips it.
+        correct: The scores are correctness, not probabilities.
+        names: How the two sides are named in error messages.
+
+    Returns:
+        ``n``; ``mcnemar`` (b = A right and B wrong, c = A wrong and B right, p): a dict, or a list
+        of dicts (one per seed) for (N, S) correctness; ``bootstrap`` (metric -> diff, ci_low,
+        ci_high, a, b, ...); ``targets``, ``scores_a``, ``scores_b``, ``correct_a``, ``correct_b``
+        in A's row order (for the caller's own per-class or per-seed figures).
+    """
+    pos = align_samples(ids_a, targets_a, ids_b, targets_b, names)
+    targets = np.asarray(targets_a)
+    scores_a, scores_b = np.asarray(scores_a), np.asarray(scores_b)[pos]
+    if scores_a.shape != scores_b.shape:
+        raise ValueError(f"{names[0]} scores {scores_a.shape} and {names[1]} scores {scores_b.shape} differ in shape")
+    if correct:
+        correct_a, correct_b = scores_a.astype(bool), scores_b.astype(bool)
+    else:
+        labels = targets.astype(np.int64)
+        correct_a = predictions_from_scores(scores_a) == labels
+        correct_b = predictions_from_scores(scores_b) == labels
+    if correct_a.ndim == 2:
+        mc: Any = [mcnemar_exact(correct_a[:, s], correct_b[:, s]) for s in range(correct_a.shape[1])]
+    else:
+        mc = mcnemar_exact(correct_a, correct_b)
+    boot: dict[str, dict[str, float]] = {}
+    if n_boot:
+        if correct:
+            boot["accuracy"] = paired_bootstrap_ci(targets, correct_a.astype(float), correct_b.astype(float),
+                                                   metric=_mean_correct, n_boot=n_boot, seed=seed, alpha=alpha)
+        else:
+            for metric in metrics:
+                boot[metric] = paired_bootstrap_ci(targets, scores_a, scores_b, metric, n_boot=n_boot, seed=seed, alpha=alpha)
+    return {"n": int(len(targets)), "mcnemar": mc, "bootstrap": boot, "targets": targets,
+            "scores_a": scores_a, "scores_b": scores_b, "correct_a": correct_a, "correct_b": correct_b}

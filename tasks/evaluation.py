@@ -32,8 +32,8 @@ from analysis.calibration import (
 from analysis.plots import metric_bars, reliability_diagram
 from analysis.predictions import Predictions, read_predictions
 from analysis.significance import (
-    mcnemar_exact,
     paired_bootstrap_ci,
+    paired_comparison,
     per_class_accuracy,
     predictions_from_scores,
 )
@@ -257,33 +257,6 @@ def _pair_labels(a: Path, b: Path) -> tuple[str, str]:
     return _safe(f"{pa[-k]}-{pa[-1]}"), _safe(f"{pb[-k]}-{pb[-1]}")
 
 
-def align_predictions(a: Predictions, b: Predictions, examples: int = 5) -> np.ndarray:
-    """Row positions in `b` of `a`'s samples, after checking both hold the same samples and targets.
-
-    Raises:
-        ValueError: Different sample sets (how many on each side, with a few example ids), disagreeing
-            targets, or different numbers of classes.
-    """
-    set_a, set_b = set(a.sample_id.tolist()), set(b.sample_id.tolist())
-    only_a, only_b = sorted(set_a - set_b), sorted(set_b - set_a)
-    if only_a or only_b:
-        raise ValueError(
-            f"{a.path} and {b.path} hold different samples: {len(only_a)} only in a (e.g. {only_a[:examples]}), "
-            f"{len(only_b)} only in b (e.g. {only_b[:examples]}); compare predictions of the same split"
-        )
-    if a.n_classes != b.n_classes or a.is_binary != b.is_binary:
-        raise ValueError(f"{a.path} has {a.n_classes} classes but {b.path} has {b.n_classes}")
-    pos = pd.Index(b.sample_id).get_indexer(a.sample_id)
-    differ = np.flatnonzero(a.targets != b.targets[pos])
-    if differ.size:
-        ids = a.sample_id[differ[:examples]].tolist()
-        raise ValueError(
-            f"{a.path} and {b.path} disagree on 'target' for {differ.size} sample(s), e.g. {ids}; "
-            "they cannot come from the same data"
-        )
-    return pos
-
-
 def run_compare(cfg: DictConfig) -> dict[str, Any]:
     """Paired comparison of two prediction files on the same samples (B minus A).
 
@@ -303,21 +276,18 @@ def run_compare(cfg: DictConfig) -> dict[str, Any]:
     """
     path_a, path_b = _required_path(cfg, "a"), _required_path(cfg, "b")
     a, b = (read_predictions(p, kind=("binary", "multiclass")) for p in (path_a, path_b))
-    pos = align_predictions(a, b)
-    targets = a.targets
-    probs_a = probabilities_from_logits(a.logits)
-    probs_b = probabilities_from_logits(b.logits[pos])
-    pred_a, pred_b = predictions_from_scores(probs_a), predictions_from_scores(probs_b)
+    if a.n_classes != b.n_classes or a.is_binary != b.is_binary:
+        raise ValueError(f"{a.path} has {a.n_classes} classes but {b.path} has {b.n_classes}")
     n_boot = int(_get(cfg, "n_bootstrap", 10000))
     seed = int(_get(cfg, "bootstrap_seed", 0))
     alpha = float(_get(cfg, "alpha", 0.05))
     name_a, name_b = _pair_labels(a.path, b.path)
 
-    mc = mcnemar_exact(pred_a == targets, pred_b == targets)
-    boot = {
-        metric: paired_bootstrap_ci(targets, probs_a, probs_b, metric, n_boot=n_boot, seed=seed, alpha=alpha)
-        for metric in ("accuracy", "balanced_accuracy", "auroc")
-    }
+    comp = paired_comparison(a.sample_id, a.targets, probabilities_from_logits(a.logits), b.sample_id, b.targets,
+                             probabilities_from_logits(b.logits), metrics=("accuracy", "balanced_accuracy", "auroc"),
+                             n_boot=n_boot, seed=seed, alpha=alpha, names=(str(a.path), str(b.path)))
+    targets, probs_a, probs_b, mc, boot = comp["targets"], comp["scores_a"], comp["scores_b"], comp["mcnemar"], comp["bootstrap"]
+    pred_a, pred_b = predictions_from_scores(probs_a), predictions_from_scores(probs_b)
     n_classes = a.n_classes
     pc_a = per_class_accuracy(targets, pred_a, n_classes)
     pc_b = per_class_accuracy(targets, pred_b, n_classes)

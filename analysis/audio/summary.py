@@ -9,7 +9,8 @@
 - ``exit_criteria``: PASS/FAIL of each criterion, thresholds from conf/thresholds/audio.yaml.
 - ``audio_summary``: the summary plugin (``evaluate.py task=summarize``): reads each job's
   ``predictions_test.csv``, runs exact McNemar between each arm and the reference arm per seed and a
-  paired bootstrap over pooled seeds (analysis.significance), and writes the exit-criteria table.
+  paired bootstrap over pooled seeds (analysis.significance.paired_comparison: a seed whose clips or
+  targets differ from the reference's is not compared, and a note says why), and writes the exit-criteria table.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.calibration import brier, ece, probabilities_from_logits
-from analysis.significance import mcnemar_exact, paired_bootstrap_ci, per_class_accuracy, stratified_bootstrap_indices
+from analysis.significance import paired_comparison, per_class_accuracy, stratified_bootstrap_indices
 from analysis.summary import fmt, markdown_table, pick_reference
 
 CLASS_NAMES = {0: "nonspeech", 1: "speech"}
@@ -228,6 +229,11 @@ def _job_predictions(job_dir: str) -> pd.DataFrame | None:
     return table
 
 
+def _probs(table: pd.DataFrame) -> np.ndarray:
+    """p(SPEECH) from a predictions table's uncalibrated logits (a monotone map: the same decisions)."""
+    return probabilities_from_logits(table["logit"].to_numpy())
+
+
 def _seed_of(job: Mapping[str, Any]) -> int | None:
     seed = (job.get("metrics") or {}).get("seed")
     return None if seed is None else int(seed)
@@ -304,27 +310,26 @@ def audio_summary(arms: Mapping[str, Mapping[str, Any]], jobs: Sequence[Mapping[
         if ref is not None and name != ref:
             ps, a_rows, b_rows = [], [], []
             for seed in sorted(set(tables) & set(arm_tables[ref])):
-                a = arm_tables[ref][seed].set_index("sample_id")
-                b = tables[seed].set_index("sample_id")
-                common = a.index.intersection(b.index)
-                if len(common) != len(a) or len(common) != len(b):
-                    notes.append(f"{name} seed {seed}: test clips differ from the reference's; "
-                                 f"compared on the {len(common)} shared")
-                a, b = a.loc[common], b.loc[common]
-                ca = (a["logit"] > 0) == (a["target"] > 0.5)
-                cb = (b["logit"] > 0) == (b["target"] > 0.5)
-                test = mcnemar_exact(ca.to_numpy(), cb.to_numpy())
-                stats["mcnemar"][seed] = test
-                ps.append(test["p"])
-                a_rows.append(a)
-                b_rows.append(b)
+                a, b = arm_tables[ref][seed], tables[seed]
+                try:  # the one pairing policy: the same clips with the same targets, else no comparison
+                    comp = paired_comparison(a["sample_id"].to_numpy(), a["target"].to_numpy(), _probs(a),
+                                             b["sample_id"].to_numpy(), b["target"].to_numpy(), _probs(b), metrics=(),
+                                             n_boot=0, names=(f"{ref} seed {seed}", f"{name} seed {seed}"))
+                except ValueError as err:
+                    notes.append(f"{name} seed {seed}: not compared with the reference ({err})")
+                    continue
+                stats["mcnemar"][seed] = comp["mcnemar"]
+                ps.append(comp["mcnemar"]["p"])
+                a_rows.append(a.assign(sample_id=f"{seed}:" + a["sample_id"]))
+                b_rows.append(b.assign(sample_id=f"{seed}:" + b["sample_id"]))
             stats["mcnemar_p"] = ps or None
             if a_rows:
+                # seeds pooled: a clip counts once per seed, paired with the same clip and seed of the other arm
                 pa, pb = pd.concat(a_rows), pd.concat(b_rows)
-                stats["paired_bootstrap"] = paired_bootstrap_ci(
-                    pa["target"].to_numpy(), probabilities_from_logits(pa["logit"].to_numpy()),
-                    probabilities_from_logits(pb["logit"].to_numpy()), metric="balanced_accuracy", n_boot=n_boot,
-                    seed=boot_seed, alpha=alpha)
+                stats["paired_bootstrap"] = paired_comparison(
+                    pa["sample_id"].to_numpy(), pa["target"].to_numpy(), _probs(pa), pb["sample_id"].to_numpy(),
+                    pb["target"].to_numpy(), _probs(pb), metrics=("balanced_accuracy",), n_boot=n_boot, seed=boot_seed,
+                    alpha=alpha)["bootstrap"]["balanced_accuracy"]
         hard = wrong_in_every_seed(tables)
         stats["wrong_in_every_seed"] = hard.to_dict(orient="records")
         stats["criteria"] = exit_criteria(stats, thresholds)

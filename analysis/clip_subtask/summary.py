@@ -5,7 +5,8 @@ MC-Dropout uncertainty, triage counts and subtask accuracies (the arm statistics
 already computed; nothing is recomputed here).
 
 The paired tests use each run's ``predictions_test.csv`` (written by callbacks/mc_dropout_summary.py),
-matched by ``sample_id``, so A and B are judged on the same test images:
+matched by ``sample_id`` under analysis.significance's one policy (every run on the same test images
+with the same targets, else an error), so A and B are judged on the same test images:
 
 - per seed: the exact McNemar test of run A(seed s) against run B(seed s) (analysis.significance.mcnemar_exact);
 - across seeds: (1) the paired bootstrap CI over test images of the seed-averaged accuracy difference
@@ -31,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.significance import mcnemar_exact, paired_bootstrap_ci
+from analysis.significance import align_samples, mcnemar_exact, paired_comparison
 from analysis.summary import fmt, markdown_table
 
 #: (metrics.json key, label) of the seed's comparison table, in order.
@@ -77,17 +78,11 @@ def read_correct(job_dir: str | Path) -> pd.DataFrame:
                          "correct": pred == frame["target"].to_numpy()})
 
 
-def correct_column(base: pd.DataFrame, frame: pd.DataFrame, what: str) -> np.ndarray:
-    """`frame`'s correctness in the row order of `base`; refuses a different image set or different targets."""
-    ids_base, ids = set(base["sample_id"]), set(frame["sample_id"])
-    if ids_base != ids or len(frame) != len(base):
-        only_base, only = sorted(ids_base - ids)[:3], sorted(ids - ids_base)[:3]
-        raise ValueError(f"{what}: tested on different images than the first run of arm A "
-                         f"(missing e.g. {only_base}, extra e.g. {only}, {len(frame)} rows vs {len(base)})")
-    indexed = frame.set_index("sample_id").loc[base["sample_id"]]
-    if not np.array_equal(indexed["target"].to_numpy(), base["target"].to_numpy()):
-        raise ValueError(f"{what}: the same sample_id has a different target than in the first run of arm A")
-    return indexed["correct"].to_numpy(bool)
+def aligned_correct(base: pd.DataFrame, frame: pd.DataFrame, names: tuple[str, str]) -> np.ndarray:
+    """`frame`'s correctness in the row order of `base`, under the one pairing policy (same images, same targets)."""
+    pos = align_samples(base["sample_id"].to_numpy(), base["target"].to_numpy(), frame["sample_id"].to_numpy(),
+                        frame["target"].to_numpy(), names)
+    return frame["correct"].to_numpy(bool)[pos]
 
 
 def seed_t_test(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
@@ -109,15 +104,18 @@ def majority_correct(correct: np.ndarray) -> np.ndarray:
     return correct.sum(axis=1) * 2 > correct.shape[1]
 
 
-def paired_comparison(
-    targets: np.ndarray, correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int = 10000, seed: int = 0, alpha: float = 0.05
+def seed_comparison(
+    targets: np.ndarray, correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int = 10000, seed: int = 0,
+    alpha: float = 0.05, ids: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """B against A on the same images over several seeds.
+    """B against A on the same images over several seeds (analysis.significance.paired_comparison per seed).
 
     Args:
         targets: (N,) class labels.
-        correct_a, correct_b: (N, S) correctness of each seed's run (column s of A pairs with column s of B).
+        correct_a, correct_b: (N, S) correctness of each seed's run (column s of A pairs with column s of B),
+            rows already aligned (aligned_correct).
         n_boot, seed, alpha: Of the paired bootstrap.
+        ids: (N,) sample ids of the rows (default: row numbers).
 
     Returns:
         ``per_seed`` (McNemar b, c, p and accuracies per column), ``bootstrap`` (seed-mean accuracy
@@ -128,15 +126,13 @@ def paired_comparison(
         correct_a, correct_b = correct_a[:, None], correct_b[:, None]
     if correct_a.shape != correct_b.shape or correct_a.shape[0] != len(targets):
         raise ValueError(f"correct_a {correct_a.shape} and correct_b {correct_b.shape} must match, with {len(targets)} rows")
-    per_seed = []
-    for s in range(correct_a.shape[1]):
-        test = mcnemar_exact(correct_a[:, s], correct_b[:, s])
-        per_seed.append({**test, "acc_a": float(correct_a[:, s].mean()), "acc_b": float(correct_b[:, s].mean())})
-    boot = paired_bootstrap_ci(targets, correct_a.astype(float), correct_b.astype(float),
-                               metric=lambda t, s: float(np.mean(s)), n_boot=n_boot, seed=seed, alpha=alpha)
+    ids = np.arange(len(targets)) if ids is None else np.asarray(ids)
+    comp = paired_comparison(ids, targets, correct_a, ids, targets, correct_b, n_boot=n_boot, seed=seed, alpha=alpha, correct=True)
+    per_seed = [{**test, "acc_a": float(correct_a[:, s].mean()), "acc_b": float(correct_b[:, s].mean())}
+                for s, test in enumerate(comp["mcnemar"])]
     return {
         "per_seed": per_seed,
-        "bootstrap": boot,
+        "bootstrap": comp["bootstrap"]["accuracy"],
         "majority_mcnemar": mcnemar_exact(majority_correct(correct_a), majority_correct(correct_b)),
         "seed_t": seed_t_test([r["acc_a"] for r in per_seed], [r["acc_b"] for r in per_seed]),
     }
@@ -214,10 +210,12 @@ def clip_summary(
             continue
         frames = {side: [read_correct(sides[side][s]["job_dir"]) for s in seeds] for side in ("a", "b")}
         base = frames["a"][0]
-        cols_a = [correct_column(base, f, f"{PREDICTIONS_FILE} of arm A, seed {s}") for s, f in zip(seeds, frames["a"])]
-        cols_b = [correct_column(base, f, f"{PREDICTIONS_FILE} of arm B, seed {s}") for s, f in zip(seeds, frames["b"])]
+        names = {side: [f"{PREDICTIONS_FILE} of arm {side.upper()}, seed {s}" for s in seeds] for side in ("a", "b")}
+        cols = {side: [aligned_correct(base, f, (names["a"][0], n)) for f, n in zip(frames[side], names[side])]
+                for side in ("a", "b")}
         targets = base["target"].to_numpy()
-        comp = paired_comparison(targets, np.column_stack(cols_a), np.column_stack(cols_b), n_boot, bootstrap_seed, alpha)
+        comp = seed_comparison(targets, np.column_stack(cols["a"]), np.column_stack(cols["b"]), n_boot, bootstrap_seed,
+                               alpha, ids=base["sample_id"].to_numpy())
         ece_a = [sides["a"][s]["metrics"].get("test_ece_calibrated", float("nan")) for s in seeds]
         ece_b = [sides["b"][s]["metrics"].get("test_ece_calibrated", float("nan")) for s in seeds]
         comp["ece_seed_t"] = seed_t_test(ece_a, ece_b)

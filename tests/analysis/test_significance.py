@@ -16,6 +16,7 @@ from analysis.significance import (
     auroc_safe,
     mcnemar_exact,
     paired_bootstrap_ci,
+    paired_comparison,
     per_class_accuracy,
     stratified_bootstrap_indices,
 )
@@ -209,3 +210,77 @@ def test_bootstrap_rejects_logits_and_unknown_metric():
         paired_bootstrap_ci(y, np.array([-2.0, 3, 1, 0]), np.zeros(4), "accuracy", n_boot=10)
     with pytest.raises(ValueError, match="unknown metric"):
         paired_bootstrap_ci(y, np.zeros(4), np.zeros(4), "f1", n_boot=10)
+
+
+# --- paired_comparison: one pairing policy for arm B against arm A -----------------------------------
+
+IDS = np.array([f"s{i}" for i in range(6)])
+TARGETS = np.array([0, 0, 0, 1, 1, 1])
+# A predicts [0, 0, 1, 1, 1, 0]: right on s0, s1, s3, s4; B predicts [1, 1, 0, 1, 1, 0]: right on s2, s3, s4
+P_A = np.array([0.2, 0.3, 0.7, 0.8, 0.9, 0.4])
+P_B = np.array([0.6, 0.7, 0.2, 0.8, 0.9, 0.4])
+
+
+def test_paired_comparison_matches_a_hand_worked_case():
+    comp = paired_comparison(IDS, TARGETS, P_A, IDS, TARGETS, P_B, metrics=("accuracy", "balanced_accuracy"), n_boot=2000)
+    # b = A right, B wrong: s0, s1; c = A wrong, B right: s2. Exact McNemar: 2 * P(X <= 1 | n=3, 1/2) = 2 * 4/8 = 1
+    assert (comp["mcnemar"]["b"], comp["mcnemar"]["c"]) == (2, 1)
+    assert comp["mcnemar"]["p"] == pytest.approx(1.0)
+    acc = comp["bootstrap"]["accuracy"]
+    assert (acc["a"], acc["b"], acc["diff"]) == pytest.approx((4 / 6, 3 / 6, -1 / 6))
+    # balanced: A (2/3 + 2/3) / 2, B (1/3 + 2/3) / 2
+    bal = comp["bootstrap"]["balanced_accuracy"]
+    assert (bal["a"], bal["b"]) == pytest.approx((2 / 3, 1 / 2))
+    assert acc["ci_low"] <= acc["diff"] <= acc["ci_high"]
+    assert comp["n"] == 6 and comp["correct_a"].tolist() == [True, True, False, True, True, False]
+
+
+def test_paired_comparison_mcnemar_extreme_case():
+    # B wrong wherever A is right on s0, s1, s3 and never right where A is wrong: b = 3, c = 0, p = 2 / 2**3
+    p_b = np.array([0.9, 0.9, 0.7, 0.1, 0.9, 0.4])
+    comp = paired_comparison(IDS, TARGETS, P_A, IDS, TARGETS, p_b, n_boot=500)
+    assert (comp["mcnemar"]["b"], comp["mcnemar"]["c"], comp["mcnemar"]["p"]) == (3, 0, pytest.approx(0.25))
+    assert comp["bootstrap"]["accuracy"]["ci_high"] <= 0  # no resample can favour B
+
+
+def test_paired_comparison_does_not_depend_on_row_order():
+    rng = np.random.default_rng(3)
+    n = 200
+    ids = np.array([f"id{i:03d}" for i in range(n)])
+    targets = rng.integers(0, 3, n)
+    pa, pb = rng.dirichlet(np.ones(3), n), rng.dirichlet(np.ones(3), n)
+    metrics = ("accuracy", "balanced_accuracy", "auroc")
+    ref = paired_comparison(ids, targets, pa, ids, targets, pb, metrics=metrics, n_boot=300)
+    perm = rng.permutation(n)
+    shuffled_b = paired_comparison(ids, targets, pa, ids[perm], targets[perm], pb[perm], metrics=metrics, n_boot=300)
+    assert shuffled_b["mcnemar"] == ref["mcnemar"] and shuffled_b["bootstrap"] == ref["bootstrap"]
+    # A shuffled too: the same pairs, so the same McNemar table and the same (count-based) accuracy CIs
+    both = paired_comparison(ids[perm], targets[perm], pa[perm], ids[perm[::-1]], targets[perm[::-1]], pb[perm[::-1]],
+                             metrics=("accuracy", "balanced_accuracy"), n_boot=300)
+    assert both["mcnemar"] == ref["mcnemar"]
+    for m in ("accuracy", "balanced_accuracy"):
+        assert both["bootstrap"][m] == ref["bootstrap"][m]
+
+
+def test_paired_comparison_refuses_different_samples_or_targets():
+    with pytest.raises(ValueError) as err:
+        paired_comparison(IDS, TARGETS, P_A, np.array(["s0", "s1", "s2", "s3", "x1", "x2"]), TARGETS, P_B, names=("runA", "runB"))
+    msg = str(err.value)
+    assert "runA (a) and runB (b) hold different samples" in msg
+    assert "2 only in a (e.g. ['s4', 's5'])" in msg and "2 only in b (e.g. ['x1', 'x2'])" in msg
+    flipped = TARGETS.copy()
+    flipped[[1, 4]] = 1 - flipped[[1, 4]]
+    with pytest.raises(ValueError, match=r"runA and runB disagree on 'target' for 2 sample\(s\), e.g. \['s1', 's4'\]"):
+        paired_comparison(IDS, TARGETS, P_A, IDS, flipped, P_B, names=("runA", "runB"))
+    with pytest.raises(ValueError, match="B: sample_id is not unique"):
+        paired_comparison(IDS, TARGETS, P_A, np.array(["s0"] * 6), TARGETS, P_B)
+
+
+def test_paired_comparison_of_seed_columns():
+    # correctness (N, S): one McNemar per seed column, bootstrap of the seed-averaged accuracy
+    ca = np.array([[1, 1], [1, 0], [0, 0], [1, 1]], bool)
+    cb = np.array([[1, 1], [0, 0], [1, 1], [1, 0]], bool)
+    ids, targets = np.arange(4), np.array([0, 1, 0, 1])
+    comp = paired_comparison(ids, targets, ca, ids, targets, cb, correct=True, n_boot=200)
+    assert [(m["b"], m["c"]) for m in comp["mcnemar"]] == [(1, 1), (1, 1)]
+    assert comp["bootstrap"]["accuracy"]["diff"] == pytest.approx(5 / 8 - 5 / 8)

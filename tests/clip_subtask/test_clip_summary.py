@@ -12,7 +12,7 @@ from analysis.clip_subtask.summary import (
     clip_summary,
     clip_verdict,
     majority_correct,
-    paired_comparison,
+    seed_comparison,
     seed_t_test,
 )
 
@@ -39,7 +39,7 @@ def test_paired_comparison_per_seed_mcnemar_and_bootstrap():
     targets = rng.integers(0, 4, n)
     correct_a = rng.random((n, 3)) < 0.80
     correct_b = correct_a | (rng.random((n, 3)) < 0.30)  # B fixes a share of A's errors and breaks none
-    comp = paired_comparison(targets, correct_a, correct_b, n_boot=2000)
+    comp = seed_comparison(targets, correct_a, correct_b, n_boot=2000)
     for s, row in enumerate(comp["per_seed"]):
         b = int(np.sum(correct_a[:, s] & ~correct_b[:, s]))
         c = int(np.sum(~correct_a[:, s] & correct_b[:, s]))
@@ -52,8 +52,8 @@ def test_paired_comparison_per_seed_mcnemar_and_bootstrap():
     assert comp["bootstrap"]["ci_low"] > 0
     assert clip_verdict(comp) == "B better"
     # swapped roles: A better; identical models: nothing shown
-    assert clip_verdict(paired_comparison(targets, correct_b, correct_a, n_boot=500)) == "A better"
-    same = paired_comparison(targets, correct_a, correct_a, n_boot=500)
+    assert clip_verdict(seed_comparison(targets, correct_b, correct_a, n_boot=500)) == "A better"
+    same = seed_comparison(targets, correct_a, correct_a, n_boot=500)
     assert same["majority_mcnemar"]["p"] == 1.0 and clip_verdict(same) == "no difference shown"
 
 
@@ -99,6 +99,6 @@ def test_summary_pairs_runs_by_seed_on_the_same_images_in_any_row_order(tmp_path
     frame = pd.read_csv(tmp_path / "b2" / "predictions_test.csv")
     frame.loc[0, "sample_id"] = "other"
     frame.to_csv(tmp_path / "b2" / "predictions_test.csv", index=False)
-    with pytest.raises(ValueError, match="arm B, seed 2.*different images"):
+    with pytest.raises(ValueError, match="arm B, seed 2.*different samples"):
         clip_summary(arms, jobs, {"alpha": 0.05}, n_boot=100)
     assert clip_summary({}, [], {"alpha": 0.05}) is None
