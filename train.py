@@ -36,8 +36,9 @@ from callbacks.run_checkpoint import RunCheckpoint
 from rigor.config import compose_sweeps_with_their_first_experiment, instantiate_callbacks, instantiate_loggers, register_resolvers
 from rigor.guard import EXIT_TERMINATED, ConfigStamp, ResumeConfigError, TermHandler, Terminated, check_resume, check_splits, relevant_config, safe_load
 from rigor.jsonio import to_jsonable, write_json
-from rigor.launchers import completed_metrics, sweep_value
+from rigor.launchers import sweep_value
 from rigor.ledger import Ledger, job_fields, now, this_process
+from rigor.sweeps import completed_metrics
 
 log = logging.getLogger("rigor.train")
 register_resolvers()

@@ -17,6 +17,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+# the one override parser (Hydra's grammar, imported only when parsing); re-exported for the summary's readers
+from rigor.overrides import canonical_override, ignored_key, override_key  # noqa: F401
+
 #: Name of the arm whose overrides were nothing but the seed.
 BASE_ARM = "(base)"
 
@@ -44,30 +47,6 @@ def summarize_metric(values: Iterable[float], confidence: float = 0.95) -> dict[
         std = float(x.std(ddof=1))
         half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1) * std / math.sqrt(n))
     return {"n": n, "mean": mean, "std": std, "ci_half": half, "ci_low": mean - half, "ci_high": mean + half}
-
-
-def override_key(override: str) -> str:
-    """The key of a Hydra override, without +/++/~ prefixes: '++seed=3' -> 'seed'."""
-    return override.split("=", 1)[0].lstrip("+~").strip()
-
-
-def canonical_override(override: str) -> str:
-    """One spelling per value, as Hydra parses it: ``x=1e-3`` and ``x=0.001``, ``x=true`` and ``x=True``,
-    ``x=[1, 2]`` and ``x=[1,2]`` are each one override (Hydra's sweeps write values back in their own
-    spelling; single runs keep what was typed). An override Hydra cannot parse is compared as text."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        parsed = OverridesParser.create().parse_overrides([override.strip()])[0]
-    except Exception:
-        return override.strip()
-    value = "null" if parsed.value() is None else parsed.get_value_element_as_str()
-    return f"{parsed.get_key_element()}={value}"
-
-
-def ignored_key(key: str, ignore: Sequence[str]) -> bool:
-    """Whether an override key is one of `ignore` or below one (``a.b``, ``a/b`` under ``a``)."""
-    return any(key == i or key.startswith((i + ".", i + "/")) for i in ignore)
 
 
 def arm_name(overrides: Sequence[str], experiment: str | None = None, ignore: Sequence[str] = ("seed",)) -> str:
@@ -241,9 +220,12 @@ def metrics_table(
 
 
 def arm_matches(arm: str, reference: str) -> bool:
-    """True when every override of `reference` (space-separated, ``+``/``~`` ignored) is one of the arm's."""
+    """True when every override of `reference` (space-separated, ``+``/``~`` ignored) is one of the arm's.
+
+    Both are compared in canonical spelling, so a reference ``model.lr=1e-3`` names the arm ``model.lr=0.001``.
+    """
     def tokens(text: str) -> set[str]:
-        return {t.lstrip("+~") for t in text.split()}
+        return {canonical_override(t).lstrip("+~") for t in text.split()}
 
     return bool(reference.strip()) and tokens(reference) <= tokens(arm)
 

@@ -187,12 +187,13 @@ def compose_sweeps_with_their_first_experiment() -> None:
     callbacks.overfit_check=null` was checked against the default lens experiment and refused a puzzle
     key. With this, the sweep-level config is the first swept experiment's: every plain override that
     holds for the swept family is accepted, and the sweep directory is named after that experiment.
-    Each job is still composed by Hydra from its own overrides. Touches Hydra's ConfigLoaderImpl
-    (hydra-core 1.3; tests/test_layout.py checks the method is there).
+    Each job is still composed by Hydra from its own overrides. Touches Hydra's ConfigLoaderImpl, one of
+    the internals gathered in rigor/launchers.py (tests/test_internals.py checks it is there).
     """
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.types import RunMode
+
+    from rigor.launchers import HydraConfigLoaderImpl as ConfigLoaderImpl
+    from rigor.overrides import parse_override
 
     original = ConfigLoaderImpl.load_configuration
     if getattr(original, "_rigor_first_experiment", False):
@@ -202,11 +203,10 @@ def compose_sweeps_with_their_first_experiment() -> None:
                            *args: Any, **kwargs: Any) -> DictConfig:
         if run_mode != RunMode.MULTIRUN:
             return original(self, config_name, overrides, run_mode, *args, **kwargs)
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
         chosen = list(overrides)
-        for i, override in enumerate(parsed):
-            if override.key_or_group == "experiment" and override.is_sweep_override() and override.is_discrete_sweep():
-                chosen[i] = f"experiment={next(iter(override.sweep_string_iterator()))}"
+        for i, override in enumerate(map(parse_override, overrides)):
+            if override.key == "experiment" and override.sweep:
+                chosen[i] = f"experiment={override.sweep[0]}"
                 break
         else:
             return original(self, config_name, overrides, run_mode, *args, **kwargs)

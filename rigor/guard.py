@@ -24,16 +24,10 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from rigor.config import upgrade_targets
+from rigor.overrides import PLUMBING  # the keys a resume may change (defined with the override parser)
 
 log = logging.getLogger(__name__)
 
-#: Config keys that may change between starts of one run (where files go, what logs, how many workers).
-PLUMBING = (
-    "paths", "logger", "hydra", "ckpt_path", "cpu_threads", "train", "test", "tags", "summary", "resume_force",
-    "resume_sweep", "rerun_failed",
-    "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.sync_batchnorm",
-    "trainer.enable_progress_bar", "trainer.log_every_n_steps", "data.num_workers", "data.sim_workers", "data.cache_dir",
-)
 CHECKPOINT_KEY = "rigor_config"
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what schedulers expect of a terminated job
 

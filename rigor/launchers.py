@@ -20,31 +20,89 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from hydra._internal.core_plugins.basic_launcher import BasicLauncher as _HydraBasicLauncher
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from analysis.summary import canonical_override, ignored_key, override_key
-from rigor.jsonio import read_record
 from rigor.ledger import Ledger, job_fields, now
+from rigor.overrides import comparable_overrides  # noqa: F401  (re-exported: the resume check's comparison)
+from rigor.sweeps import completed_metrics, failed_before, read_overrides
 
-log = logging.getLogger(__name__)
+# =================================================================================================
+# Hydra and plugin internals: every name Rigor uses that is not the documented API of hydra-core, its
+# launcher plugins or submitit is imported or called here and nowhere else (rigor.config's sweep
+# composition takes ConfigLoaderImpl from here). Written and checked against hydra-core 1.3.8,
+# hydra-submitit-launcher 1.2.0, hydra-ray-launcher 1.2.2 and submitit 1.5.4; pyproject.toml pins those
+# ranges, and tests/test_internals.py checks that each one is still there, so an upgrade fails that
+# test rather than a sweep.
+#
+# hydra-core 1.3.8:
+#   hydra._internal.core_plugins.basic_launcher.BasicLauncher   subclassed; setup() sets hydra_context, config,
+#                                                               task_function
+#   hydra._internal.config_loader_impl.ConfigLoaderImpl         load_configuration(self, config_name, overrides,
+#                                                               run_mode, ...) wrapped by rigor.config
+#   hydra.core.utils run_job, setup_globals, configure_log      undocumented helpers every launcher plugin uses
+#   HydraContext.config_loader.load_sweep_config(cfg, overrides), Singleton.get_state()   (idem)
+# hydra-ray-launcher 1.2.2:
+#   ray_launcher.RayLauncher                                    subclassed; its ray_cfg (.init, .remote)
+#   _launcher_util._run_job(hydra_context=, sweep_config=, task_function=, singleton_state=)   run in a Ray worker
+# hydra-submitit-launcher 1.2.0:
+#   submitit_launcher.SlurmLauncher / LocalLauncher             subclassed; _EXECUTOR, params (submitit_folder,
+#                                                               max_num_timeout), __call__(sweep_overrides,
+#                                                               job_dir_key, job_num, job_id, singleton_state)
+#   config.BaseQueueConf                                        the parameters submitit takes unprefixed
+# submitit 1.5.4 (public, used as the plugin's launch uses it):
+#   AutoExecutor(cluster=, folder=, <cluster>_max_num_timeout=), update_parameters, map_array, Job.results(), Job.state
+# =================================================================================================
+
+from hydra._internal.config_loader_impl import ConfigLoaderImpl as HydraConfigLoaderImpl  # noqa: F401  (for rigor.config)
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher as HydraBasicLauncher
+from hydra.core.singleton import Singleton
+from hydra.core.utils import configure_log, run_job, setup_globals
 
 try:
-    from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher as _PluginRayLauncher
+    from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher as PluginRayLauncher
 
     RAY_AVAILABLE = True
 except ImportError:  # the `ray` extra is not installed
     RAY_AVAILABLE = False
 
-    class _PluginRayLauncher(_HydraBasicLauncher):  # type: ignore[no-redef]
+    class PluginRayLauncher(HydraBasicLauncher):  # type: ignore[no-redef]
         """Stands in for hydra-ray-launcher when it is missing, so the config fails with the way out."""
 
         def __init__(self, **kwargs: Any) -> None:
             raise ImportError('hydra/launcher=ray needs the ray extra: pip install -e ".[ray]"')
+
+try:
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher as PluginSubmititLocalLauncher
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as PluginSlurmLauncher
+except ImportError:  # hydra-submitit-launcher not installed
+    BaseQueueConf = PluginSlurmLauncher = PluginSubmititLocalLauncher = None  # type: ignore[assignment,misc]
+
+
+def ray_run_job() -> Callable[..., JobReturn]:
+    """hydra-ray-launcher's ``_launcher_util._run_job`` (imports ray: called in the Ray worker)."""
+    from hydra_plugins.hydra_ray_launcher._launcher_util import _run_job
+
+    return _run_job
+
+
+def ray_launcher_config(launcher: Any) -> DictConfig:
+    """The plugin RayLauncher's ``ray`` config (``init``, ``remote``), kept as ``ray_cfg``."""
+    return launcher.ray_cfg
+
+
+def submitit_executor(launcher: Any) -> str:
+    """The submitit executor a plugin launcher class stands for (``slurm``, ``local``): its ``_EXECUTOR``."""
+    return launcher._EXECUTOR
+
+
+# =================================================================================================
+
+log = logging.getLogger(__name__)
 
 
 class SweepResumeError(ValueError):
@@ -59,15 +117,6 @@ class Job:
     overrides: list[str]
     config: DictConfig
     run_dir: Path
-
-
-def comparable_overrides(overrides: Sequence[str]) -> list[str]:
-    """The overrides that define a job, in one spelling per value (analysis.summary.canonical_override:
-    ``x=true`` typed by a user and ``x=True`` written back by the sweeper are one job), with those of
-    plumbing keys (rigor/guard.py PLUMBING) left out."""
-    from rigor.guard import PLUMBING
-
-    return [canonical_override(o) for o in overrides if not ignored_key(override_key(o), PLUMBING)]
 
 
 def plan_jobs(hydra_context: HydraContext, config: DictConfig, job_overrides: Sequence[Sequence[str]],
@@ -103,9 +152,11 @@ def plan_jobs(hydra_context: HydraContext, config: DictConfig, job_overrides: Se
             sweep_config.hydra.job.id = job_id(idx) if job_id else idx
             sweep_config.hydra.job.num = idx
         run_dir = sweep_dir / str(sweep_config.hydra.sweep.subdir)
-        stored = run_dir / ".hydra" / "overrides.yaml"
-        if stored.is_file():
-            before, now_ = comparable_overrides(list(OmegaConf.load(stored))), comparable_overrides(list(overrides))
+        stored, unreadable = read_overrides(run_dir)
+        if unreadable:
+            mismatches.append(f"  job {idx} ({run_dir}): {unreadable}")
+        elif stored is not None:
+            before, now_ = comparable_overrides(stored), comparable_overrides(list(overrides))
             if before != now_:
                 mismatches.append(f"  job {idx} ({run_dir}): started with {before}, now {now_}")
         jobs.append(Job(idx, list(overrides), sweep_config, run_dir))
@@ -123,7 +174,7 @@ def plan_jobs(hydra_context: HydraContext, config: DictConfig, job_overrides: Se
                 ledger.update(job.idx, state="completed", **job_fields(filter_overrides(job.overrides), job.run_dir))
             kept[job.idx] = completed_return(job, done)
             continue
-        if _failed_before(job.run_dir, row) and not rerun_failed:
+        if failed_before(job.run_dir, row) and not rerun_failed:
             log.info("job %d failed before and rerun_failed=false: left as it is", job.idx)
             kept[job.idx] = failed_return(job, RuntimeError(f"job {job.idx} failed earlier (left by rerun_failed=false): "
                                                             f"{row.get('exit_reason') or 'see its failure.json'}"))
@@ -149,17 +200,6 @@ def completed_return(job: Job, metrics: dict[str, Any]) -> JobReturn:
     return ret
 
 
-def completed_metrics(run_dir: Path) -> dict[str, Any] | None:
-    """The metrics of a run that completed in `run_dir` (its metrics.json says so), else None."""
-    metrics = read_record(run_dir / "metrics.json")
-    return metrics if metrics is not None and metrics.get("status") == "completed" else None
-
-
-def _failed_before(run_dir: Path, row: dict[str, Any]) -> bool:
-    """Whether an unfinished job failed (ledger row or failure.json), rather than was interrupted or never ran."""
-    return row.get("state") == "failed" or (read_record(run_dir / "failure.json") or {}).get("status") == "failed"
-
-
 def failed_return(job: Job, error: BaseException) -> JobReturn:
     """A JobReturn that the sweeper reports as this job's failure (after the other jobs ran)."""
     ret = JobReturn(overrides=job.overrides, cfg=None, hydra_cfg=None, working_dir=str(job.run_dir), task_name=None,
@@ -168,7 +208,7 @@ def failed_return(job: Job, error: BaseException) -> JobReturn:
     return ret
 
 
-class BasicLauncher(_HydraBasicLauncher):
+class BasicLauncher(HydraBasicLauncher):
     """Hydra's basic launcher (one job after the other, in this process) with the ledger and resume checks."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
@@ -230,7 +270,6 @@ def _run_job_in_worker(hydra_context: HydraContext, sweep_config: DictConfig, ta
                        singleton_state: dict[Any, Any]) -> JobReturn:
     """Run one job in a Ray worker; cpu_threads, when null, follows the CPUs Ray gave the task."""
     import ray
-    from hydra_plugins.hydra_ray_launcher._launcher_util import _run_job
 
     from rigor.config import register_resolvers
 
@@ -240,8 +279,8 @@ def _run_job_in_worker(hydra_context: HydraContext, sweep_config: DictConfig, ta
         if cpus:
             with open_dict(sweep_config):
                 sweep_config.cpu_threads = max(1, int(cpus))
-    return _run_job(hydra_context=hydra_context, sweep_config=sweep_config, task_function=task_function,
-                    singleton_state=singleton_state)
+    return ray_run_job()(hydra_context=hydra_context, sweep_config=sweep_config, task_function=task_function,
+                         singleton_state=singleton_state)
 
 
 def _reason(err: BaseException, limit: int = 400) -> str:
@@ -267,7 +306,7 @@ def record_lost_job(ledger: Ledger, job: Job, err: BaseException, where: str, de
     return failed_return(job, RuntimeError(f"job {job.idx} ({job.run_dir}): {reason}"))
 
 
-class RayLauncher(_PluginRayLauncher):
+class RayLauncher(PluginRayLauncher):
     """hydra-ray-launcher's local launcher, with failures collected per job instead of raised on the first one.
 
     Config (conf/hydra/launcher/ray.yaml): ``ray.init`` goes to ``ray.init`` (``address`` joins an
@@ -277,7 +316,6 @@ class RayLauncher(_PluginRayLauncher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import ray
-        from hydra.core.singleton import Singleton
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
@@ -288,10 +326,10 @@ class RayLauncher(_PluginRayLauncher):
             return [results[i] for i in sorted(results)]
         ledger = Ledger(self.config.hydra.sweep.dir)
         if not ray.is_initialized():
-            options = ray_init_options(self.ray_cfg.init)
+            options = ray_init_options(ray_launcher_config(self).init)
             log.info("starting Ray: ray.init(%s)", options)
             ray.init(**options)
-        remote = {"num_cpus": 1, "max_retries": 0, **OmegaConf.to_container(self.ray_cfg.remote, resolve=True)}
+        remote = {"num_cpus": 1, "max_retries": 0, **OmegaConf.to_container(ray_launcher_config(self).remote, resolve=True)}
         if remote.get("num_gpus") is None:
             remote["num_gpus"] = gpus_per_job(self.config.get("trainer"))
         remote = {k: v for k, v in remote.items() if v is not None}
@@ -335,10 +373,8 @@ class SubmititMixin:
         import os
 
         import submitit
-        from hydra.core.singleton import Singleton
-        from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
-        config, name = self.config, self._EXECUTOR  # type: ignore[attr-defined]
+        config, name = self.config, submitit_executor(self)  # type: ignore[attr-defined]
         assert config is not None
         jobs, results = plan_jobs(self.hydra_context, config, job_overrides, initial_job_idx,  # type: ignore[attr-defined]
                                   job_id=lambda idx: f"job_id_for_{idx}")

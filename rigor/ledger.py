@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from analysis.summary import override_key
+from rigor.overrides import override_key
 
 STATES = ("queued", "running", "completed", "failed", "terminated", "stale")
 COLUMNS = ("job", "state", "overrides", "start", "end", "exit_reason", "metrics", "attempts", "host", "pid", "updated")

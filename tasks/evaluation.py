@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from analysis.calibration import (
@@ -47,9 +46,9 @@ from analysis.summary import (
     seed_comparison,
     summarize_metric,
 )
-from rigor.config import load_run_config
-from rigor.guard import PLUMBING
 from rigor.jsonio import to_jsonable, write_json
+from rigor.overrides import PLUMBING
+from rigor.sweeps import read_sweep
 
 # --------------------------------------------------------------------------------------------------
 # small helpers
@@ -339,133 +338,18 @@ def run_compare(cfg: DictConfig) -> dict[str, Any]:
 # summarize
 
 
-def _natural_key(path: Path) -> list[Any]:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
-
-
-def _read_json(path: Path) -> tuple[Any, str | None]:
-    try:
-        return json.loads(path.read_text()), None
-    except (OSError, ValueError) as err:
-        return None, f"unreadable {path.name}: {err}"
-
-
-def _experiment_of(job_dir: Path, overrides: list[str], metrics: Mapping[str, Any] | None) -> str | None:
-    """Experiment name: the override, else metrics.json, else .hydra/config.yaml, else the sweep layout."""
-    for o in overrides:
-        if o.split("=", 1)[0].lstrip("+~") == "experiment":
-            return o.split("=", 1)[1]
-    if metrics and isinstance(metrics.get("experiment"), str):
-        return metrics["experiment"]
-    config = job_dir / ".hydra" / "config.yaml"
-    if config.is_file():
-        try:
-            loaded = yaml.safe_load(config.read_text()) or {}
-            if isinstance(loaded.get("experiment"), str):
-                return loaded["experiment"]
-        except yaml.YAMLError:
-            pass
-    # multirun/<experiment>/<timestamp>/<job>/: only trusted when the layout looks like that.
-    if job_dir.name.isdigit() and job_dir.parent.name[:1].isdigit() and job_dir.parent.parent.name:
-        return job_dir.parent.parent.name
-    return None
-
-
 def collect_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """Every job directory below `sweep_dir` (itself included) that has ``.hydra/overrides.yaml``.
+    """Every job below `sweep_dir` (itself included), with its sweep ledger's state: rigor.sweeps.read_sweep.
 
     Returns:
         One record per job: ``job_dir``, ``overrides``, ``metrics`` (the parsed metrics.json or None),
         ``status`` ("completed" when metrics.json exists and its status, if given, is "completed";
         otherwise its status; with failure.json, its status ("terminated" after SIGTERM) or "failed"; else
-        "unfinished"), ``experiment``,
-        ``failure`` (failure.json content or None), ``error`` (a problem reading the job) and ``config``
-        (``.hydra/config.yaml`` as an unresolved DictConfig, or None).
+        "unfinished"; an unfinished job's ledger state where the ledger has one), ``experiment``,
+        ``failure`` (failure.json content or None), ``error`` (a problem reading the job), ``config``
+        (``.hydra/config.yaml`` as an unresolved DictConfig, or None) and ``ledger`` (its row, where known).
     """
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise FileNotFoundError(f"sweep_dir is not a directory: {sweep_dir}")
-    job_dirs = sorted({p.parent.parent for p in sweep_dir.rglob("overrides.yaml") if p.parent.name == ".hydra"},
-                      key=_natural_key)
-    records = []
-    for job in job_dirs:
-        error = None
-        try:
-            overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
-        except yaml.YAMLError as err:
-            overrides, error = [], f"unreadable overrides.yaml: {err}"
-        if not isinstance(overrides, list):
-            overrides, error = [], f"overrides.yaml is not a list: {overrides!r}"
-        overrides = [str(o) for o in overrides]
-        metrics = failure = None
-        if (job / "metrics.json").is_file():
-            metrics, err = _read_json(job / "metrics.json")
-            error = error or err
-            if metrics is not None and not isinstance(metrics, dict):
-                metrics, error = None, "metrics.json is not a JSON object"
-        if (job / "failure.json").is_file():
-            failure, err = _read_json(job / "failure.json")
-            failure = failure if failure is not None else {"error": err}
-        if metrics is not None:
-            # A metrics.json is written at the end of a run; an explicit status overrides that.
-            status = str(metrics.get("status", "completed"))
-        else:
-            # train.py's failure.json says "terminated" for a SIGTERM (requeue it), "failed" otherwise
-            recorded = failure.get("status") if isinstance(failure, Mapping) else None
-            status = (recorded if recorded in ("failed", "terminated") else "failed") if failure is not None or error else "unfinished"
-        config, err = _read_config(job)
-        error = error or err
-        records.append({
-            "job_dir": str(job), "overrides": overrides, "metrics": metrics, "status": status,
-            "experiment": _experiment_of(job, overrides, metrics), "failure": failure, "error": error,
-            "config": config,
-        })
-    return _with_ledger_states(sweep_dir, records)
-
-
-def _with_ledger_states(sweep_dir: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Take each unfinished job's state from its sweep's ledger (rigor/ledger.py) where there is one.
-
-    The ledger is newer than a failure.json left by an earlier attempt (a rerun in progress reads as
-    running), knows jobs that never started (queued) and jobs whose process vanished (stale, or failed
-    with the reason the Ray launcher recorded). A completed metrics.json always wins. Jobs the ledger
-    lists without a job directory are added, with ``ledger`` (the row) set on every record it knows.
-    """
-    from rigor.ledger import LEDGER_DIR, Ledger
-
-    by_dir = {r["job_dir"]: r for r in records}
-    ledger_dirs = [sweep_dir] if (sweep_dir / LEDGER_DIR).is_dir() else []
-    ledger_dirs += sorted({p.parent for p in sweep_dir.rglob(LEDGER_DIR) if p.is_dir()} - {sweep_dir}, key=_natural_key)
-    added = []
-    for directory in ledger_dirs:
-        for row in Ledger(directory).rows():
-            # <sweep>/<job number> (Hydra's subdir) first: a moved sweep's rows still name the old paths
-            recorded = str(Path(str(row["metrics"])).parent) if row.get("metrics") else None
-            job_dir = next((d for d in (str(directory / str(row["job"])), recorded) if d in by_dir),
-                           str(directory / str(row["job"])))
-            rec = by_dir.get(job_dir)
-            if rec is None:
-                overrides = [str(o) for o in row.get("override_list") or str(row.get("overrides") or "").split()]
-                rec = {"job_dir": job_dir, "overrides": overrides, "metrics": None, "status": row.get("state") or "unfinished",
-                       "experiment": _experiment_of(Path(job_dir), overrides, None), "failure": None, "error": None,
-                       "config": None}
-                added.append(rec)
-            rec["ledger"] = row
-            if rec["status"] != "completed" and row.get("state") and row["state"] != "completed":
-                rec["status"] = row["state"]
-    return sorted(records + added, key=lambda r: _natural_key(Path(r["job_dir"])))
-
-
-def _read_config(job: Path) -> tuple[DictConfig | None, str | None]:
-    """The job's saved config (``.hydra/config.yaml``), unresolved, or None when there is none."""
-    path = job / ".hydra" / "config.yaml"
-    if not path.is_file():
-        return None, None
-    try:
-        config = load_run_config(path)
-    except Exception as err:  # a broken YAML file: report it with the job, do not stop the summary
-        return None, f"unreadable .hydra/config.yaml: {err}"
-    return (config, None) if isinstance(config, DictConfig) else (None, ".hydra/config.yaml is not a mapping")
+    return read_sweep(sweep_dir)
 
 
 def _consensus_strings(records: list[Mapping[str, Any]]) -> dict[str, str]:
@@ -557,7 +441,7 @@ def call_summary_plugin(name: str, entry: Mapping[str, Any], arms: Mapping[str, 
 def run_summarize(cfg: DictConfig) -> dict[str, Any]:
     """Summarize a Hydra sweep (or a directory of sweeps): per arm and metric, n, mean, std, t CI.
 
-    Arms are the overrides minus ``seed=...`` and plumbing keys (rigor/guard.py PLUMBING: threads, paths,
+    Arms are the overrides minus ``seed=...`` and plumbing keys (rigor/overrides.py PLUMBING: threads, paths,
     the launcher), plus the experiment name. Std is the sample std
     (ddof=1); the CI is mean +- t_{1-alpha/2, n-1} * std / sqrt(n). Jobs without a completed
     metrics.json are listed as failed/unfinished with their failure.json, never dropped. Then every

@@ -1,6 +1,7 @@
 """Rigor's launchers, where Hydra looks for plugins (it instantiates launchers only from hydra_plugins.*).
 
-The code lives in rigor/launchers.py; these subclasses only give it names Hydra accepts.
+The code lives in rigor/launchers.py; these subclasses only give it names Hydra accepts (the plugin classes
+they extend come from rigor/launchers.py's block of Hydra and plugin internals).
 """
 
 from rigor import launchers as _launchers
@@ -14,15 +15,10 @@ class RayLauncher(_launchers.RayLauncher):
     """rigor.launchers.RayLauncher (conf/hydra/launcher/ray.yaml); without the ray extra it says how to get it."""
 
 
-try:
-    from hydra_plugins.hydra_submitit_launcher import submitit_launcher as _submitit
-except ImportError:  # hydra-submitit-launcher not installed
-    _submitit = None
+if _launchers.PluginSlurmLauncher is not None:  # hydra-submitit-launcher is installed
 
-if _submitit is not None:
-
-    class SlurmLauncher(_launchers.SubmititMixin, _submitit.SlurmLauncher):
+    class SlurmLauncher(_launchers.SubmititMixin, _launchers.PluginSlurmLauncher):
         """hydra-submitit-launcher's SlurmLauncher with rigor.launchers.SubmititMixin (conf/hydra/launcher/slurm.yaml)."""
 
-    class SubmititLocalLauncher(_launchers.SubmititMixin, _submitit.LocalLauncher):
+    class SubmititLocalLauncher(_launchers.SubmititMixin, _launchers.PluginSubmititLocalLauncher):
         """submitit's local executor with rigor.launchers.SubmititMixin (conf/hydra/launcher/slurm_local.yaml)."""

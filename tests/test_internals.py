@@ -1,0 +1,95 @@
+"""Every Hydra, plugin and submitit internal that rigor/launchers.py touches is still there.
+
+rigor/launchers.py lists them in one block ("Hydra and plugin internals") with the versions they were
+written against, and pyproject.toml pins those ranges; this test is what fails when an upgrade moves one,
+instead of a sweep.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from dataclasses import fields
+
+import pytest
+
+from rigor import launchers
+
+
+def params(func: object) -> list[str]:
+    return list(inspect.signature(func).parameters)
+
+
+def test_hydra_core_internals():
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+    from hydra.core.config_loader import ConfigLoader
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+
+    assert launchers.HydraBasicLauncher is BasicLauncher and launchers.HydraConfigLoaderImpl is ConfigLoaderImpl
+    # rigor.config wraps load_configuration and passes the first four by position
+    assert params(ConfigLoaderImpl.load_configuration)[:4] == ["self", "config_name", "overrides", "run_mode"]
+    assert params(ConfigLoader.load_sweep_config) == ["self", "master_config", "sweep_overrides"]
+    launcher = BasicLauncher()  # setup() sets what rigor's launch reads
+    assert {"hydra_context", "task_function", "config"} <= set(params(BasicLauncher.setup))
+    assert {"config", "hydra_context", "task_function"} <= set(vars(launcher))
+    assert {"hydra_context", "task_function", "config", "job_dir_key", "job_subdir_key"} <= set(params(run_job))
+    assert params(configure_log)[:2] == ["log_config", "verbose_config"] and callable(setup_globals)
+    assert callable(filter_overrides) and callable(Singleton.get_state)
+    assert {"overrides", "cfg", "hydra_cfg", "working_dir", "task_name", "status"} <= {f.name for f in fields(JobReturn)}
+    assert isinstance(getattr(JobReturn, "return_value", None), property)  # the setter rigor's results use
+
+
+@pytest.mark.skipif(launchers.PluginSlurmLauncher is None, reason="hydra-submitit-launcher not installed")
+def test_submitit_plugin_internals():
+    import submitit
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher, LocalLauncher, SlurmLauncher
+
+    assert launchers.PluginSlurmLauncher is SlurmLauncher and launchers.PluginSubmititLocalLauncher is LocalLauncher
+    assert launchers.BaseQueueConf is BaseQueueConf and "submitit_folder" in {f.name for f in fields(BaseQueueConf)}
+    assert launchers.submitit_executor(SlurmLauncher) == "slurm" and launchers.submitit_executor(LocalLauncher) == "local"
+    assert params(BaseSubmititLauncher.__call__) == ["self", "sweep_overrides", "job_dir_key", "job_num", "job_id",
+                                                     "singleton_state"]
+    local = LocalLauncher(submitit_folder="x", timeout_min=1)
+    assert local.params["submitit_folder"] == "x"  # rigor's launch builds the executor from params
+    assert {"hydra_context", "task_function", "config"} <= set(params(BaseSubmititLauncher.setup))
+    assert {"cluster", "folder"} <= set(params(submitit.AutoExecutor.__init__))
+    for name in ("update_parameters", "map_array"):
+        assert callable(getattr(submitit.AutoExecutor, name))
+    assert callable(submitit.Job.results) and isinstance(submitit.Job.state, property)
+
+
+@pytest.mark.skipif(not launchers.RAY_AVAILABLE, reason="the ray extra is not installed")
+def test_ray_plugin_internals():
+    from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher
+
+    assert launchers.PluginRayLauncher is RayLauncher
+    assert launchers.ray_launcher_config(RayLauncher(ray={"init": {}, "remote": {}})) == {"init": {}, "remote": {}}
+    assert {"hydra_context", "task_function", "config"} <= set(params(RayLauncher.setup))
+    # the worker-side helper, found without importing ray here (ray_run_job imports it in the worker)
+    assert importlib.util.find_spec("hydra_plugins.hydra_ray_launcher._launcher_util") is not None
+    run_job = launchers.ray_run_job()
+    assert params(run_job) == ["hydra_context", "sweep_config", "task_function", "singleton_state"]
+
+
+def test_installed_versions_are_in_the_pinned_ranges():
+    """pyproject.toml pins each package whose internals rigor/launchers.py touches, and what is installed fits."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.requirements import Requirement
+
+    from tests.conftest import ROOT
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["ray"]]
+    pins = {r.name: r.specifier for r in requirements}
+    for name in ("hydra-core", "hydra-submitit-launcher", "submitit", "hydra-ray-launcher"):
+        assert any(s.operator == "<" for s in pins[name]), f"{name} needs an upper bound in pyproject.toml: {pins[name]}"
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            continue  # an optional extra
+        assert pins[name].contains(installed), f"{name} {installed} is outside pyproject.toml's {pins[name]}"
