@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import hashlib
 import json
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,8 @@ from scipy.signal import resample_poly
 from tqdm.auto import tqdm
 
 from analysis.group_splits import group_split
+from datamodules.simulation import SimConfig
+from rigor.cache import build_once
 
 SIM_VERSION = 1
 MANIFEST_NAME = "manifest.parquet"
@@ -44,8 +44,12 @@ SOURCE_KINDS = ("white", "pink", "brown", "tone", "chord", "clicks", "silence")
 
 
 @dataclasses.dataclass(frozen=True)
-class AudioSimConfig:
-    """Settings of the embedded audio simulation (conf/data/audio*.yaml, ``simulation:``)."""
+class AudioSimConfig(SimConfig):
+    """Settings of the embedded audio simulation (conf/data/audio*.yaml, ``simulation:``).
+
+    Values are coerced to the declared types (SimConfig): YAML lists become tuples, ints given for floats
+    become floats, so equal configs hash equally; a bad value fails naming ``data.simulation.<field>``.
+    """
 
     n_speakers: int = 56
     clips_per_speaker: int = 10
@@ -66,24 +70,10 @@ class AudioSimConfig:
     words_per_clip: tuple[int, int] = (2, 4)
     seed: int = 1234
 
-    def __post_init__(self) -> None:
-        # lists from YAML become tuples, ints given for floats become floats: equal configs hash equally
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, (list, tuple)):
-                value = tuple(value)
-                default = f.default
-                if isinstance(default, tuple) and default and isinstance(default[0], float):
-                    value = tuple(float(v) for v in value)
-                object.__setattr__(self, f.name, value)
-            elif isinstance(f.default, float) and isinstance(value, int):
-                object.__setattr__(self, f.name, float(value))
-        self._validate()
+    hash_version = ("version", SIM_VERSION)  # a class attribute, not a field
 
     def _validate(self) -> None:
-        def bad(name: str, why: str) -> ValueError:
-            return ValueError(f"data.simulation.{name}: {why}, got {getattr(self, name)!r}")
-
+        bad = self._bad
         for name in ("n_speakers", "n_sources", "clips_per_speaker", "clips_per_source", "sample_rate"):
             if int(getattr(self, name)) < 1:
                 raise bad(name, "expected an integer >= 1")
@@ -107,25 +97,13 @@ class AudioSimConfig:
 
 
 def as_config(cfg: AudioSimConfig | Mapping[str, Any] | None) -> AudioSimConfig:
-    """An AudioSimConfig from a mapping (unknown keys fail, naming them)."""
-    if cfg is None:
-        return AudioSimConfig()
-    if isinstance(cfg, AudioSimConfig):
-        return cfg
-    known = {f.name for f in dataclasses.fields(AudioSimConfig)}
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise ValueError(f"data.simulation: unknown key(s) {unknown}; expected some of {sorted(known)}")
-    def plain(v: Any) -> Any:
-        return list(v) if hasattr(v, "__iter__") and not isinstance(v, str) else v
-
-    return AudioSimConfig(**{k: plain(v) for k, v in dict(cfg).items()})
+    """An AudioSimConfig from a mapping, itself or None (unknown keys fail, naming them)."""
+    return AudioSimConfig.from_mapping(cfg)
 
 
 def config_hash(cfg: AudioSimConfig) -> str:
     """Short, stable hash of the config and the simulator version."""
-    blob = json.dumps({"version": SIM_VERSION, **dataclasses.asdict(cfg)}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return cfg.content_hash()
 
 
 # --- eSpeak NG through ctypes ----------------------------------------------------------------------
@@ -361,27 +339,17 @@ def audio_dataset_dir(cache_root: str | Path, cfg: AudioSimConfig | Mapping[str,
 
 def ensure_audio_dataset(cache_root: str | Path, cfg: AudioSimConfig | Mapping[str, Any] | None = None,
                          progress: bool = True) -> Path:
-    """The cached simulation of cfg, generated once (into a temporary directory, then renamed).
+    """The cached simulation of cfg, generated once by rigor.cache.build_once.
+
+    Under a lock, into a temporary directory that gets ``COMPLETE`` last and is then renamed, so parallel
+    jobs generate it once and none reads a half-written one.
 
     Returns:
         Path of ``manifest.parquet`` (``audio.npy`` lies beside it).
     """
     cfg = as_config(cfg)
-    final = audio_dataset_dir(cache_root, cfg)
-    if (final / COMPLETE_NAME).exists():
-        return final / MANIFEST_NAME
-    tmp = final.with_name(final.name + f".tmp{np.random.default_rng().integers(1 << 30)}")
-    try:
-        simulate_audio_dataset(tmp, cfg, progress)
-        (tmp / COMPLETE_NAME).write_text(f"audio simulation v{SIM_VERSION}, {config_hash(cfg)}\n")
-        try:
-            tmp.rename(final)
-        except OSError:  # another process finished first: keep theirs
-            if not (final / COMPLETE_NAME).exists():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    final = build_once(audio_dataset_dir(cache_root, cfg), lambda tmp: simulate_audio_dataset(tmp, cfg, progress),
+                       marker=COMPLETE_NAME, marker_text=f"audio simulation v{SIM_VERSION}, {config_hash(cfg)}\n")
     return final / MANIFEST_NAME
 
 

@@ -12,7 +12,8 @@ version, force_quick_gelu, sha256 of the weights file, data set id, split, norma
 and seed reuses one computation, and changing the weights file (even at the same path) invalidates it.
 On a warm cache the model is never built (``ClipSpec`` loads it only on a miss), and a weights file's
 hash is remembered by (path, size, mtime). Each entry is ``<key>.npy`` plus a ``<key>.json`` that
-records what went into the key and the transform's repr.
+records what went into the key and the transform's repr; it is written once by rigor.cache.build_once
+(under a lock, into a temporary file renamed into place), so parallel runs compute it once.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from rigor.cache import build_once, content_hash
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +218,7 @@ def load_clip(
 
 def cache_key(parts: dict[str, Any]) -> str:
     """A short stable hash of the parts that determine an embedding array."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return content_hash(parts, length=24)
 
 
 @torch.inference_mode()
@@ -263,25 +266,37 @@ class EmbeddingCache:
     ) -> np.ndarray:
         """The embeddings of `images`, from the cache when present (logged as a hit), else computed and stored."""
         parts = self.parts(clip, dataset_id, split, normalize)
-        key = cache_key(parts)
-        path = self.root / f"{key}.npy"
-        if path.exists():
-            array = np.load(path)
-            if array.shape[0] == len(images):
-                self.hits += 1
-                log.info("embedding cache hit: %s %s (%d x %d) %s", dataset_id, split, *array.shape, path)
-                return array
-            log.warning("embedding cache entry %s has %d rows, expected %d: recomputing", path, array.shape[0], len(images))
-        self.misses += 1
-        log.info("embedding cache miss: %s %s, computing %d embeddings with %s", dataset_id, split, len(images), clip.name)
-        start = time.time()
-        loaded = clip.load()
-        array = encode_images(loaded, images, batch_size, normalize, desc=f"embedding {split}")
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp.npy")
-        np.save(tmp, array)
-        tmp.replace(path)
-        meta = {**parts, "shape": list(array.shape), "seconds": round(time.time() - start, 2), "weights": loaded.weights,
-                "transform": repr(loaded.preprocess)}
-        path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+        path = self.root / f"{cache_key(parts)}.npy"
+        computed: list[np.ndarray] = []
+
+        def has_all_rows(p: Path) -> bool:
+            if not p.is_file():
+                return False
+            try:
+                rows = np.load(p, mmap_mode="r").shape[0]
+            except (OSError, ValueError):  # unreadable: recompute
+                rows = -1
+            if rows != len(images):
+                log.warning("embedding cache entry %s has %d rows, expected %d: recomputing", p, rows, len(images))
+            return rows == len(images)
+
+        def build(tmp: Path) -> None:
+            log.info("embedding cache miss: %s %s, computing %d embeddings with %s", dataset_id, split, len(images), clip.name)
+            start = time.time()
+            loaded = clip.load()
+            array = encode_images(loaded, images, batch_size, normalize, desc=f"embedding {split}")
+            with open(tmp, "wb") as f:  # a file object: np.save would add a second .npy to a path
+                np.save(f, array)
+            meta = {**parts, "shape": list(array.shape), "seconds": round(time.time() - start, 2), "weights": loaded.weights,
+                    "transform": repr(loaded.preprocess)}
+            path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+            computed.append(array)
+
+        build_once(path, build, is_complete=has_all_rows, marker=None)
+        if computed:
+            self.misses += 1
+            return computed[0]
+        array = np.load(path)
+        self.hits += 1
+        log.info("embedding cache hit: %s %s (%d x %d) %s", dataset_id, split, *array.shape, path)
         return array

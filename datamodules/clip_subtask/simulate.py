@@ -15,7 +15,6 @@ highest id, as open_clip's ``argmax`` pooling expects.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -27,6 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from rigor.cache import build_once, content_hash
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def register_model_config(name: str, cfg: Mapping[str, Any], directory: Path) ->
 
 
 def _config_hash(parts: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return content_hash(parts, length=16)
 
 
 def pretrain_tiny_clip(
@@ -137,7 +138,8 @@ def pretrain_tiny_clip(
     """Train the tiny CLIP contrastively on (image, caption) pairs, or reuse the cached weights file.
 
     The weights are cached under ``<cache_dir>/<hash>/open_clip_model.safetensors``, keyed by the model
-    config, the pretraining settings and `data_id` (which images). Each batch pairs every image with its
+    config, the pretraining settings and `data_id` (which images), and built once by rigor.cache.build_once
+    (under a lock, into a temporary directory renamed into place), so parallel jobs pretrain it once. Each batch pairs every image with its
     class caption; open_clip's ClipLoss is the symmetric InfoNCE of the image-text similarity matrix.
 
     Args:
@@ -162,49 +164,54 @@ def pretrain_tiny_clip(
     cfg = tiny_model_config(model_cfg, tokenizer.vocab_size)
     register_model_config(model_name, cfg, cache_dir / "configs")
     key = _config_hash({"model": cfg, "pretrain": dict(pretrain), "data": data_id, "n": int(len(labels))})
-    out = cache_dir / key / "open_clip_model.safetensors"
-    if out.exists():
-        log.info("tiny CLIP: cached weights %s", out)
-        return out
+    weights_name = "open_clip_model.safetensors"
+    built = []
 
-    torch.manual_seed(int(pretrain["seed"]))
-    model, preprocess, _ = open_clip.create_model_and_transforms(model_name, pretrained=None)
-    n_params = sum(p.numel() for p in model.parameters())
-    log.info("tiny CLIP %s: %d parameters; pretraining on %d images (%s)", model_name, n_params, len(labels), data_id)
-    # the training images go through the same eval transform the frozen model will see later
-    pixels = preprocessed_images(images, preprocess)
-    text = tokenizer(captions)
-    targets = torch.as_tensor(labels, dtype=torch.long)
-    loss_fn = open_clip.ClipLoss()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(pretrain["lr"]), weight_decay=float(pretrain["weight_decay"]))
-    epochs, batch_size = int(pretrain["epochs"]), int(pretrain["batch_size"])
-    steps = epochs * math.ceil(len(labels) / batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=float(pretrain["lr"]), total_steps=steps, pct_start=0.1)
-    rng = np.random.default_rng(int(pretrain["seed"]))
-    model.train()
-    start = time.time()
-    with tqdm(total=steps, desc="pretraining tiny CLIP", unit="step") as bar:
-        for epoch in range(epochs):
-            order = torch.as_tensor(rng.permutation(len(labels)))
-            for batch in torch.split(order, batch_size):
-                image_features, text_features, logit_scale = model(pixels[batch], text[targets[batch]])[:3]
-                # several images share a caption in a batch: ClipLoss still pairs row i with text i
-                loss = loss_fn(image_features, text_features, logit_scale)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
-                bar.update()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    tmp.rename(out)
-    (out.parent / "pretrain.json").write_text(
-        json.dumps({"model_name": model_name, "model_cfg": cfg, "pretrain": dict(pretrain), "data": data_id,
-                    "n_params": n_params, "wall_time_s": round(time.time() - start, 1), "final_loss": loss.item()}, indent=2)
-    )
-    log.info("tiny CLIP pretrained in %.0f s (final loss %.3f): %s", time.time() - start, loss.item(), out)
+    def build(tmp: Path) -> None:
+        built.append(tmp)
+        torch.manual_seed(int(pretrain["seed"]))
+        model, preprocess, _ = open_clip.create_model_and_transforms(model_name, pretrained=None)
+        n_params = sum(p.numel() for p in model.parameters())
+        log.info("tiny CLIP %s: %d parameters; pretraining on %d images (%s)", model_name, n_params, len(labels), data_id)
+        # the training images go through the same eval transform the frozen model will see later
+        pixels = preprocessed_images(images, preprocess)
+        text = tokenizer(captions)
+        targets = torch.as_tensor(labels, dtype=torch.long)
+        loss_fn = open_clip.ClipLoss()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=float(pretrain["lr"]), weight_decay=float(pretrain["weight_decay"]))
+        epochs, batch_size = int(pretrain["epochs"]), int(pretrain["batch_size"])
+        steps = epochs * math.ceil(len(labels) / batch_size)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=float(pretrain["lr"]), total_steps=steps, pct_start=0.1)
+        rng = np.random.default_rng(int(pretrain["seed"]))
+        model.train()
+        start = time.time()
+        with tqdm(total=steps, desc="pretraining tiny CLIP", unit="step") as bar:
+            for epoch in range(epochs):
+                order = torch.as_tensor(rng.permutation(len(labels)))
+                for batch in torch.split(order, batch_size):
+                    image_features, text_features, logit_scale = model(pixels[batch], text[targets[batch]])[:3]
+                    # several images share a caption in a batch: ClipLoss still pairs row i with text i
+                    loss = loss_fn(image_features, text_features, logit_scale)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    scheduler.step()
+                    bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+                    bar.update()
+        tmp.mkdir(parents=True)
+        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp / weights_name))
+        (tmp / "pretrain.json").write_text(
+            json.dumps({"model_name": model_name, "model_cfg": cfg, "pretrain": dict(pretrain), "data": data_id,
+                        "n_params": n_params, "wall_time_s": round(time.time() - start, 1), "final_loss": loss.item()},
+                       indent=2)
+        )
+        log.info("tiny CLIP pretrained in %.0f s (final loss %.3f)", time.time() - start, loss.item())
+
+    # a directory holding the weights file is finished (caches written before build_once have no marker)
+    out = build_once(cache_dir / key, build, is_complete=lambda d: (d / weights_name).is_file(),
+                     marker_text=f"tiny CLIP {model_name}, {key}\n") / weights_name
+    if not built:
+        log.info("tiny CLIP: cached weights %s", out)
     return out
 
 

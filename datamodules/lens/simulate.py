@@ -43,16 +43,11 @@ of the arc over all bands against sky + object noise). Lens and source columns a
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import multiprocessing
-import os
-import shutil
-import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import lru_cache
@@ -63,6 +58,9 @@ import numpy as np
 import pandas as pd
 from scipy.signal import fftconvolve
 from tqdm.auto import tqdm
+
+from datamodules.simulation import SimConfig
+from rigor.cache import build_once
 
 # Bump when a code change alters the generated data, so that old caches are not reused.
 SIM_VERSION = 1
@@ -79,8 +77,11 @@ _VARIABLE_LENGTH = ("bands", "psf_fwhm_bins", "psf_band_scale", "depth_sky_sigma
 
 
 @dataclass
-class LensSimConfig:
+class LensSimConfig(SimConfig):
     """Every number of the simulation. Ranges ``(lo, hi)`` are sampled uniformly.
+
+    Hydra's lists and ints given for floats are coerced to the declared types (SimConfig), so equal configs
+    hash equally; a bad value fails naming ``data.simulation.<field>``.
 
     Magnitudes are AB, r band, total; colours ``g_r`` = g - r and ``r_z`` = r - z. Lengths in arcsec unless
     named otherwise. Position angles are uniform in [0, pi).
@@ -174,17 +175,10 @@ class LensSimConfig:
     source_offset_max: float = 0.5
     paired_shared_noise: bool = True
 
-    def __post_init__(self) -> None:
-        # Hydra hands over lists / ListConfigs and ints where floats are meant: coerce every field to the
-        # type of its default, so that equal configs hash equally.
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), f.default))
-        self._validate()
+    hash_version = ("sim_version", SIM_VERSION)  # a class attribute, not a field
 
     def _validate(self) -> None:
-        def bad(name: str, why: str) -> ValueError:
-            return ValueError(f"LensSimConfig.{name} = {getattr(self, name)!r}: {why}")
-
+        bad = self._bad
         if self.mode not in ("paired", "unpaired"):
             raise bad("mode", "must be 'paired' or 'unpaired'")
         for name in ("n_train", "n_val", "n_test"):
@@ -230,67 +224,18 @@ class LensSimConfig:
             raise bad("shear_max", "must be < 0.5")
 
 
-def _coerce(name: str, value: Any, default: Any) -> Any:
-    """Convert `value` to the type of `default` (recursively for tuples), or raise naming the field."""
-    try:
-        if isinstance(default, bool):
-            if not isinstance(value, (bool, np.bool_)):
-                raise TypeError("expected true/false")
-            return bool(value)
-        if isinstance(default, int):
-            if isinstance(value, bool) or float(value) != int(value):
-                raise TypeError("expected an integer")
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-        if isinstance(default, str):
-            if not isinstance(value, str):
-                raise TypeError("expected a string")
-            return value
-        if isinstance(default, tuple):
-            if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-                raise TypeError("expected a list")
-            items = list(value)
-            if name not in _VARIABLE_LENGTH and len(items) != 2:
-                raise TypeError("expected a [lo, hi] range")
-            return tuple(_coerce(name, v, default[0]) for v in items)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"LensSimConfig.{name} = {value!r}: {err}") from None
-    return value
-
-
 def as_config(cfg: LensSimConfig | Mapping[str, Any] | None) -> LensSimConfig:
-    """A LensSimConfig from itself, a (Hydra) mapping of its fields, or None (defaults).
+    """A LensSimConfig from itself (re-validated), a (Hydra) mapping of its fields, or None (defaults).
 
     Raises:
         ValueError: For unknown keys or bad values (the message names the field).
     """
-    if cfg is None:
-        return LensSimConfig()
-    if isinstance(cfg, LensSimConfig):
-        return LensSimConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})  # re-validate
-    if not isinstance(cfg, Mapping):
-        raise ValueError(f"lens simulation config must be a LensSimConfig or a mapping, got {type(cfg).__name__}")
-    known = {f.name for f in dataclasses.fields(LensSimConfig)}
-    unknown = sorted(set(map(str, cfg.keys())) - known)
-    if unknown:
-        raise ValueError(f"unknown LensSimConfig field(s) {unknown}; known fields: {sorted(known)}")
-    return LensSimConfig(**{str(k): _plain(v) for k, v in cfg.items()})
-
-
-def _plain(value: Any) -> Any:
-    """Hydra ListConfig / DictConfig values to plain lists and dicts."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
-        return [_plain(v) for v in value]
-    return value
+    return LensSimConfig.from_mapping(cfg)
 
 
 def config_hash(cfg: LensSimConfig) -> str:
     """Short, stable hash of the full config (and the simulator version)."""
-    blob = json.dumps({"sim_version": SIM_VERSION, **dataclasses.asdict(cfg)}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return cfg.content_hash()
 
 
 # --- physics helpers (cached per process) -------------------------------------------------------------
@@ -611,33 +556,6 @@ def _is_complete(path: Path) -> bool:
     return (path / COMPLETE_NAME).is_file() and (path / MANIFEST_NAME).is_file() and (path / IMAGES_NAME).is_file()
 
 
-@contextlib.contextmanager
-def _dir_lock(lock_path: Path) -> Iterator[None]:
-    """Exclusive advisory lock so that concurrent callers generate once; a no-op where flock is missing."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: the temp-dir + rename protocol alone still keeps the cache safe
-        yield
-        return
-    with open(lock_path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except OSError:  # file systems without flock support: same fallback
-            pass
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _remove_dir(path: Path) -> None:
-    """Move a directory out of the way first (atomic), then delete it."""
-    trash = path.with_name(f".{path.name}.trash-{uuid.uuid4().hex[:8]}")
-    os.rename(path, trash)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
 def lens_dataset_dir(cache_root: str | Path, cfg: LensSimConfig | Mapping[str, Any] | None) -> Path:
     """The cache directory ``cache_root / lens_{mode}_{hash}`` of a config."""
     cfg = as_config(cfg)
@@ -648,10 +566,10 @@ def ensure_lens_dataset(cache_root: str | Path, cfg: LensSimConfig | Mapping[str
                         n_workers: int = 2, progress: bool = True) -> Path:
     """Return the manifest of the simulated data set for `cfg`, generating it only if it is not cached.
 
-    Generation goes into a private temporary directory, gets a ``COMPLETE`` marker last and is then renamed
-    into place, so a crashed run never leaves a directory that looks finished. Concurrent callers (other
-    processes or threads) wait on a lock file and then reuse the winner's result; where locking is not
-    available they both generate and the loser discards its copy.
+    Built once by rigor.cache.build_once: into a private temporary directory that gets a ``COMPLETE``
+    marker last and is then renamed into place, so a crashed run never leaves a directory that looks
+    finished; concurrent callers (other processes or threads) wait on a lock file and then reuse the
+    winner's result.
 
     Args:
         cache_root: Directory holding the cached data sets.
@@ -663,26 +581,9 @@ def ensure_lens_dataset(cache_root: str | Path, cfg: LensSimConfig | Mapping[str
         Path of ``manifest.parquet`` (``images.npy`` lies beside it).
     """
     cfg = as_config(cfg)
-    out = lens_dataset_dir(cache_root, cfg)
-    if _is_complete(out):
-        return out / MANIFEST_NAME
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with _dir_lock(out.parent / f".{out.name}.lock"):
-        if _is_complete(out):  # another caller finished while we waited
-            return out / MANIFEST_NAME
-        if out.exists():  # a stray, unfinished directory: never trust it
-            _remove_dir(out)
-        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            simulate_lens_dataset(tmp, cfg, n_workers=n_workers, progress=progress)
-            (tmp / COMPLETE_NAME).write_text(f"lens simulation v{SIM_VERSION}, {config_hash(cfg)}\n")
-            try:
-                os.rename(tmp, out)
-            except OSError:
-                if not _is_complete(out):  # only a finished winner may take our place
-                    raise
-                shutil.rmtree(tmp, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+    # looked up at call time, so that tests can watch the simulator
+    out = build_once(lens_dataset_dir(cache_root, cfg),
+                     lambda tmp: simulate_lens_dataset(tmp, cfg, n_workers=n_workers, progress=progress),
+                     is_complete=_is_complete, marker=COMPLETE_NAME,
+                     marker_text=f"lens simulation v{SIM_VERSION}, {config_hash(cfg)}\n")
     return out / MANIFEST_NAME

@@ -25,16 +25,11 @@ of the valid pixels of each map (the kit ships its maps flattened over the mask 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
 import json
 import multiprocessing
-import os
-import shutil
-import uuid
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -44,6 +39,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from analysis.weak_lensing.power_spectrum import ARCMIN, ell_grid, pixel_window
+from datamodules.simulation import SimConfig
+from rigor.cache import build_once
 
 SIM_VERSION = 1
 MANIFEST_NAME = "manifest.parquet"
@@ -54,8 +51,12 @@ COMPLETE_NAME = "COMPLETE"
 
 
 @dataclasses.dataclass(frozen=True)
-class WLSimConfig:
-    """Every number of the simulation (defaults: the embedded CPU-sized data set)."""
+class WLSimConfig(SimConfig):
+    """Every number of the simulation (defaults: the embedded CPU-sized data set).
+
+    Values are coerced to the declared types (SimConfig): YAML lists become tuples, ints given for floats
+    become floats, so equal configs hash equally; a bad value fails naming ``data.simulation.<field>``.
+    """
 
     # design
     n_cosmologies: int = 25
@@ -102,16 +103,10 @@ class WLSimConfig:
     shape_noise: float = 0.4
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        for name in ("omega_m_range", "s8_range", "fiducial", "log_t_agn_range", "mask_hole_radius_arcmin"):
-            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
-        object.__setattr__(self, "nuisance_grid", tuple(int(v) for v in self.nuisance_grid))
-        self._validate()
+    hash_version = ("v", SIM_VERSION)  # a class attribute, not a field
 
     def _validate(self) -> None:
-        def bad(key: str, why: str) -> ValueError:
-            return ValueError(f"data.simulation.{key}: {why}")
-
+        bad = self._bad
         if self.height % self.downsample or self.width % self.downsample:
             raise bad("downsample", f"{self.downsample} must divide the map shape {self.height} x {self.width}")
         if self.field not in ("gaussian", "lognormal"):
@@ -153,26 +148,13 @@ def noise_sigma(shape_noise: float, n_galaxies: float, pixel_arcmin: float) -> f
 
 
 def as_config(cfg: WLSimConfig | Mapping[str, Any] | None) -> WLSimConfig:
-    """A WLSimConfig from a mapping (e.g. Hydra's ``data.simulation``), naming unknown keys."""
-    if isinstance(cfg, WLSimConfig):
-        return cfg
-    cfg = dict(cfg or {})
-    known = {f.name for f in dataclasses.fields(WLSimConfig)}
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise ValueError(f"data.simulation: unknown key(s) {unknown}; known: {sorted(known)}")
-    defaults = WLSimConfig()
-    coerced = {}
-    for k, v in cfg.items():
-        default = getattr(defaults, k)
-        coerced[k] = tuple(v) if isinstance(default, tuple) else type(default)(v)
-    return WLSimConfig(**coerced)
+    """A WLSimConfig from a mapping (e.g. Hydra's ``data.simulation``), itself or None, naming unknown keys."""
+    return WLSimConfig.from_mapping(cfg)
 
 
 def config_hash(cfg: WLSimConfig) -> str:
     """Short, stable hash of the full config and the simulator version."""
-    blob = json.dumps({"v": SIM_VERSION, **dataclasses.asdict(cfg)}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return cfg.content_hash()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -450,24 +432,6 @@ def _is_complete(path: Path) -> bool:
     return all((path / n).is_file() for n in (COMPLETE_NAME, MANIFEST_NAME, PIXELS_NAME, MASK_NAME, GEOMETRY_NAME))
 
 
-@contextlib.contextmanager
-def _dir_lock(lock_path: Path) -> Iterator[None]:
-    """Exclusive advisory lock, so concurrent runs generate once (a no-op where flock is missing)."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    with open(lock_path, "a") as handle:
-        with contextlib.suppress(OSError):
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def wl_dataset_dir(cache_root: str | Path, cfg: WLSimConfig | Mapping[str, Any] | None) -> Path:
     """``cache_root / weak_lensing_<hash>`` of a config."""
     return Path(cache_root) / f"weak_lensing_{config_hash(as_config(cfg))}"
@@ -477,25 +441,13 @@ def ensure_wl_dataset(cache_root: str | Path, cfg: WLSimConfig | Mapping[str, An
                       progress: bool = True) -> Path:
     """The manifest of the simulated data set for `cfg`, generated only when it is not cached.
 
-    Generation goes into a private temporary directory that gets ``COMPLETE`` last and is then renamed into
-    place, so a crashed run never leaves a directory that looks finished.
+    Built once by rigor.cache.build_once: into a private temporary directory that gets ``COMPLETE`` last
+    and is then renamed into place, under a lock, so concurrent runs generate once and a crashed run never
+    leaves a directory that looks finished.
     """
     cfg = as_config(cfg)
-    out = wl_dataset_dir(cache_root, cfg)
-    if _is_complete(out):
-        return out / MANIFEST_NAME
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with _dir_lock(out.parent / f".{out.name}.lock"):
-        if _is_complete(out):
-            return out / MANIFEST_NAME
-        if out.exists():
-            shutil.rmtree(out, ignore_errors=True)
-        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            simulate_wl_dataset(tmp, cfg, n_workers=n_workers, progress=progress)
-            (tmp / COMPLETE_NAME).write_text(f"weak-lensing simulation v{SIM_VERSION}, {config_hash(cfg)}\n")
-            os.rename(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+    out = build_once(wl_dataset_dir(cache_root, cfg),
+                     lambda tmp: simulate_wl_dataset(tmp, cfg, n_workers=n_workers, progress=progress),
+                     is_complete=_is_complete, marker=COMPLETE_NAME,
+                     marker_text=f"weak-lensing simulation v{SIM_VERSION}, {config_hash(cfg)}\n")
     return out / MANIFEST_NAME

@@ -20,9 +20,7 @@ suffixes and would also adapt the audio encoder's attention.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from rigor.cache import build_once, content_hash
 
 AUDIO_PROMPT = "<|audio_bos|><|AUDIO|><|audio_eos|>"
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>")
@@ -232,14 +232,16 @@ def pretrain_tiny(model: nn.Module, processor: Any, audio: np.ndarray, pretext: 
 
 def tiny_base_key(tiny: Mapping[str, Any], pretext: Mapping[str, Any], answers: Sequence[str], data_key: str) -> str:
     """Cache key of a pretrained tiny base: its sizes, pretext settings, answers and training clips."""
-    blob = json.dumps({"v": TINY_VERSION, "tiny": dict(tiny), "pretext": dict(pretext), "answers": list(answers),
-                       "data": data_key}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return content_hash({"v": TINY_VERSION, "tiny": dict(tiny), "pretext": dict(pretext), "answers": list(answers),
+                         "data": data_key}, length=12)
 
 
 def ensure_tiny_base(cache_dir: str | Path, tiny: Mapping[str, Any], pretext: Mapping[str, Any], answers: Sequence[str],
                      train_audio: Callable[[], tuple[np.ndarray, str]], progress: bool = True) -> Path:
     """Build, pretrain and ``save_pretrained`` the tiny base once; return its directory.
+
+    Built by rigor.cache.build_once: under a lock (parallel jobs pretrain it once), into a temporary
+    directory that gets ``COMPLETE`` last and is then renamed into place.
 
     Args:
         cache_dir: Root of the cache (``${paths.data_dir}``); the base goes to ``qwen2_audio_tiny_<key>``.
@@ -254,30 +256,20 @@ def ensure_tiny_base(cache_dir: str | Path, tiny: Mapping[str, Any], pretext: Ma
     audio, data_key = train_audio()
     plain = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in dict(tiny).items()}
     final = Path(cache_dir) / f"qwen2_audio_tiny_{tiny_base_key(plain, dict(pretext), answers, data_key)}"
-    if (final / "COMPLETE").exists():
-        return final
-    torch.manual_seed(int(pretext["seed"]))
-    processor = build_processor(plain, answers)
-    model = Qwen2AudioForConditionalGeneration(tiny_config(plain, processor.tokenizer))
-    losses = pretrain_tiny(model, processor, np.asarray(audio), pretext, int(plain["sample_rate"]), progress, answers)
-    tmp = final.with_name(final.name + f".tmp{np.random.default_rng().integers(1 << 30)}")
-    try:
+
+    def build(tmp: Path) -> None:
+        torch.manual_seed(int(pretext["seed"]))
+        processor = build_processor(plain, answers)
+        model = Qwen2AudioForConditionalGeneration(tiny_config(plain, processor.tokenizer))
+        losses = pretrain_tiny(model, processor, np.asarray(audio), pretext, int(plain["sample_rate"]), progress, answers)
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         n = max(1, len(losses) // 10)
         (tmp / "pretext.json").write_text(json.dumps({"first_loss": float(np.mean(losses[:n])),
                                                       "last_loss": float(np.mean(losses[-n:])), "steps": len(losses),
                                                       "n_clips": len(audio), "data": data_key}, indent=1))
-        (tmp / "COMPLETE").write_text("tiny Qwen2-Audio base\n")
-        try:
-            tmp.rename(final)
-        except OSError:
-            if not (final / "COMPLETE").exists():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+
+    return build_once(final, build, marker="COMPLETE", marker_text="tiny Qwen2-Audio base\n")
 
 
 def load_base(path: str | Path, dtype: str = "auto") -> tuple[nn.Module, Any]:

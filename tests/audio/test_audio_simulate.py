@@ -84,6 +84,32 @@ def test_dataset_format_groups_and_cache(tmp_path) -> None:
     assert config_hash(as_config(TINY)) != config_hash(as_config({**TINY, "seed": 7}))
 
 
+def test_the_cache_is_built_by_the_shared_build_once_under_its_lock(tmp_path, monkeypatch) -> None:
+    from pathlib import Path
+
+    import datamodules.audio.simulate as sim
+    import rigor.cache
+
+    calls, locks = [], []
+    real_build_once, real_lock = sim.build_once, rigor.cache.file_lock
+    monkeypatch.setattr(sim, "build_once", lambda path, build, **kw: calls.append(Path(path)) or real_build_once(path, build, **kw))
+    monkeypatch.setattr(rigor.cache, "file_lock", lambda path: locks.append(Path(path)) or real_lock(path))
+    manifest = ensure_audio_dataset(tmp_path, TINY, progress=False)
+    out = manifest.parent
+    assert calls == [out] and out == sim.audio_dataset_dir(tmp_path, TINY) and (out / "COMPLETE").is_file()
+    assert locks == [tmp_path / f".{out.name}.lock"]  # parallel jobs wait for one build
+    assert ensure_audio_dataset(tmp_path, TINY, progress=False) == manifest
+    assert len(calls) == 2 and len(locks) == 1  # a finished data set is returned without the lock
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_the_default_hash_names_the_existing_cache() -> None:
+    from datamodules.audio.simulate import AudioSimConfig, as_config
+
+    # the cache directory of the default data set (conf/data/audio.yaml): a change regenerates every cache
+    assert config_hash(AudioSimConfig()) == config_hash(as_config(None)) == "363c3f3f04b1"
+
+
 def test_bad_settings_fail_naming_the_key() -> None:
     from datamodules.audio.simulate import as_config
 
@@ -91,6 +117,9 @@ def test_bad_settings_fail_naming_the_key() -> None:
         as_config({"n_speakerz": 3})
     with pytest.raises(ValueError, match="data.simulation.pitch"):
         as_config({"pitch": [80, 20]})
+    # YAML reads an unquoted yes as true: refused, naming the field, instead of synthesising "True"
+    with pytest.raises(ValueError, match="data.simulation.words.*quote"):
+        as_config({"words": [True, "no"]})
 
 
 def test_real_clips_go_through_the_same_format(tmp_path) -> None:

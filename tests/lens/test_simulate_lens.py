@@ -226,6 +226,12 @@ def test_cache_concurrent_callers_generate_once(tmp_path: Path, monkeypatch: pyt
     assert calls == [1]
 
 
+def test_the_default_hash_names_the_existing_cache() -> None:
+    # the cache directory of the default data set: a change regenerates every cache (and changes run numbers)
+    assert lens.config_hash(LensSimConfig()) == lens.config_hash(lens.as_config(None)) == "e1329b50cd97"
+    assert lens.lens_dataset_dir("/c", None).name == "lens_unpaired_e1329b50cd97"
+
+
 # --- config errors ----------------------------------------------------------------------------------------
 
 

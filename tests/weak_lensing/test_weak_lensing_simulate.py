@@ -111,6 +111,15 @@ def test_config_errors_name_the_key() -> None:
         WLSimConfig(field="poisson")
 
 
+def test_the_default_hash_names_the_existing_cache() -> None:
+    from datamodules.weak_lensing.simulate import config_hash
+
+    # the cache directory of the default data set: a change regenerates every cache
+    assert config_hash(WLSimConfig()) == config_hash(as_config({"nuisance_grid": [3, 3], "dz_std": 0.022})) == "c5a9f255ed98"
+    with pytest.raises(ValueError, match="data.simulation.nuisance_grid"):
+        as_config({"nuisance_grid": [3]})
+
+
 def test_tiny_dataset_format_splits_and_noise(tmp_path) -> None:
     manifest = tiny_wl_manifest(tmp_path)
     frame = pd.read_parquet(manifest)
