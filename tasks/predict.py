@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from analysis.calibration import mc_triage, probabilities_from_logits
 from analysis.predictions import prediction_table, write_predictions
-from callbacks.temperature_scaling import CHECKPOINT_KEY
+from callbacks.temperature_scaling import read_temperature
 from rigor.config import REPO_ROOT, load_run_config, register_resolvers
 from tasks.evaluation import resolve_triage
 from rigor.guard import safe_load
@@ -110,7 +110,9 @@ def run_predict(cfg: DictConfig) -> dict[str, Any]:
     values = {k.replace("/", "_"): float(v) for k, v in metrics.compute().items()}
     kind = module.output_kind
     shown = module.prediction_outputs(outputs).numpy()
-    temperature = checkpoint.get(CHECKPOINT_KEY)
+    # the run's temperature.json beside the checkpoint (old runs: the value inside best.ckpt)
+    fit = read_temperature(cfg.ckpt_path, checkpoint)
+    temperature = None if fit is None else fit["temperature"]
     probs = probabilities_from_logits(shown, temperature) if temperature is not None and kind != "regression" else None
     mc = (merged["mc_mean"].numpy(), merged["mc_std"].numpy()) if n_passes else None
     frame = datamodule.split_frame(split).iloc[merged["index"].numpy()]

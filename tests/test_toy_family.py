@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from analysis.predictions import read_predictions
 from tests.conftest import ROOT
@@ -70,3 +71,19 @@ def test_binary_from_dict_inputs_calibrates(tmp_path):
     # the same temperature as the callback fitted on the same validation logits
     assert report["temperature"] == pytest.approx(metrics["temperature"], rel=1e-3)
     assert report["after"]["ece"] == pytest.approx(metrics["test_ece_calibrated"], abs=1e-6)
+    # the temperature lives in checkpoints/temperature.json, best.ckpt is not rewritten; a run saved before
+    # that file (T inside best.ckpt, no file) still predicts with its temperature
+    best = run_dir / "checkpoints" / "best.ckpt"
+    probs = np.loadtxt(run_dir / "predictions_test.csv", delimiter=",", skiprows=1, usecols=[_column(run_dir, "prob")])
+    assert "rigor_temperature" not in torch.load(best, map_location="cpu", weights_only=True)
+    (run_dir / "checkpoints" / "temperature.json").unlink()
+    torch.save({**torch.load(best, map_location="cpu", weights_only=True), "rigor_temperature": metrics["temperature"]}, best)
+    run("evaluate.py", f"ckpt_path={best}", "split=test")
+    old = read_predictions(run_dir / "predictions_test.csv", kind="binary")
+    assert old.sidecar["temperature"] == metrics["temperature"]
+    again = np.loadtxt(run_dir / "predictions_test.csv", delimiter=",", skiprows=1, usecols=[_column(run_dir, "prob")])
+    assert np.array_equal(again, probs)
+
+
+def _column(run_dir: Path, name: str) -> int:
+    return (run_dir / "predictions_test.csv").read_text().splitlines()[0].split(",").index(name)

@@ -1,10 +1,10 @@
 """Seed 003's per-run evaluation: SNR-stratified SPEECH accuracy, the leakage audit, predictions files.
 
-After testing the best checkpoint: fits a temperature on the dev split (Rigor's ``val``; refused when
-the split's recorded ``split`` column says test), writes ``predictions_val.csv`` and
-``predictions_test.csv`` (binary: ``logit``, calibrated ``prob``, and the clip's group, SNR, duration)
-into the run directory, and reports the SPEECH accuracy per SNR and the leakage audit's counts.
-Temperature, ECE and Brier before/after come from callbacks.temperature_scaling (same fit).
+After testing the best checkpoint: reads the temperature that callbacks.temperature_scaling fitted on
+the dev split (Rigor's ``val``; read_temperature, so that callback must be listed first), writes
+``predictions_<fit split>.csv`` and ``predictions_test.csv`` (binary: ``logit``, calibrated ``prob``,
+and the clip's group, SNR, duration) into the run directory, and reports the SPEECH accuracy per SNR
+and the leakage audit's counts. Temperature, ECE and Brier before/after are temperature_scaling's.
 """
 
 from __future__ import annotations
@@ -15,37 +15,37 @@ from typing import Any
 import lightning as L
 
 from analysis.audio.summary import snr_accuracy, snr_key
-from analysis.calibration import fit_temperature, probabilities_from_logits
+from analysis.calibration import probabilities_from_logits
 from analysis.predictions import prediction_table, write_predictions
 from callbacks.base import RigorCallback, split_outputs
+from callbacks.temperature_scaling import read_temperature, require_fitter_first
 
 
 class AudioEvaluation(RigorCallback):
     """Per-SNR accuracy, audit counts and predictions files of an audio run.
 
     Args:
-        fit_split: The split the temperature is fitted on (``val`` = dev); test is refused.
-        write_predictions: Write predictions_<split>.csv for the fit split and test.
+        write_predictions: Write predictions_<split>.csv for the temperature's fit split and test.
     """
 
-    def __init__(self, fit_split: str = "val", write_predictions: bool = True) -> None:
-        if fit_split == "test":
-            raise ValueError("callbacks.audio_evaluation.fit_split: the temperature must not be fitted on the test split")
-        self.fit_split = fit_split
+    def __init__(self, write_predictions: bool = True) -> None:
         self.write = write_predictions
         self.results: dict[str, Any] = {}
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        require_fitter_first(trainer, self, self.summary_name or "audio_evaluation")
+
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         dm = trainer.datamodule
-        fit_frame = dm.split_frame(self.fit_split)
-        if "split" in fit_frame.columns and (fit_frame["split"].astype(str) == "test").any():
-            raise ValueError(f"callbacks.audio_evaluation: split {self.fit_split!r} holds clips recorded as test; "
-                             "the temperature must not be fitted on test data")
-        fitted = split_outputs(trainer, pl_module, self.fit_split)
-        temperature = fit_temperature(fitted.outputs, fitted.target.astype(int))
+        fit = read_temperature(trainer.default_root_dir)
+        if fit is None:
+            raise RuntimeError(f"callbacks.audio_evaluation: no temperature under {trainer.default_root_dir}/checkpoints; "
+                               "callbacks.temperature_scaling must run first")
+        temperature, fit_split = fit["temperature"], fit["split"]
+        fitted = split_outputs(trainer, pl_module, fit_split)  # the pass the temperature was fitted on
         test = pl_module.epoch_outputs("test")
         out: dict[str, Any] = {f"audit_{k}": v for k, v in getattr(dm, "audit", {}).items()}
-        splits = {self.fit_split: (fitted.index, fitted.outputs)}
+        splits = {fit_split: (fitted.index, fitted.outputs)}
         if len(test["index"]):
             splits["test"] = (test["index"].numpy(), test["outputs"].numpy())
         for split, (index, logits) in splits.items():
@@ -58,7 +58,8 @@ class AudioEvaluation(RigorCallback):
                 table = prediction_table("binary", logits, frame, split, probs=probabilities_from_logits(logits, temperature))
                 write_predictions(Path(trainer.default_root_dir) / f"predictions_{split}.csv", table,
                                   {"kind": "binary", "split": split, "temperature": temperature,
-                                   "temperature_fitted_on": self.fit_split, "target_names": []})
+                                   "temperature_fitted_on": fit_split, "temperature_method": fit["method"],
+                                   "target_names": []})
         self.results = out
 
     def summary(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
 # scikit-learn's 8 x 8 digits, a one-epoch tiny CLIP, two meta-learner epochs: seconds, the real pipeline
 TINY = ["data.source=sklearn_digits", "data.split.val_size=200", "data.split.test_size=300",
         "data.clip.tiny.pretrain.epochs=1", "model.subtask_training.max_epochs=3", "callbacks.mc_dropout.n_passes=5",
-        "trainer.max_epochs=2", "logger=csv", "cpu_threads=1", "callbacks.mc_dropout.temperature_method=ece_grid"]
+        "trainer.max_epochs=2", "logger=csv", "cpu_threads=1", "callbacks.temperature_scaling.method=ece_grid"]
 
 
 def run(script: str, args: list[str]) -> subprocess.CompletedProcess:
@@ -48,7 +48,9 @@ def test_both_arms_share_the_cache_and_the_summary_tests_b_against_a(tmp_path):
                     "test_brightness_accuracy", "test_complexity_accuracy"):
             assert isinstance(m[key], float), key
         assert m["mc_review"] + m["mc_spot_check"] + m["mc_auto_approve"] == 300
-        assert 0.5 <= m["temperature_ece_grid"] <= 3.0  # the seed's way, beside the NLL temperature
+        assert 0.5 <= m["temperature"] <= 3.0  # the seed's way (the ECE grid), the run's one temperature
+        fit = json.loads((jobs[m["experiment"]][0] / "checkpoints" / "temperature.json").read_text())
+        assert fit["method"] == "ece_grid" and fit["split"] == "val" and fit["temperature"] == m["temperature"]
     # arm A computed the embeddings (and the tiny CLIP); arm B found all three splits in the cache
     log_b = (dir_b / "train.log").read_text()
     assert log_b.count("embedding cache hit") == 3 and "cache miss" not in log_b
