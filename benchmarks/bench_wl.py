@@ -27,9 +27,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+MCMC = OmegaConf.load(ROOT / "conf" / "thresholds" / "weak_lensing.yaml").mcmc  # the family's settings, written once there
 
 from analysis.weak_lensing.mcmc import GaussianSummaryLikelihood, hull_starts, kit_metropolis, metropolis, scipy_log_prob  # noqa: E402
 from datamodules.weak_lensing.simulate import WLSimConfig, cosmology_design  # noqa: E402
@@ -69,20 +71,21 @@ def per_map_loop(log_prob_one, x0: np.ndarray, n_steps: int, proposal_std: float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-maps", type=int, default=4000)
-    parser.add_argument("--steps", type=int, default=10_000)
+    parser.add_argument("--steps", type=int, default=MCMC.n_steps)
     parser.add_argument("--cosmologies", type=int, default=101)
     parser.add_argument("--loop-maps", type=int, default=3, help="maps run through the per-map loop")
     parser.add_argument("--loop-steps", type=int, default=2000)
     args = parser.parse_args()
-    proposal, burn = 0.06, 0.2
+    proposal, burn = MCMC.proposal_std, MCMC.burn_in
 
     cosmo, means, covs, data = problem(args.cosmologies, args.n_maps)
-    lik = GaussianSummaryLikelihood(cosmo, means, covs)
+    lik = GaussianSummaryLikelihood(cosmo, means, covs, grid_size=MCMC.grid_size)
     ref = scipy_log_prob(cosmo, means, covs)
     x0 = hull_starts(cosmo, args.n_maps, seed=1)
 
     t = time.perf_counter()
-    ours = metropolis(lambda th: lik.log_prob(th, data), x0, n_steps=args.steps, proposal_std=proposal, burn_in=burn, seed=2)
+    ours = metropolis(lambda th: lik.log_prob(th, data), x0, n_steps=args.steps, proposal_std=proposal, burn_in=burn, seed=2,
+                      n_trace=MCMC.n_trace)
     t_ours = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -89,7 +89,7 @@ class SimplexInterpolator:
         grid_size: Cells per axis of the lookup grid (P = 2 only; 0 switches the grid off).
     """
 
-    def __init__(self, points: np.ndarray, values: np.ndarray, grid_size: int = 256) -> None:
+    def __init__(self, points: np.ndarray, values: np.ndarray, grid_size: int) -> None:
         self.points = np.asarray(points, dtype=np.float64)
         values = np.asarray(values, dtype=np.float64)
         if values.shape[0] != self.points.shape[0]:
@@ -215,7 +215,7 @@ class GaussianSummaryLikelihood:
         grid_size: Lookup grid of the interpolator (see SimplexInterpolator).
     """
 
-    def __init__(self, cosmologies: np.ndarray, means: np.ndarray, covariances: np.ndarray, grid_size: int = 256) -> None:
+    def __init__(self, cosmologies: np.ndarray, means: np.ndarray, covariances: np.ndarray, grid_size: int) -> None:
         self.cosmologies = np.asarray(cosmologies, dtype=np.float64)
         means = np.asarray(means, dtype=np.float64)
         covariances = np.asarray(covariances, dtype=np.float64)
@@ -307,11 +307,12 @@ def effective_sample_size(trace: np.ndarray, c: float = 5.0) -> np.ndarray:
 def metropolis(
     log_prob: Callable[[np.ndarray], np.ndarray],
     x0: np.ndarray,
-    n_steps: int = 10_000,
-    proposal_std: float | Sequence[float] = 0.06,
-    burn_in: float = 0.2,
+    n_steps: int,
+    proposal_std: float | Sequence[float],
+    burn_in: float,
+    *,
+    n_trace: int,
     seed: int = 0,
-    n_trace: int = 32,
     progress: bool = False,
 ) -> ChainResult:
     """Random-walk Metropolis for N independent chains at once.
@@ -448,8 +449,11 @@ def emcee_posterior(
 # checks
 
 
-def chain_checks(result: ChainResult, acceptance_band: Sequence[float] = (0.2, 0.5), ess_min: float = 100.0) -> dict[str, float]:
+def chain_checks(result: ChainResult, acceptance_band: Sequence[float], ess_min: float) -> dict[str, float]:
     """Acceptance and ESS figures; warns (and records in result.warnings) when outside the seed's band.
+
+    ``acceptance_band`` (low, high) and ``ess_min``: conf/thresholds/weak_lensing.yaml (acceptance_low,
+    acceptance_high, ess_min).
 
     Returns keys ``acceptance_mean``, ``acceptance_min``, ``acceptance_max``, ``acceptance_outside_band``
     (fraction of chains), ``ess_min``, ``ess_median``.
@@ -484,19 +488,25 @@ def hull_starts(cosmologies: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return np.asarray(cosmologies, dtype=np.float64)[rng.integers(0, len(cosmologies), n)]
 
 
+# summary_posteriors' settings that a run passes and records (callbacks/weak_lensing/score.py, the sidecar's
+# ``mcmc``) and the evaluate task reads back (tasks/weak_lensing/evaluation.py)
+MCMC_SETTINGS = ("n_steps", "proposal_std", "burn_in", "seed", "grid_size", "n_trace", "acceptance_band", "ess_min")
+
+
 def summary_posteriors(
     val_summaries: np.ndarray,
     val_cosmology: np.ndarray,
     val_params: np.ndarray,
     test_summaries: np.ndarray,
-    n_steps: int = 10_000,
-    proposal_std: float = 0.06,
-    burn_in: float = 0.2,
-    seed: int = 0,
-    acceptance_band: Sequence[float] = (0.2, 0.5),
-    ess_min: float = 100.0,
-    grid_size: int = 256,
-    n_trace: int = 32,
+    *,
+    n_steps: int,
+    proposal_std: float,
+    burn_in: float,
+    seed: int,
+    acceptance_band: Sequence[float],
+    ess_min: float,
+    grid_size: int,
+    n_trace: int,
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float], list[str]]:
     """The whole CNN + MCMC stage: summaries of validation maps -> posteriors of every test map.
@@ -509,6 +519,7 @@ def summary_posteriors(
         n_steps, proposal_std, burn_in, seed, n_trace: See ``metropolis``.
         acceptance_band, ess_min: See ``chain_checks``.
         grid_size: Lookup grid of the interpolator.
+        (All of them: conf/thresholds/weak_lensing.yaml, passed by the callback or recorded in a sidecar.)
         progress: tqdm over the steps.
 
     Returns:

@@ -4,8 +4,9 @@ Phase-1 score of one map (the kit's ``Score._score_phase1`` before its mean):
 
     score_i = - sum_t [ (truth - mean)^2 / std^2 + log(std^2) + scale * (truth - mean)^2 ]
 
-over the targets t = (Omega_m, S_8), with ``scale`` = 1000. The reported score is the mean over maps,
-floored at -1e6 (the kit floors the mean, not the single maps). Beside it the kit reports the MSE of
+over the targets t = (Omega_m, S_8). The reported score is the mean over maps, floored (the kit floors the
+mean, not the single maps). ``scale`` and ``floor`` are the kit's constants, written once in
+conf/thresholds/weak_lensing.yaml (score_scale, score_floor); every caller passes them. Beside it the kit reports the MSE of
 standardised labels, R^2 per target and the 1-sigma coverage (fraction of maps whose truth lies within
 mean +- std). Everything here is plain NumPy; inputs are (N, T) arrays.
 """
@@ -16,11 +17,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-
-# The kit's constants; configs pass their own (conf/thresholds/weak_lensing.yaml), these are the defaults.
-SCORE_SCALE = 1000.0
-SCORE_FLOOR = -1.0e6
-
 
 def _check(truth: np.ndarray, mean: np.ndarray, std: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     truth = np.atleast_2d(np.asarray(truth, dtype=np.float64))
@@ -37,7 +33,7 @@ def _check(truth: np.ndarray, mean: np.ndarray, std: np.ndarray | None = None) -
     return truth, mean, std
 
 
-def challenge_scores(truth: np.ndarray, mean: np.ndarray, std: np.ndarray, scale: float = SCORE_SCALE) -> np.ndarray:
+def challenge_scores(truth: np.ndarray, mean: np.ndarray, std: np.ndarray, scale: float) -> np.ndarray:
     """Per-map phase-1 score (no floor), shape (N,).
 
     Args:
@@ -52,7 +48,7 @@ def challenge_scores(truth: np.ndarray, mean: np.ndarray, std: np.ndarray, scale
 
 
 def challenge_score(
-    truth: np.ndarray, mean: np.ndarray, std: np.ndarray, scale: float = SCORE_SCALE, floor: float = SCORE_FLOOR
+    truth: np.ndarray, mean: np.ndarray, std: np.ndarray, scale: float, floor: float
 ) -> float:
     """Mean phase-1 score over maps, floored at ``floor`` (NaN also becomes the floor)."""
     score = float(np.mean(challenge_scores(truth, mean, std, scale)))
@@ -99,12 +95,15 @@ def wl_metrics(
     mean: np.ndarray,
     std: np.ndarray,
     target_names: Sequence[str],
-    scale: float = SCORE_SCALE,
-    floor: float = SCORE_FLOOR,
+    scale: float,
+    floor: float,
     label_loc: Sequence[float] | None = None,
     label_scale: Sequence[float] | None = None,
 ) -> dict[str, float]:
     """Score, standardised MSE, R^2, 1-sigma coverage and mean sigma, flat names for metrics.json.
+
+    ``label_loc`` / ``label_scale`` are the run's label scaler (None: the truth's own mean and std, see
+    ``standardized_mse``); pass the run's to get the run's ``mse_std``.
 
     Returns keys ``score``, ``score_unfloored``, ``mse_std``, ``r2_<t>``, ``coverage_<t>``,
     ``coverage`` (mean over targets), ``mean_sigma_<t>`` and ``n``.
@@ -145,7 +144,7 @@ def predictions_arrays(frame: pd.DataFrame, target_names: Sequence[str], source:
     return get(""), get("_mean"), get("_std")
 
 
-def per_map_frame(frame: pd.DataFrame, target_names: Sequence[str], scale: float = SCORE_SCALE) -> pd.DataFrame:
+def per_map_frame(frame: pd.DataFrame, target_names: Sequence[str], scale: float) -> pd.DataFrame:
     """The predictions frame with a ``score`` column (per-map phase-1 score) and ``covered_<t>`` flags."""
     truth, mean, std = predictions_arrays(frame, target_names)
     out = frame.copy()

@@ -12,14 +12,17 @@ After testing the best checkpoint, the callback
    and scores it as ``test_<name>_score`` (name: ``cnn_mcmc`` or ``ps_mcmc``) with the acceptance and ESS
    checks.
 
-The same MCMC stage runs on files with ``evaluate.py task=weak_lensing_mcmc`` (tasks/weak_lensing/evaluation.py).
+Every sidecar it writes records the run's score constants (``wl_score: {scale, floor}``), its label scaler
+(``label_scaler: {target: {loc, scale}}``) and its MCMC settings (``mcmc``), so the same numbers come out of
+``evaluate.py task=weak_lensing_score`` and ``task=weak_lensing_mcmc`` (tasks/weak_lensing/evaluation.py) on
+the run's files.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +30,17 @@ import lightning as L
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from analysis.weak_lensing.mcmc import summary_posteriors
+from analysis.weak_lensing.mcmc import MCMC_SETTINGS, summary_posteriors
 from analysis.weak_lensing.power_spectrum import log_bins, log_cl_summary
 from analysis.predictions import prediction_table, write_predictions
-from analysis.weak_lensing.score import SCORE_FLOOR, SCORE_SCALE, wl_metrics
+from analysis.weak_lensing.score import wl_metrics
 from callbacks.base import RigorCallback, split_outputs
 
 log = logging.getLogger(__name__)
 
 SUMMARY_NAMES = {"outputs": "cnn_mcmc", "power_spectrum": "ps_mcmc"}
+# the power-spectrum summary's keys (values: conf/thresholds/weak_lensing.yaml, through conf/callbacks/weak_lensing.yaml)
+PS_KEYS = ("ps_ell_min", "ps_ell_max", "ps_n_bins")
 
 
 class WLScore(RigorCallback):
@@ -47,9 +52,10 @@ class WLScore(RigorCallback):
             validation maps).
         mcmc: ``{summaries: [outputs, power_spectrum], n_steps, proposal_std, burn_in, seed, grid_size, n_trace,
             acceptance_band, ess_min, ps_ell_min, ps_ell_max, ps_n_bins}``; ``summaries: []`` switches it off.
+            Every key a listed summary needs must be given (power_spectrum also needs the ps_* keys).
     """
 
-    def __init__(self, score_scale: float = SCORE_SCALE, score_floor: float = SCORE_FLOOR, write_val: bool = True,
+    def __init__(self, score_scale: float, score_floor: float, write_val: bool = True,
                  mcmc: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.score_scale, self.score_floor, self.write_val = float(score_scale), float(score_floor), write_val
@@ -59,6 +65,12 @@ class WLScore(RigorCallback):
         unknown = [s for s in self.mcmc.get("summaries", []) or [] if s not in SUMMARY_NAMES]
         if unknown:
             raise ValueError(f"callbacks.wl_score.mcmc.summaries: unknown {unknown}; expected some of {list(SUMMARY_NAMES)}")
+        summaries = self.mcmc.get("summaries") or []
+        need = (MCMC_SETTINGS if summaries else ()) + (PS_KEYS if "power_spectrum" in summaries else ())
+        missing = [k for k in need if self.mcmc.get(k) is None]
+        if missing:
+            raise ValueError(f"callbacks.wl_score.mcmc: {missing} required for summaries {list(summaries)} "
+                             "(conf/callbacks/weak_lensing.yaml takes them from conf/thresholds/weak_lensing.yaml)")
         self._summary: dict[str, Any] = {}
 
     def summary(self) -> dict[str, Any]:
@@ -93,12 +105,20 @@ class WLScore(RigorCallback):
         table = prediction_table("regression", outputs, frame, split, pl_module.target_names)
         name = f"predictions_{split}{'_' + suffix if suffix else ''}.csv"
         return write_predictions(run_dir / name, table, {"kind": "regression", "split": split,
-                                                         "target_names": list(pl_module.target_names), **(extra or {})})
+                                                         "target_names": list(pl_module.target_names),
+                                                         **self._run_record(dm, pl_module.target_names), **(extra or {})})
+
+    def _run_record(self, dm: Any, names: Sequence[str]) -> dict[str, Any]:
+        """The run's numbers for the sidecar: the evaluate tasks read them, so a file scores as the run did."""
+        loc, scale = np.asarray(dm.label_loc, dtype=np.float64), np.asarray(dm.label_scale, dtype=np.float64)
+        return {"wl_score": {"scale": self.score_scale, "floor": self.score_floor},
+                "label_scaler": {t: {"loc": float(loc[j]), "scale": float(scale[j])} for j, t in enumerate(names)},
+                "mcmc": {k: v for k, v in self.mcmc.items() if k != "summaries"}}
 
     def _summaries(self, which: str, dm: Any, index: np.ndarray, outputs: np.ndarray, split: str) -> np.ndarray:
         if which == "outputs":
             return outputs[..., 0] if outputs.ndim == 3 else outputs
-        edges = log_bins(float(self.mcmc.get("ps_ell_min", 100)), float(self.mcmc.get("ps_ell_max", 1e4)), int(self.mcmc.get("ps_n_bins", 10)))
+        edges = log_bins(float(self.mcmc["ps_ell_min"]), float(self.mcmc["ps_ell_max"]), int(self.mcmc["ps_n_bins"]))
         maps = dm.split_maps(split)[index]
         _, log_cl = log_cl_summary(maps, dm.map_pixel_arcmin, edges, mask=dm.mask)
         return log_cl
@@ -113,17 +133,15 @@ class WLScore(RigorCallback):
         mean, std, diag, warns = summary_posteriors(
             self._summaries(which, dm, val_index, val_outputs, "val"), val_frame["cosmology_id"].to_numpy(),
             val_frame[names].to_numpy(np.float64), self._summaries(which, dm, test_index, test_outputs, "test"),
-            n_steps=int(self.mcmc.get("n_steps", 10_000)), proposal_std=float(self.mcmc.get("proposal_std", 0.06)),
-            burn_in=float(self.mcmc.get("burn_in", 0.2)), seed=int(self.mcmc.get("seed", 0)),
-            acceptance_band=tuple(self.mcmc.get("acceptance_band", (0.2, 0.5))), ess_min=float(self.mcmc.get("ess_min", 100)),
-            grid_size=int(self.mcmc.get("grid_size", 256)), n_trace=int(self.mcmc.get("n_trace", 32)),
+            n_steps=int(self.mcmc["n_steps"]), proposal_std=float(self.mcmc["proposal_std"]), burn_in=float(self.mcmc["burn_in"]),
+            seed=int(self.mcmc["seed"]), acceptance_band=tuple(self.mcmc["acceptance_band"]), ess_min=float(self.mcmc["ess_min"]),
+            grid_size=int(self.mcmc["grid_size"]), n_trace=int(self.mcmc["n_trace"]),
         )
         wall = time.time() - start
         for w in warns:
             log.warning("%s: %s", name, w)
         self._write(pl_module, dm, run_dir, "test", test_index, np.stack([mean, std], axis=-1), suffix=name,
-                    extra={"method": name, "mcmc": {k: v for k, v in self.mcmc.items() if k != "summaries"}, "diagnostics": diag,
-                           "warnings": warns})
+                    extra={"method": name, "diagnostics": diag, "warnings": warns})
         m = wl_metrics(test_frame[names].to_numpy(np.float64), mean, std, names, self.score_scale, self.score_floor,
                        dm.label_loc, dm.label_scale)
         self._summary.update({f"test_{name}_{k}": v for k, v in m.items()})

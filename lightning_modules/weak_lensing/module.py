@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import MeanSquaredError, MetricCollection
 
-from analysis.weak_lensing.score import SCORE_FLOOR, SCORE_SCALE, wl_metrics
+from analysis.weak_lensing.score import wl_metrics
 from lightning_modules.base import BaseTask
 
 HEADS = {"direct": ("nll", "score"), "point": ("mse",)}
@@ -38,7 +38,8 @@ class WeakLensingRegressor(BaseTask):
         head: ``direct`` or ``point``.
         loss: ``nll`` or ``score`` (direct), ``mse`` (point).
         sigma_floor: Smallest sigma, in standardised label units (keeps log s^2 finite).
-        score_scale, score_floor: The challenge score's constants, for the logged val/test score.
+        score_scale, score_floor: The challenge score's constants, for the logged val score
+            (conf/thresholds/weak_lensing.yaml, through conf/model/weak_lensing_base.yaml).
         **base: optimizer, scheduler, ... (BaseTask).
     """
 
@@ -48,8 +49,8 @@ class WeakLensingRegressor(BaseTask):
     monitor = "val/loss"
     mode = "min"
 
-    def __init__(self, net: Any, height: int, width: int, head: str = "direct", loss: str = "nll", sigma_floor: float = 1e-3,
-                 score_scale: float = SCORE_SCALE, score_floor: float = SCORE_FLOOR, **base: Any) -> None:
+    def __init__(self, net: Any, height: int, width: int, score_scale: float, score_floor: float, head: str = "direct",
+                 loss: str = "nll", sigma_floor: float = 1e-3, **base: Any) -> None:
         if head not in HEADS:
             raise ValueError(f"model.head must be one of {list(HEADS)}, got {head!r}")
         if loss not in HEADS[head]:

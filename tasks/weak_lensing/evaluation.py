@@ -10,12 +10,19 @@
 predictions (``t_mean`` of the validation maps, grouped by ``cosmology_id``, give the likelihood; every
 test map gets a posterior) and writes ``<test stem>_mcmc.csv`` (regression kind with ``t_std``) and its score.
 The numbers come from analysis/weak_lensing/score.py and analysis/weak_lensing/mcmc.py.
+
+Settings (score constants, label scaler, MCMC settings) are resolved per key: the task's config value when
+set (an explicit override), else the run's value recorded in the predictions sidecar (the callback writes
+them), else the family's (conf/thresholds/weak_lensing.yaml, composed into the task). So a run's own file
+gives the run's own numbers. A file whose sidecar has no label scaler is standardised by its own truth
+(with a warning); an MCMC seed must come from the sidecar or ``mcmc.seed``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +30,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from analysis.weak_lensing.mcmc import summary_posteriors
+from analysis.weak_lensing.mcmc import MCMC_SETTINGS, summary_posteriors
 from analysis.predictions import prediction_table, read_predictions, write_predictions
 from analysis.weak_lensing.score import per_map_frame, wl_metrics
 from rigor.jsonio import write_json
@@ -53,6 +60,70 @@ def _print(title: str, metrics: dict[str, Any]) -> None:
         print(f"  {k:32s} {v:.6g}" if isinstance(v, float) else f"  {k:32s} {v}")
 
 
+SCORE_KEYS = ("scale", "floor")
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def _family(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """The family's numbers (conf/thresholds/weak_lensing.yaml) laid out as a sidecar records them (no seed)."""
+    th = cfg.get("thresholds")
+    if th is None:
+        return {"wl_score": {}, "mcmc": {}}
+    return {"wl_score": {"scale": th.score_scale, "floor": th.score_floor},
+            "mcmc": {**_plain(th.mcmc), "acceptance_band": [th.acceptance_low, th.acceptance_high], "ess_min": th.ess_min}}
+
+
+def resolve_settings(section: str, keys: Sequence[str], cfg: DictConfig, sidecar: Mapping[str, Any], source: Path) -> dict[str, Any]:
+    """One value per key: ``cfg.<section>.<key>`` if set, else the sidecar's ``<section>.<key>``, else the family's.
+
+    Raises:
+        ValueError: naming the key, the sidecar and the override to pass, when no source has it.
+    """
+    override = _plain(cfg.get(section)) or {}
+    recorded = sidecar.get(section) or {}
+    family = _family(cfg)[section]
+    out: dict[str, Any] = {}
+    for key in keys:
+        for value in (override.get(key), recorded.get(key), family.get(key)):
+            if value is not None:
+                out[key] = value
+                break
+        else:
+            raise ValueError(f"evaluate: {section}.{key} is not recorded in {source.with_suffix('.json')}; pass {section}.{key}=<value>")
+    return out
+
+
+def resolve_label_scaler(cfg: DictConfig, sidecar: Mapping[str, Any], names: Sequence[str],
+                         source: Path) -> tuple[list[float] | None, list[float] | None]:
+    """The label scaler of the standardised MSE: ``wl_score.label_loc/label_scale`` if set, else the sidecar's.
+
+    Returns (None, None) when neither has one: the standardised MSE then uses the file's own truth mean/std.
+    """
+    t = cfg.get("wl_score") or {}
+    loc, scale = t.get("label_loc"), t.get("label_scale")
+    recorded = sidecar.get("label_scaler") or {}
+    if loc is None and all(n in recorded for n in names):
+        loc = [recorded[n]["loc"] for n in names]
+    if scale is None and all(n in recorded for n in names):
+        scale = [recorded[n]["scale"] for n in names]
+    if loc is None or scale is None:
+        log.warning("%s: no label scaler in its sidecar and none given (wl_score.label_loc/label_scale); the standardised "
+                    "MSE uses this file's own truth mean and std, not the run's training labels", source)
+    for key, value in (("label_loc", loc), ("label_scale", scale)):
+        if value is not None and len(value) != len(names):
+            raise ValueError(f"evaluate: wl_score.{key} has {len(value)} values for the targets {list(names)}")
+    return (None if loc is None else [float(v) for v in loc]), (None if scale is None else [float(v) for v in scale])
+
+
+def _scaler_record(names: Sequence[str], loc: Sequence[float] | None, scale: Sequence[float] | None) -> dict[str, Any]:
+    if loc is None or scale is None:
+        return {}
+    return {"label_scaler": {n: {"loc": float(loc[j]), "scale": float(scale[j])} for j, n in enumerate(names)}}
+
+
 def run_wl_score(cfg: DictConfig) -> dict[str, Any]:
     """Challenge score and reference metrics of one predictions file (see the module docstring)."""
     path = _path(cfg, "predictions")
@@ -61,14 +132,14 @@ def run_wl_score(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"{path}: the challenge score needs t_std columns (regression with uncertainty); this file is a "
                          "point regressor's: run evaluate.py task=weak_lensing_mcmc on it first")
     names = list(preds.target_names)
-    t = cfg.get("wl_score") or {}
-    loc, scale = t.get("label_loc"), t.get("label_scale")
-    metrics = wl_metrics(preds.targets, preds.means, preds.stds, names, float(t.get("scale", 1000.0)), float(t.get("floor", -1e6)),
-                         None if loc is None else list(loc), None if scale is None else list(scale))
+    score = resolve_settings("wl_score", SCORE_KEYS, cfg, preds.sidecar, path)
+    loc, scale = resolve_label_scaler(cfg, preds.sidecar, names, path)
+    metrics = wl_metrics(preds.targets, preds.means, preds.stds, names, float(score["scale"]), float(score["floor"]), loc, scale)
     out = _out_dir(cfg, path.parent)
     frame = pd.read_csv(path)
-    per_map_frame(frame, names, float(t.get("scale", 1000.0))).to_csv(out / f"{path.stem}_wl_scores.csv", index=False)
-    report = {"predictions": str(path), "target_names": names, **metrics}
+    per_map_frame(frame, names, float(score["scale"])).to_csv(out / f"{path.stem}_wl_scores.csv", index=False)
+    report = {"predictions": str(path), "target_names": names, **metrics,
+              "settings": {"wl_score": score, "label_loc": loc, "label_scale": scale}}
     write_json(out / f"{path.stem}_wl_score.json", report)
     _print(f"wl_score: {path}", metrics)
     return report
@@ -84,28 +155,29 @@ def run_wl_mcmc(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"{val_path}: column 'cosmology_id' is required (maps are grouped by cosmology for the likelihood)")
     if val.is_test_split:
         raise ValueError(f"{val_path}: the likelihood must come from validation maps, but this file is a test split")
-    m = cfg.get("mcmc") or {}
-    t = cfg.get("wl_score") or {}
     names = list(val.target_names)
+    m = resolve_settings("mcmc", MCMC_SETTINGS, cfg, test.sidecar, test_path)
+    score = resolve_settings("wl_score", SCORE_KEYS, cfg, test.sidecar, test_path)
+    loc, scale = resolve_label_scaler(cfg, test.sidecar, names, test_path)
     start = time.time()
     mean, std, diag, warns = summary_posteriors(
         val.means, val.metadata["cosmology_id"].to_numpy(), val.targets, test.means,
-        n_steps=int(m.get("n_steps", 10_000)), proposal_std=float(m.get("proposal_std", 0.06)), burn_in=float(m.get("burn_in", 0.2)),
-        seed=int(m.get("seed", 0)), acceptance_band=tuple(m.get("acceptance_band", (0.2, 0.5))), ess_min=float(m.get("ess_min", 100)),
-        grid_size=int(m.get("grid_size", 256)), n_trace=int(m.get("n_trace", 32)), progress=bool(m.get("progress", False)),
+        n_steps=int(m["n_steps"]), proposal_std=float(m["proposal_std"]), burn_in=float(m["burn_in"]), seed=int(m["seed"]),
+        acceptance_band=tuple(m["acceptance_band"]), ess_min=float(m["ess_min"]), grid_size=int(m["grid_size"]),
+        n_trace=int(m["n_trace"]), progress=bool((cfg.get("mcmc") or {}).get("progress", False)),
     )
     wall = time.time() - start
-    metrics = wl_metrics(test.targets, mean, std, names, float(t.get("scale", 1000.0)), float(t.get("floor", -1e6)))
+    metrics = wl_metrics(test.targets, mean, std, names, float(score["scale"]), float(score["floor"]), loc, scale)
     out = _out_dir(cfg, test_path.parent)
     frame = pd.read_csv(test_path, dtype={"sample_id": str})
     meta = frame.drop(columns=[c for c in frame.columns if c in ("sample_id", "split", *names)
                                or any(c.startswith(f"{n}_") for n in names)])
     table = prediction_table("regression", np.stack([mean, std], axis=-1),
                              pd.concat([frame[["sample_id", *names]], meta], axis=1), str(test.recorded_split or "test"), names)
-    plain = OmegaConf.to_container(m, resolve=True) if isinstance(m, DictConfig) else dict(m)
+    # the output's sidecar carries the settings on, so task=weak_lensing_score on it gives this report's numbers
     csv = write_predictions(out / f"{test_path.stem}_mcmc.csv", table, {"kind": "regression", "split": str(test.recorded_split or "test"),
-                            "target_names": names, "method": "cnn_mcmc", "mcmc": plain, "diagnostics": diag, "warnings": warns,
-                            "val": str(val_path), "test": str(test_path)})
+                            "target_names": names, "method": "cnn_mcmc", "wl_score": score, **_scaler_record(names, loc, scale),
+                            "mcmc": m, "diagnostics": diag, "warnings": warns, "val": str(val_path), "test": str(test_path)})
     report = {"predictions": str(csv), **{f"mcmc_{k}": v for k, v in metrics.items()}, **diag, "wall_time_s": round(wall, 2),
               "warnings": warns}
     write_json(out / f"{test_path.stem}_mcmc_score.json", report)

@@ -48,7 +48,7 @@ def test_likelihood_outside_hull_is_minus_inf_never_nan() -> None:
     pts = _design()
     means = pts.copy()
     covs = np.repeat(np.diag([1e-4, 1e-4])[None], len(pts), axis=0)
-    lik = GaussianSummaryLikelihood(pts, means, covs)
+    lik = GaussianSummaryLikelihood(pts, means, covs, grid_size=256)
     far = np.array([[5.0, 5.0], [-1.0, 0.8], [0.3, 2.0], [np.nan, 0.8]])
     lp = lik.log_prob(far, np.zeros((4, 2)))
     assert np.all(lp == -np.inf)
@@ -67,7 +67,7 @@ def test_likelihood_general_dimension_matches_scipy() -> None:
     a = rng.normal(size=(2, 4))
     means = pts @ a
     covs = np.array([np.eye(4) * 0.01 + 0.002 * np.outer(r, r) for r in rng.normal(size=(len(pts), 4))])
-    lik = GaussianSummaryLikelihood(pts, means, covs)
+    lik = GaussianSummaryLikelihood(pts, means, covs, grid_size=256)
     x = _design(200, seed=4)
     d = x @ a + rng.normal(0, 0.1, (200, 4))
     np.testing.assert_allclose(lik.log_prob(x, d), scipy_log_prob(pts, means, covs)(x, d), rtol=1e-9)
@@ -79,7 +79,7 @@ def test_metropolis_recovers_an_analytic_gaussian_posterior() -> None:
     grid = np.array([[x, y] for x in np.linspace(-1, 2, 7) for y in np.linspace(-1, 2, 7)])
     sig = np.array([0.05, 0.03])
     covs = np.repeat(np.diag(sig**2)[None], len(grid), axis=0)
-    lik = GaussianSummaryLikelihood(grid, grid.copy(), covs)
+    lik = GaussianSummaryLikelihood(grid, grid.copy(), covs, grid_size=256)
     n = 48
     rng = np.random.default_rng(5)
     d = rng.uniform(0.3, 0.7, (n, 2))
@@ -123,15 +123,15 @@ def test_effective_sample_size_of_an_ar1_chain() -> None:
 
 def test_chain_checks_warn_outside_the_band_and_on_low_ess() -> None:
     grid = np.array([[x, y] for x in np.linspace(-1, 2, 5) for y in np.linspace(-1, 2, 5)])
-    lik = GaussianSummaryLikelihood(grid, grid.copy(), np.repeat(np.eye(2)[None] * 0.05**2, len(grid), axis=0))
+    lik = GaussianSummaryLikelihood(grid, grid.copy(), np.repeat(np.eye(2)[None] * 0.05**2, len(grid), axis=0), grid_size=256)
     d = np.full((8, 2), 0.5)
-    tiny = metropolis(lambda th: lik.log_prob(th, d), d.copy(), n_steps=500, proposal_std=0.001, seed=0, n_trace=4)
+    tiny = metropolis(lambda th: lik.log_prob(th, d), d.copy(), n_steps=500, proposal_std=0.001, burn_in=0.2, seed=0, n_trace=4)
     with pytest.warns(UserWarning, match="acceptance outside"):
         out = chain_checks(tiny, (0.2, 0.5), ess_min=1e9)
     assert out["acceptance_outside_band"] == 1.0
     assert any("effective sample size" in w for w in tiny.warnings)
     with pytest.raises(ValueError, match="starting state"):
-        metropolis(lambda th: lik.log_prob(th, d[:1]), np.array([[9.0, 9.0]]), n_steps=10)
+        metropolis(lambda th: lik.log_prob(th, d[:1]), np.array([[9.0, 9.0]]), n_steps=10, proposal_std=0.06, burn_in=0.2, n_trace=1)
 
 
 def test_summary_moments_match_numpy_and_refuse_too_few_maps() -> None:

@@ -16,7 +16,7 @@ H, W = 356, 44
 
 
 def _module(head: str = "direct", loss: str = "nll", net=SimpleCNN) -> WeakLensingRegressor:
-    return WeakLensingRegressor(functools.partial(net), H, W, head=head, loss=loss,
+    return WeakLensingRegressor(functools.partial(net), H, W, score_scale=1000.0, score_floor=-1.0e6, head=head, loss=loss,
                                 optimizer=functools.partial(torch.optim.Adam, lr=2e-4, weight_decay=1e-4))
 
 

@@ -44,17 +44,29 @@ def test_cnn_mcmc_run_and_file_tasks(tmp_path) -> None:
     # the MCMC predictions are a regression file with stds, and their score is the one in metrics.json
     mcmc = read_predictions(run / "predictions_test_cnn_mcmc.csv", kind="regression")
     assert mcmc.stds is not None and mcmc.recorded_split == "test"
-    assert challenge_score(mcmc.targets, mcmc.means, mcmc.stds) == pytest.approx(metrics["test_cnn_mcmc_score"])
+    recorded = mcmc.sidecar["wl_score"]
+    assert challenge_score(mcmc.targets, mcmc.means, mcmc.stds, recorded["scale"], recorded["floor"]) == pytest.approx(metrics["test_cnn_mcmc_score"])
     val = pd.read_csv(run / "predictions_val.csv")
     assert {"omega_m", "omega_m_mean", "s8", "s8_mean", "cosmology_id"} <= set(val.columns) and "omega_m_std" not in val.columns
-    # the file tasks: the same MCMC stage on the run's files, then the score of its output
+    # the file tasks: the same MCMC stage on the run's files, with the run's settings from the sidecar (n_steps=400,
+    # n_trace=4, seed, label scaler), gives the run's own numbers exactly; then the score of its output
+    files = [f"val={run / 'predictions_val.csv'}", f"test={run / 'predictions_test.csv'}"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        report = _evaluate(["task=weak_lensing_mcmc", f"val={run / 'predictions_val.csv'}", f"test={run / 'predictions_test.csv'}",
-                            "mcmc.n_steps=400", "mcmc.n_trace=4", f"out_dir={tmp_path / 'eval'}"])
+        report = _evaluate(["task=weak_lensing_mcmc", *files, f"out_dir={tmp_path / 'eval'}"])
+    for key in ("score", "mse_std", "coverage"):
+        assert report[f"mcmc_{key}"] == metrics[f"test_cnn_mcmc_{key}"], key
+    assert report["mcmc_r2_s8"] == pytest.approx(metrics["test_cnn_mcmc_r2_s8"], rel=1e-12)  # summation order of a column
+    assert report["acceptance_mean"] == metrics["cnn_mcmc_acceptance_mean"]
     scored = _evaluate(["task=weak_lensing_score", f"predictions={report['predictions']}"])
-    assert scored["score"] == pytest.approx(report["mcmc_score"])
+    assert scored["score"] == pytest.approx(report["mcmc_score"]) and scored["mse_std"] == report["mcmc_mse_std"]
     assert (tmp_path / "eval" / "predictions_test_mcmc_wl_scores.csv").exists()
+    # a task option overrides the sidecar's value, key by key, and the output's sidecar records what was used
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        other = _evaluate(["task=weak_lensing_mcmc", *files, "mcmc.n_steps=200", f"out_dir={tmp_path / 'eval200'}"])
+    used = read_predictions(other["predictions"], kind="regression").sidecar["mcmc"]
+    assert used["n_steps"] == 200 and used["n_trace"] == 4 and used["seed"] == mcmc.sidecar["mcmc"]["seed"]
     with pytest.raises(ValueError, match="t_std"):
         _evaluate(["task=weak_lensing_score", f"predictions={run / 'predictions_test.csv'}"])
 
@@ -65,5 +77,16 @@ def test_direct_run_writes_its_score(tmp_path) -> None:
     metrics = _train(["experiment=weak_lensing_resnet_attn_direct", "debug=fast", "cpu_threads=1", f"data.manifest_path={manifest}"], run)
     preds = read_predictions(run / "predictions_test.csv", kind="regression")
     assert preds.stds is not None
-    assert metrics["test_score"] == pytest.approx(challenge_score(preds.targets, preds.means, preds.stds))
+    assert metrics["test_score"] == pytest.approx(challenge_score(preds.targets, preds.means, preds.stds, 1000.0, -1.0e6))
     assert "last_val_score" in metrics and 0 <= metrics["test_coverage"] <= 1
+    # the run's own file scores exactly as the run did: the sidecar carries its label scaler and score constants
+    assert set(preds.sidecar["label_scaler"]) == {"omega_m", "s8"} and preds.sidecar["wl_score"] == {"scale": 1000.0, "floor": -1.0e6}
+    scored = _evaluate(["task=weak_lensing_score", f"predictions={run / 'predictions_test.csv'}", f"out_dir={tmp_path / 'eval'}"])
+    for key in ("score", "mse_std", "coverage"):
+        assert scored[key] == metrics[f"test_{key}"], key
+    for key in ("r2_omega_m", "mean_sigma_s8"):  # sums over a column: equal up to summation order
+        assert scored[key] == pytest.approx(metrics[f"test_{key}"], rel=1e-12), key
+    # without the run's scaler (the file's own truth standardises) the standardised MSE is another number
+    own = _evaluate(["task=weak_lensing_score", f"predictions={run / 'predictions_test.csv'}", f"out_dir={tmp_path / 'eval'}",
+                     f"wl_score.label_loc={preds.targets.mean(axis=0).tolist()}", f"wl_score.label_scale={preds.targets.std(axis=0).tolist()}"])
+    assert own["mse_std"] != scored["mse_std"] and own["score"] == scored["score"]

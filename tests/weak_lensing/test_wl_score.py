@@ -8,6 +8,8 @@ import pytest
 from sklearn.metrics import r2_score
 from sklearn.preprocessing import StandardScaler
 
+from omegaconf import OmegaConf
+
 from analysis.weak_lensing.score import (
     challenge_score,
     challenge_scores,
@@ -18,6 +20,15 @@ from analysis.weak_lensing.score import (
     standardized_mse,
     wl_metrics,
 )
+from tests.conftest import ROOT
+
+# the family's constants, written once in its thresholds file; the hand-worked cases below use the kit's
+THRESHOLDS = OmegaConf.load(ROOT / "conf" / "thresholds" / "weak_lensing.yaml")
+SCALE, FLOOR = float(THRESHOLDS.score_scale), float(THRESHOLDS.score_floor)
+
+
+def test_thresholds_hold_the_kits_score_constants() -> None:
+    assert (SCALE, FLOOR) == (1000.0, -1.0e6)  # the kit's Score._score_phase1: scale_factor 1000, floor -1e6
 
 
 def test_score_hand_worked() -> None:
@@ -28,29 +39,29 @@ def test_score_hand_worked() -> None:
     m0 = -((0.25 + np.log(4e-4) + 0.1) + (4.0 + np.log(1e-4) + 0.4))
     # map 1: exact means; only the log terms
     m1 = -(np.log(0.05**2) + np.log(0.1**2))
-    np.testing.assert_allclose(challenge_scores(truth, mean, std), [m0, m1], rtol=1e-12)
-    assert challenge_score(truth, mean, std) == pytest.approx((m0 + m1) / 2, rel=1e-12)
+    np.testing.assert_allclose(challenge_scores(truth, mean, std, SCALE), [m0, m1], rtol=1e-12)
+    assert challenge_score(truth, mean, std, SCALE, FLOOR) == pytest.approx((m0 + m1) / 2, rel=1e-12)
 
 
 def test_score_floor_applies_to_the_mean() -> None:
     truth = np.zeros((2, 2))
     mean = np.array([[1.0, 1.0], [0.0, 0.0]])
     std = np.full((2, 2), 1e-4)
-    per_map = challenge_scores(truth, mean, std)
+    per_map = challenge_scores(truth, mean, std, SCALE)
     assert per_map[0] < -1e6  # one terrible map ...
-    assert challenge_score(truth, mean, std) == -1e6  # ... floors the mean
-    assert challenge_score(truth, mean, std, floor=-1e12) == pytest.approx(per_map.mean())
+    assert challenge_score(truth, mean, std, SCALE, FLOOR) == -1e6  # ... floors the mean
+    assert challenge_score(truth, mean, std, SCALE, floor=-1e12) == pytest.approx(per_map.mean())
     # a mean above the floor is not touched
-    assert challenge_score(truth, truth, np.ones((2, 2))) == 0.0
+    assert challenge_score(truth, truth, np.ones((2, 2)), SCALE, FLOOR) == 0.0
 
 
 def test_score_nan_mean_is_floored_and_bad_std_refused() -> None:
     truth = np.zeros((1, 2))
-    assert challenge_score(truth, np.array([[np.nan, 0.0]]), np.ones((1, 2))) == -1e6
+    assert challenge_score(truth, np.array([[np.nan, 0.0]]), np.ones((1, 2)), SCALE, FLOOR) == -1e6
     with pytest.raises(ValueError, match="std must be finite and > 0"):
-        challenge_scores(truth, truth, np.array([[0.0, 1.0]]))
+        challenge_scores(truth, truth, np.array([[0.0, 1.0]]), SCALE)
     with pytest.raises(ValueError, match="shape"):
-        challenge_scores(truth, np.zeros((2, 2)), np.ones((1, 2)))
+        challenge_scores(truth, np.zeros((2, 2)), np.ones((1, 2)), SCALE)
 
 
 def test_reference_metrics_match_sklearn() -> None:
@@ -65,10 +76,10 @@ def test_reference_metrics_match_sklearn() -> None:
     assert standardized_mse(truth, mean) == pytest.approx(want, rel=1e-12)
     cov = coverage(truth, mean, std)
     np.testing.assert_allclose(cov, [np.mean(np.abs(truth[:, j] - mean[:, j]) <= std[:, j]) for j in range(2)])
-    m = wl_metrics(truth, mean, std, ("omega_m", "s8"))
+    m = wl_metrics(truth, mean, std, ("omega_m", "s8"), SCALE, FLOOR)
     assert m["coverage"] == pytest.approx(cov.mean())
     assert m["mean_sigma_s8"] == pytest.approx(std[:, 1].mean())
-    assert m["score"] == pytest.approx(challenge_score(truth, mean, std))
+    assert m["score"] == pytest.approx(challenge_score(truth, mean, std, SCALE, FLOOR))
 
 
 def test_coverage_of_a_calibrated_gaussian_is_68_percent() -> None:
@@ -91,6 +102,6 @@ def test_predictions_frame_columns_are_checked() -> None:
     with pytest.raises(ValueError, match="s8_std"):
         predictions_arrays(frame, ("omega_m", "s8"), source="p.csv")
     frame["s8_std"] = 0.1
-    out = per_map_frame(frame, ("omega_m", "s8"))
+    out = per_map_frame(frame, ("omega_m", "s8"), SCALE)
     assert out["score"].iloc[0] == pytest.approx(-2 * np.log(0.01))
     assert bool(out["covered_s8"].iloc[0])
