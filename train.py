@@ -32,6 +32,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from callbacks.base import summary_dir
+from callbacks.step_seed import StepSeed
 from callbacks.run_checkpoint import RunCheckpoint
 from rigor.config import compose_sweeps_with_their_first_experiment, instantiate_callbacks, instantiate_loggers, register_resolvers
 from rigor.guard import EXIT_TERMINATED, ConfigStamp, ResumeConfigError, TermHandler, Terminated, check_resume, check_splits, relevant_config, safe_load
@@ -138,6 +139,7 @@ def train(cfg: DictConfig, term: TermHandler | None = None) -> dict[str, Any]:
         RunCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
                       enable_version_counter=False),
         ConfigStamp(stamp),
+        StepSeed(seed),  # dropout draws depend on (seed, epoch, batch) only: a resumed run ends the same
     ]
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer_cfg = cfg.trainer

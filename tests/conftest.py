@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# the toy family (tests/toy_family/): the core's end-to-end tests run on it, a few seconds a run
+TOY_SEARCH = f"hydra.searchpath=[file://{ROOT / 'tests' / 'toy_family' / 'conf'}]"
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")

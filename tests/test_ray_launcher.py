@@ -99,9 +99,9 @@ def test_gpus_per_job_follow_the_trainer():
     assert gpus_per_job({"accelerator": "gpu", "devices": "auto"}) == 1
 
 
-def test_parallel_jobs_one_gpu_each_and_a_failed_job_kept(tmp_path, toy_lens_manifest, ray_address, record_property):
+def test_parallel_jobs_one_gpu_each_and_a_failed_job_kept(tmp_path, ray_address, record_property):
     sweep = tmp_path / "sweep"
-    args = [a for a in tiny(toy_lens_manifest, "logger=csv") if not a.startswith("cpu_threads=")]  # follows num_cpus
+    args = [a for a in tiny("logger=csv") if not a.startswith("cpu_threads=")]  # follows num_cpus
     start = time.time()
     proc = run_train(["-m", *args, *ray_args(ray_address, num_cpus=1, num_gpus=1), "seed=1,2,x", f"hydra.sweep.dir={sweep}"])
     wall = time.time() - start
@@ -127,10 +127,10 @@ def test_parallel_jobs_one_gpu_each_and_a_failed_job_kept(tmp_path, toy_lens_man
     assert [(Path(r["job_dir"]).name, r["status"]) for r in result["failed"]] == [("2", "failed")]
 
 
-def test_a_killed_worker_is_a_failed_job_and_the_sweep_resumes(tmp_path, toy_lens_manifest, ray_address, reference):
+def test_a_killed_worker_is_a_failed_job_and_the_sweep_resumes(tmp_path, ray_address, reference):
     sweep, markers = tmp_path / "sweep", tmp_path / "markers"
     # job 1 (seed 3): its worker is SIGKILLed in epoch 1, as the OS does when memory runs out; job 2 fails once
-    args = [*tiny(toy_lens_manifest, "logger=csv"), *chaos(markers, kill_job=1, fail_job=2), *ray_args(ray_address),
+    args = [*tiny("logger=csv"), *chaos(markers, kill_job=1, fail_job=2), *ray_args(ray_address),
             "seed=1,3,2"]
     first = run_train(["-m", *args, f"hydra.sweep.dir={sweep}"])
     assert first.returncode != 0

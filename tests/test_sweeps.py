@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import Callback
 
 from rigor.launchers import Job, comparable_overrides, completed_return
 from rigor.ledger import Ledger, job_fields
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TOY_SEARCH
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 #: metrics.json entries that differ between two runs of one config (where and how long it ran)
@@ -70,10 +70,10 @@ class Chaos(Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def tiny(manifest: Path, *extra: str) -> list[str]:
-    """A lens_smoke job of a few seconds on the toy manifest."""
-    return ["experiment=lens_smoke", f"data.manifest_path={manifest}", "trainer.max_epochs=3", "data.batch_size=16",
-            "callbacks.early_stopping=null", "cpu_threads=1", *extra]
+def tiny(*extra: str) -> list[str]:
+    """A job of the toy family (tests/toy_family): a few seconds, the core's code paths, no family's weight."""
+    return [TOY_SEARCH, "experiment=toy_binary", "trainer.max_epochs=3", "callbacks.early_stopping=null", "cpu_threads=1",
+            *extra]
 
 
 def chaos(marker_dir: Path, **kwargs: int) -> list[str]:
@@ -212,23 +212,23 @@ def test_a_completed_job_returns_what_train_returned_without_running(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, toy_lens_manifest) -> dict:
+def reference(tmp_path_factory) -> dict:
     """metrics.json of an uninterrupted run of seed 3 (the job the sweeps below kill).
 
     Run once per session: test_ray_launcher.py uses it too, and finds it in the session's base directory.
     """
     run = tmp_path_factory.getbasetemp() / "sweeps_reference" / "run"
     if not (run / "metrics.json").is_file():
-        proc = run_train([*tiny(toy_lens_manifest, "seed=3", "logger=csv"), f"hydra.run.dir={run}"])
+        proc = run_train([*tiny("seed=3", "logger=csv"), f"hydra.run.dir={run}"])
         assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((run / "metrics.json").read_text())
 
 
 @pytest.mark.slow
-def test_a_sweep_that_died_resumes_skips_and_reruns(tmp_path, toy_lens_manifest, reference):
+def test_a_sweep_that_died_resumes_skips_and_reruns(tmp_path, reference):
     sweep, markers = tmp_path / "sweep", tmp_path / "markers"
     # job 0 completes, job 1 fails once, job 2 (seed 3) is killed in epoch 1 with the whole sweep process
-    args = [*tiny(toy_lens_manifest, "logger=wandb"), *chaos(markers, fail_job=1, kill_job=2), "seed=1,2,3"]
+    args = [*tiny("logger=wandb"), *chaos(markers, fail_job=1, kill_job=2), "seed=1,2,3"]
     first = run_train(["-m", *args, f"hydra.sweep.dir={sweep}"])
     assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
     rows = {int(r["job"]): r for r in Ledger(sweep).rows()}
@@ -284,10 +284,10 @@ def test_failed_jobs_left_by_flag_and_a_changed_sweep_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_submitit_sweep_keeps_a_killed_job_and_resumes_it(tmp_path, toy_lens_manifest, reference):
+def test_submitit_sweep_keeps_a_killed_job_and_resumes_it(tmp_path, reference):
     sweep, markers = tmp_path / "sweep", tmp_path / "markers"
     # submitit's local executor: one process per job, as on SLURM; job 1 (seed 3) is SIGKILLed in epoch 1
-    args = [*tiny(toy_lens_manifest, "logger=csv"), *chaos(markers, kill_job=1), "hydra/launcher=slurm_local", "seed=1,3"]
+    args = [*tiny("logger=csv"), *chaos(markers, kill_job=1), "hydra/launcher=slurm_local", "seed=1,3"]
     first = run_train(["-m", *args, f"hydra.sweep.dir={sweep}"])
     assert first.returncode != 0
     rows = {int(r["job"]): r for r in Ledger(sweep).rows()}
