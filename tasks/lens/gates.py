@@ -1,7 +1,7 @@
 """The lens family's evaluate task: the shortcut gates on an experiment's data, without training.
 
-    python evaluate.py task=gates gates.experiment=lens_b1 gates.preprocessing=raw
-    python evaluate.py task=gates gates.experiment=lens_b3 gates.epoch=0   # with B3's epoch-0 training masking
+    python evaluate.py task=lens_gates gates.experiment=lens_b1 gates.preprocessing=raw
+    python evaluate.py task=lens_gates gates.experiment=lens_b3 gates.epoch=0   # with B3's epoch-0 training masking
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from rigor.jsonio import write_json
 
 
 def run_gates(cfg: DictConfig) -> dict[str, Any]:
-    """evaluate.py task=gates: both gates on an experiment's model inputs, without training.
+    """evaluate.py task=lens_gates: both gates on an experiment's model inputs, without training.
 
     The gates depend only on the model inputs (data + preprocessing + masking), not on the model, so a
     FAIL here means the data carry a shortcut before a single epoch is trained. The experiment's training
@@ -36,7 +36,7 @@ def run_gates(cfg: DictConfig) -> dict[str, Any]:
 
     experiment = cfg.gates.get("experiment")
     if not experiment:
-        raise ValueError("evaluate: gates.experiment=<name> (a conf/experiment file) is required for task=gates")
+        raise ValueError("evaluate: gates.experiment=<name> (a conf/experiment file) is required for task=lens_gates")
     overrides = [f"experiment={experiment}"]
     if cfg.gates.get("preprocessing"):
         overrides.append(f"data.preprocessing={cfg.gates.preprocessing}")
