@@ -23,11 +23,16 @@ from omegaconf import open_dict
 from lightning_modules.base import NonFiniteLossError
 from lightning_modules.metrics import DefinedBinaryAUROC
 from rigor.guard import ResumeConfigError, SplitError, check_resume, check_splits, config_diff, relevant_config, safe_load
-from tests.conftest import ROOT, compose, train_in_process
+from tests.conftest import ROOT, TOY_SEARCH, compose, train_in_process
 
 
 def toy(manifest: Path, *extra: str) -> list[str]:
     return ["experiment=lens_smoke", f"data.manifest_path={manifest}", "logger=none", "cpu_threads=1", *extra]
+
+
+def toy_family(*extra: str) -> list[str]:
+    """A run of the toy family (tests/toy_family): the core's behaviour in well under a second an epoch."""
+    return [TOY_SEARCH, "experiment=toy_binary", "logger=none", "cpu_threads=1", *extra]
 
 
 # --- 1. resume guard ------------------------------------------------------------------------------
@@ -59,10 +64,10 @@ def test_resume_guard_refuses_a_changed_config_and_names_the_keys(tmp_path):
     check_resume({"seed": 7}, last, force=True)  # forced: a warning, no error
 
 
-def test_guarded_restart_keeps_the_first_config_and_skips_a_completed_run(tmp_path, toy_lens_manifest):
+def test_guarded_restart_keeps_the_first_config_and_skips_a_completed_run(tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "WANDB_MODE": "offline"}
-    cmd = [sys.executable, "train.py", *toy(toy_lens_manifest, "trainer.max_epochs=1", f"hydra.run.dir={run}")]
+    cmd = [sys.executable, "train.py", *toy_family("trainer.max_epochs=1", f"hydra.run.dir={run}")]
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
     first = (run / ".hydra" / "overrides.yaml").read_text()
     stamp = (run / "metrics.json").stat().st_mtime_ns
@@ -162,11 +167,12 @@ def test_non_finite_validation_outputs_stop_the_run_naming_epoch_and_split():
 
 
 @pytest.mark.slow
-def test_sigterm_keeps_last_ckpt_exits_non_zero_and_resumes(tmp_path, toy_lens_manifest):
+def test_sigterm_keeps_last_ckpt_exits_non_zero_and_resumes(tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "WANDB_MODE": "offline"}
-    cmd = [sys.executable, "train.py", *toy(toy_lens_manifest, "trainer.max_epochs=6", "callbacks.early_stopping=null",
-                                            "data.batch_size=16", f"hydra.run.dir={run}")]
+    # 60 toy epochs (a tenth of a second each): the signal lands mid-training, a second after the first last.ckpt
+    cmd = [sys.executable, "train.py", *toy_family("trainer.max_epochs=60", "callbacks.early_stopping=null",
+                                                   "data.batch_size=16", f"hydra.run.dir={run}")]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not (run / "checkpoints" / "last.ckpt").exists() and time.time() < deadline and proc.poll() is None:
@@ -182,7 +188,7 @@ def test_sigterm_keeps_last_ckpt_exits_non_zero_and_resumes(tmp_path, toy_lens_m
     resumed = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming" in resumed.stderr + resumed.stdout
-    assert epoch < 5 and json.loads((run / "metrics.json").read_text())["epochs_trained"] == 6
+    assert epoch < 59 and json.loads((run / "metrics.json").read_text())["epochs_trained"] == 60
 
 
 # --- 6. untrusted checkpoints ---------------------------------------------------------------------
@@ -207,13 +213,13 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_train_and_predict_refuse_a_crafted_checkpoint(tmp_path, toy_lens_manifest, monkeypatch):
+def test_train_and_predict_refuse_a_crafted_checkpoint(tmp_path, monkeypatch):
     mark = tmp_path / "payload_ran"
     monkeypatch.setenv("RIGOR_PAYLOAD_MARK", str(mark))
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     torch.save({"epoch": 0, "evil": _Payload()}, run / "checkpoints" / "last.ckpt")  # pickles os.system(...)
-    proc = subprocess.run([sys.executable, "train.py", *toy(toy_lens_manifest, f"hydra.run.dir={run}")], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "train.py", *toy_family(f"hydra.run.dir={run}")], cwd=ROOT,
                           env={**os.environ, "WANDB_MODE": "offline"}, capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0 and "refused" in proc.stderr
     assert not mark.exists()
