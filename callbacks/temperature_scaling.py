@@ -129,7 +129,7 @@ class TemperatureScaling(RigorCallback):
         if self.method == "nll":
             return fit_temperature(logits, targets)
         start, stop, step = self.grid
-        return fit_temperature_ece_grid(logits, targets, np.arange(start, stop + step / 2, step), self.n_bins)[0]
+        return fit_temperature_ece_grid(logits, targets, np.round(np.arange(start, stop + step / 2, step), 6), self.n_bins)[0]  # 3.000000000000002 is not on the grid
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if pl_module.output_kind not in ("binary", "multiclass"):

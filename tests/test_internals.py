@@ -20,6 +20,11 @@ def params(func: object) -> list[str]:
     return list(inspect.signature(func).parameters)
 
 
+def same(a: object, b: object) -> bool:
+    """The same class or function by its import path (a test that re-imports Hydra's plugins can make two copies)."""
+    return (getattr(a, "__module__", None), getattr(a, "__qualname__", None)) == (b.__module__, b.__qualname__)
+
+
 def test_hydra_core_internals():
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.core_plugins.basic_launcher import BasicLauncher
@@ -27,7 +32,7 @@ def test_hydra_core_internals():
     from hydra.core.singleton import Singleton
     from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 
-    assert launchers.HydraBasicLauncher is BasicLauncher and launchers.HydraConfigLoaderImpl is ConfigLoaderImpl
+    assert same(launchers.HydraBasicLauncher, BasicLauncher) and same(launchers.HydraConfigLoaderImpl, ConfigLoaderImpl)
     # rigor.config wraps load_configuration and passes the first four by position
     assert params(ConfigLoaderImpl.load_configuration)[:4] == ["self", "config_name", "overrides", "run_mode"]
     assert params(ConfigLoader.load_sweep_config) == ["self", "master_config", "sweep_overrides"]
@@ -47,8 +52,8 @@ def test_submitit_plugin_internals():
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
     from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher, LocalLauncher, SlurmLauncher
 
-    assert launchers.PluginSlurmLauncher is SlurmLauncher and launchers.PluginSubmititLocalLauncher is LocalLauncher
-    assert launchers.BaseQueueConf is BaseQueueConf and "submitit_folder" in {f.name for f in fields(BaseQueueConf)}
+    assert same(launchers.PluginSlurmLauncher, SlurmLauncher) and same(launchers.PluginSubmititLocalLauncher, LocalLauncher)
+    assert same(launchers.BaseQueueConf, BaseQueueConf) and "submitit_folder" in {f.name for f in fields(BaseQueueConf)}
     assert launchers.submitit_executor(SlurmLauncher) == "slurm" and launchers.submitit_executor(LocalLauncher) == "local"
     assert params(BaseSubmititLauncher.__call__) == ["self", "sweep_overrides", "job_dir_key", "job_num", "job_id",
                                                      "singleton_state"]
@@ -65,7 +70,7 @@ def test_submitit_plugin_internals():
 def test_ray_plugin_internals():
     from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher
 
-    assert launchers.PluginRayLauncher is RayLauncher
+    assert same(launchers.PluginRayLauncher, RayLauncher)
     assert launchers.ray_launcher_config(RayLauncher(ray={"init": {}, "remote": {}})) == {"init": {}, "remote": {}}
     assert {"hydra_context", "task_function", "config"} <= set(params(RayLauncher.setup))
     # the worker-side helper, found without importing ray here (ray_run_job imports it in the worker)

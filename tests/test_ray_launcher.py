@@ -101,7 +101,9 @@ def test_gpus_per_job_follow_the_trainer():
 
 def test_parallel_jobs_one_gpu_each_and_a_failed_job_kept(tmp_path, ray_address, record_property):
     sweep = tmp_path / "sweep"
-    args = [a for a in tiny("logger=csv") if not a.startswith("cpu_threads=")]  # follows num_cpus
+    # 40 toy epochs (a few seconds): the ledger's times are whole seconds, and the jobs must overlap in them;
+    # cpu_threads follows num_cpus
+    args = [a for a in tiny("logger=csv") if not a.startswith(("cpu_threads=", "trainer.max_epochs="))] + ["trainer.max_epochs=40"]
     start = time.time()
     proc = run_train(["-m", *args, *ray_args(ray_address, num_cpus=1, num_gpus=1), "seed=1,2,x", f"hydra.sweep.dir={sweep}"])
     wall = time.time() - start
