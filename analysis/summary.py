@@ -297,6 +297,7 @@ def seed_comparison(
     reference: str | None = None,
     confidence: float = 0.95,
     title: str = "Arms compared over seeds (Welch)",
+    power: float = 0.8,
 ) -> dict[str, Any] | None:
     """Summary plugin: each arm against a reference arm (or every pair), metric by metric, Welch's t over seeds.
 
@@ -310,14 +311,19 @@ def seed_comparison(
         metrics: Metric names, in row order.
         reference: Overrides naming the reference arm (``experiment=lens_b1``; see pick_reference); None:
             every pair of arms, in name order.
-        confidence: Level of the CIs of the differences.
+        confidence: Level of the CIs of the differences; 1 - confidence is the level of the verdicts and MDDs.
         title: Section title.
+        power: Target power of each row's minimum detectable difference.
 
     Returns:
         None with fewer than two arms; else ``{"title", "markdown", "result"}``, result = ``{reference,
-        note, tests: [{a, b, metric, welch_test fields..., p_holm}]}``.
+        note, tests: [{a, b, metric, welch_test fields..., p_holm, mdd, verdict}]}``: ``mdd`` is the
+        difference Welch's test detects with `power` at each arm's n and sample variance (inf for n < 2),
+        ``verdict`` "resolved" (p_holm < 1 - confidence) or "not resolved; MDD <mdd>".
     """
     from statsmodels.stats.multitest import multipletests
+
+    from analysis.power import mdd_welch
 
     by_dir = {str(j["job_dir"]): j for j in jobs if j.get("status") == "completed" and j.get("metrics")}
     values = {arm: [numeric_metrics(by_dir[str(d)]["metrics"]) for d in info.get("job_dirs", []) if str(d) in by_dir]
@@ -344,17 +350,28 @@ def seed_comparison(
         t["p_holm"] = float("nan")
     for i, p in zip(finite, holm):
         tests[i]["p_holm"] = float(p)
+    for t in tests:
+        # what the seeds could have resolved: the difference Welch's test detects with the given power
+        va, vb = (float(np.nanvar([r.get(t["metric"], float("nan")) for r in values[t[k]]], ddof=1))
+                  if t[f"n_{k}"] >= 2 else float("nan") for k in ("a", "b"))
+        t["mdd"] = (mdd_welch(va, vb, t["n_a"], t["n_b"], 1 - confidence, power)
+                    if t["n_a"] >= 2 and t["n_b"] >= 2 else float("inf"))
+        resolved = not math.isnan(t["p_holm"]) and t["p_holm"] < 1 - confidence
+        t["verdict"] = "resolved" if resolved else f"not resolved; MDD {fmt(t['mdd'])}"
 
     level = f"{100 * confidence:g}%"
     short, shared = short_arm_names(names)
     rows = [[f"{short[t['b']]} − {short[t['a']]}", t["metric"], f"{t['n_b']} / {t['n_a']}", t["mean_b"], t["mean_a"], t["diff"],
              "" if math.isnan(t["ci_low"]) else f"[{fmt(t['ci_low'])}, {fmt(t['ci_high'])}]",
-             t["t"], t["df"], t["p"], t["p_holm"]] for t in tests]
+             t["t"], t["df"], t["p"], t["p_holm"], t["mdd"], t["verdict"]] for t in tests]
     md = (f"Welch's t-test over seeds (each seed's value is one draw; no pairing of samples), B − A, with the "
           f"{level} CI of the difference; p_holm: Holm-adjusted over the {len(finite)} tests of this table; "
-          f"nan: fewer than 2 seeds in an arm, or no spread; pairs where an arm lacks the metric are left out."
+          f"nan: fewer than 2 seeds in an arm, or no spread; pairs where an arm lacks the metric are left out. "
+          f"mdd: the difference this Welch test detects with power {power:g} at level {1 - confidence:g}, given each "
+          f"arm's seeds and variance (analysis.power.mdd_welch; inf: fewer than 2 seeds); verdict: resolved when "
+          f"p_holm < {1 - confidence:g}, else not resolved with that MDD beside it."
           + (f" Overrides every arm shares, left out of the names: `{' '.join(shared)}`." if shared else "") + "\n\n"
           + (f"No comparison: {note}." if note else
              markdown_table(["B − A", "metric", "n B / A", "mean B", "mean A", "diff", f"{level} CI", "t", "df (Welch)",
-                             "p", "p_holm"], rows)))
+                             "p", "p_holm", "mdd", "verdict"], rows)))
     return {"title": title, "markdown": md, "result": {"reference": ref, "note": note, "tests": tests}}
