@@ -44,9 +44,13 @@ class Terminated(RuntimeError):
     """The run received SIGTERM."""
 
 
-def relevant_config(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config without the ``PLUMBING`` keys, as plain containers."""
-    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+def relevant_config(cfg: DictConfig, resolve: bool = True) -> dict[str, Any]:
+    """The resolved config without the ``PLUMBING`` keys, as plain containers.
+
+    ``resolve=False`` keeps interpolations as written (a sweep's resume check compares a job's saved
+    ``.hydra/config.yaml`` with today's composition outside the job, where ``${hydra:...}`` would not resolve).
+    """
+    plain = OmegaConf.to_container(cfg, resolve=resolve, throw_on_missing=False)
     for dotted in PLUMBING:
         node, *rest = dotted.split(".")
         if not rest:

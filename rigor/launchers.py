@@ -1,7 +1,10 @@
 """Sweep launchers that keep every job: Hydra's basic launcher and the Ray launcher, with a ledger and resume.
 
-Both write a ``queued`` row per job into the sweep's ledger (rigor/ledger.py) before launching, and refuse
-to resume a sweep directory whose jobs were started with other overrides (naming the job). A job whose
+Every launcher holds an exclusive lock on its sweep directory for the whole sweep (``lock_sweep_dir``), so a
+second sweep into the same directory is refused, naming the holder's pid, whatever the timing. They
+write a ``queued`` row per job into the sweep's ledger (rigor/ledger.py) before launching, and refuse
+to resume a sweep directory whose jobs were started with other overrides (naming the job), or whose jobs'
+saved config differs from what the config files give now (naming the keys). A job whose
 metrics.json says completed is left to train.py, which checks its config and returns without training;
 a failed job is run again unless ``rerun_failed=false``.
 
@@ -17,7 +20,11 @@ subclasses in ``hydra_plugins/rigor_launchers``.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -28,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rigor.ledger import Ledger, job_fields, now
 from rigor.overrides import comparable_overrides  # noqa: F401  (re-exported: the resume check's comparison)
-from rigor.sweeps import completed_metrics, failed_before, read_overrides
+from rigor.sweeps import completed_metrics, failed_before, read_config, read_overrides
 
 # =================================================================================================
 # Hydra and plugin internals: every name Rigor uses that is not the documented API of hydra-core, its
@@ -109,6 +116,71 @@ class SweepResumeError(ValueError):
     """An existing sweep directory holds a job that was started with other overrides."""
 
 
+class SweepConfigError(SweepResumeError):
+    """A resumed sweep's jobs were started under a config that the config files no longer give."""
+
+
+class SweepLockError(RuntimeError):
+    """Another sweep process holds the sweep directory."""
+
+
+#: The file in a sweep directory whose lock says a sweep process owns the directory.
+SWEEP_LOCK = ".sweep.lock"
+#: Sweep directories this process holds: resolved path -> the open descriptor that keeps the lock.
+_HELD: dict[str, int] = {}
+
+
+def lock_sweep_dir(sweep_dir: str | Path) -> Path:
+    """Hold an exclusive lock on `sweep_dir` until this process exits; refuse when another process holds it.
+
+    A POSIX record lock (``fcntl.lockf``) on ``<sweep_dir>/.sweep.lock``: the kernel drops it when the
+    process ends, SIGKILL included, so a sweep killed overnight leaves nothing to clean up before its
+    resume; forked children (DataLoader workers) do not inherit it; it also works on NFS. The file
+    records the holder (pid, host, start) for the message. Taking it again in the holding process is a
+    no-op.
+
+    Returns:
+        The lock file.
+
+    Raises:
+        SweepLockError: Another process holds the directory; the message names it and the holder's pid.
+    """
+    sweep_dir = Path(sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    path = sweep_dir / SWEEP_LOCK
+    key = str(path.resolve())
+    if key in _HELD:
+        return path
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = ""
+        for _ in range(20):  # the holder writes its pid just after locking: wait a moment for it
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+            if holder:
+                break
+            time.sleep(0.1)
+        os.close(fd)  # closing drops this process's locks on the file: it holds none
+        raise SweepLockError(
+            f"{sweep_dir} is in use by another sweep ({holder or 'holder unknown'}; lock {path}): two sweeps in one "
+            "directory would run the same jobs in the same job directories. Wait for it to end and run the command "
+            "again (it resumes: completed jobs are skipped), or give another hydra.sweep.dir / resume_sweep.") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {now()}\n".encode(), 0)
+    _HELD[key] = fd  # never closed: closing any descriptor of the file would drop the lock
+    log.info("holding %s (pid %d)", path, os.getpid())
+    return path
+
+
+class SweepDirLock:
+    """For launchers: lock the sweep directory in ``setup``, before the sweeper writes anything into it."""
+
+    def setup(self, *, hydra_context: HydraContext, task_function: Any, config: DictConfig) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)  # type: ignore[misc]
+        lock_sweep_dir(str(config.hydra.sweep.dir))
+
+
 @dataclass
 class Job:
     """One job of a sweep, as the launcher sees it."""
@@ -137,14 +209,16 @@ def plan_jobs(hydra_context: HydraContext, config: DictConfig, job_overrides: Se
 
     Raises:
         SweepResumeError: A job directory holds a job started with other overrides.
+        SweepConfigError: A started job's saved config differs from the one it would get now (the
+            experiment file or another config file changed); not with ``resume_force=true``.
     """
     sweep_dir = Path(str(config.hydra.sweep.dir))
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    lock_sweep_dir(sweep_dir)  # taken in setup already; here for a launcher that skipped it
     ledger = Ledger(sweep_dir)
     rerun_failed = bool(config.get("rerun_failed", True))
     jobs: list[Job] = []
     kept: dict[int, JobReturn] = {}
-    mismatches = []
+    mismatches, changed = [], []
     for offset, overrides in enumerate(job_overrides):
         idx = initial_job_idx + offset
         sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
@@ -159,11 +233,20 @@ def plan_jobs(hydra_context: HydraContext, config: DictConfig, job_overrides: Se
             before, now_ = comparable_overrides(stored), comparable_overrides(list(overrides))
             if before != now_:
                 mismatches.append(f"  job {idx} ({run_dir}): started with {before}, now {now_}")
+            else:
+                changed += config_changes(idx, run_dir, sweep_config)
         jobs.append(Job(idx, list(overrides), sweep_config, run_dir))
     if mismatches:
         raise SweepResumeError(f"{sweep_dir} holds jobs started with other overrides; resuming would mix two sweeps:\n"
                                + "\n".join(mismatches)
                                + "\nRun the sweep's original command (same values, same order), or start a new sweep.")
+    if changed:
+        message = (f"{sweep_dir}: the config files changed since its jobs started; resuming would run the rest under "
+                   "another config than the jobs that ran, and a summary would pool both:\n" + "\n".join(changed)
+                   + "\nRestore the config files as they were, or start a new sweep; resume_force=true resumes anyway.")
+        if not config.get("resume_force", False):
+            raise SweepConfigError(message)
+        log.warning("resume_force=true: %s", message)
     to_run = []
     for job in jobs:
         row = ledger.read(job.idx) or {}
@@ -183,6 +266,27 @@ def plan_jobs(hydra_context: HydraContext, config: DictConfig, job_overrides: Se
                       **job_fields(filter_overrides(job.overrides), job.run_dir))
         to_run.append(job)
     return to_run, kept
+
+
+def config_changes(idx: int, run_dir: Path, sweep_config: DictConfig, limit: int = 20) -> list[str]:
+    """How the config a job would get now differs from the one it started with (its ``.hydra/config.yaml``).
+
+    Both are compared unresolved, as rigor/guard.py ``relevant_config`` defines them (plumbing keys left
+    out), so an edited experiment file shows as the keys it changed and a moved sweep directory as nothing.
+
+    Returns:
+        Message lines naming the job and each changed key (none: unchanged, or the job never started).
+    """
+    from rigor.guard import config_diff, relevant_config  # imports Lightning: only for a resumed sweep
+
+    saved, unreadable = read_config(run_dir)
+    if unreadable:
+        return [f"  job {idx} ({run_dir}): {unreadable}"]
+    if saved is None:
+        return []
+    diff = config_diff(relevant_config(saved, resolve=False), relevant_config(sweep_config, resolve=False))
+    lines = [f"  job {idx} ({run_dir}): {key}: {old!r} (saved) -> {new!r} (now)" for key, old, new in diff[:limit]]
+    return lines + ([f"  job {idx}: ... and {len(diff) - limit} more"] if len(diff) > limit else [])
 
 
 def sweep_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
@@ -208,7 +312,7 @@ def failed_return(job: Job, error: BaseException) -> JobReturn:
     return ret
 
 
-class BasicLauncher(HydraBasicLauncher):
+class BasicLauncher(SweepDirLock, HydraBasicLauncher):
     """Hydra's basic launcher (one job after the other, in this process) with the ledger and resume checks."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
@@ -306,7 +410,7 @@ def record_lost_job(ledger: Ledger, job: Job, err: BaseException, where: str, de
     return failed_return(job, RuntimeError(f"job {job.idx} ({job.run_dir}): {reason}"))
 
 
-class RayLauncher(PluginRayLauncher):
+class RayLauncher(SweepDirLock, PluginRayLauncher):
     """hydra-ray-launcher's local launcher, with failures collected per job instead of raised on the first one.
 
     Config (conf/hydra/launcher/ray.yaml): ``ray.init`` goes to ``ray.init`` (``address`` joins an
@@ -356,7 +460,7 @@ class RayLauncher(PluginRayLauncher):
 # --- submitit (SLURM) -----------------------------------------------------------------------------
 
 
-class SubmititMixin:
+class SubmititMixin(SweepDirLock):
     """For hydra-submitit-launcher's launchers: the ledger, resume checks, and per-job failures.
 
     The plugin's own launch returns ``[j.results()[0] for j in jobs]``, so the first job that raised

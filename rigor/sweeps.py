@@ -3,7 +3,7 @@
 A job directory is one with ``.hydra/overrides.yaml``; its ``metrics.json`` (written by train.py at the
 end of a run), ``failure.json`` (written when it failed or was terminated) and ``.hydra/config.yaml`` say
 how it went, and the sweep's ledger (rigor/ledger.py) adds the state of jobs still queued or running.
-The launchers (resume plan: ``read_overrides``, ``completed_metrics``, ``failed_before``), train.py (a
+The launchers (resume plan: ``read_overrides``, ``read_config``, ``completed_metrics``, ``failed_before``), train.py (a
 completed run: ``completed_metrics``) and ``evaluate.py task=summarize`` (``read_sweep``) all read jobs
 through this module.
 """
@@ -69,17 +69,42 @@ def _read_json(path: Path) -> tuple[Any, str | None]:
         return None, f"unreadable {path.name}: {err}"
 
 
+def read_config(job_dir: str | Path) -> tuple[Any, str | None]:
+    """A job's saved config (``.hydra/config.yaml``), unresolved, to compare with another (a resumed sweep).
+
+    Its ``_target_``s are upgraded (moved modules) but not checked against rigor.config's allowed list:
+    nothing is instantiated from it. Anything that builds objects reads it with ``load_run_config``.
+
+    Returns:
+        (config, None); (None, None) without the file; (None, reason) when it cannot be read.
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    from rigor.config import upgrade_targets
+
+    path = Path(job_dir) / CONFIG_FILE
+    if not path.is_file():
+        return None, None
+    try:
+        config = OmegaConf.load(path)
+    except Exception as err:  # a broken YAML file: name it in the resume check's message
+        return None, f"unreadable .hydra/config.yaml: {err}"
+    return (upgrade_targets(config), None) if isinstance(config, DictConfig) else (None, ".hydra/config.yaml is not a mapping")
+
+
 def _read_config(job_dir: Path) -> tuple[Any, str | None]:
     """The job's saved config (``.hydra/config.yaml``), unresolved, or None when there is none."""
     from omegaconf import DictConfig
 
-    from rigor.config import load_run_config  # imports Lightning: only where a config is read
+    from rigor.config import UntrustedTargetError, load_run_config  # imports Lightning: only where a config is read
 
     path = job_dir / CONFIG_FILE
     if not path.is_file():
         return None, None
     try:
         config = load_run_config(path)
+    except UntrustedTargetError:
+        raise  # a config that would run code outside the project stops the reader, naming the key
     except Exception as err:  # a broken YAML file: report it with the job, do not stop the summary
         return None, f"unreadable .hydra/config.yaml: {err}"
     return (config, None) if isinstance(config, DictConfig) else (None, ".hydra/config.yaml is not a mapping")

@@ -106,6 +106,28 @@ def evidence_of_test_split(pred: Predictions) -> list[str]:
     return evidence
 
 
+def shared_samples(fit: Predictions, target: Predictions) -> str | None:
+    """Why a temperature fitted on `fit` would be fitted on the samples it is applied to, or None.
+
+    Decided by the content, not by the ``split`` column (which a copy can rewrite or drop): the two
+    files share sample ids, or they hold the same rows of logits and targets under other ids (a renamed
+    copy of one file). A file whose logits are all one value (a collapsed model) is not compared by rows.
+    """
+    shared = np.intersect1d(fit.sample_id, target.sample_id)
+    if len(shared):
+        return (f"{len(shared)} of its {len(fit)} sample ids are in {target.path} "
+                f"(e.g. {', '.join(map(str, shared[:5]))})")
+    if fit.logits.shape == target.logits.shape and len(np.unique(fit.logits.reshape(len(fit), -1), axis=0)) > 1:
+        # each file's distinct (logits, target) rows with their counts: equal for a copy in any row order
+        (rows_a, counts_a), (rows_b, counts_b) = (
+            np.unique(np.column_stack([p.logits.reshape(len(p), -1), p.targets]), axis=0, return_counts=True)
+            for p in (fit, target))
+        if rows_a.shape == rows_b.shape and np.array_equal(rows_a, rows_b) \
+                and np.array_equal(counts_a, counts_b):
+            return f"its {len(fit)} rows of logits and targets are those of {target.path}, under other sample ids"
+    return None
+
+
 def resolve_triage(given: Any, recorded: Any) -> tuple[dict[str, float], list[str]]:
     """MC-Dropout triage thresholds: ``given`` (``mc_dropout.<key>``) first, else ``recorded`` (``mc_<key>``).
 
@@ -150,6 +172,10 @@ def run_calibrate(cfg: DictConfig) -> dict[str, Any]:
     still refused. A temperature tuned on the test set makes its calibration numbers optimistic (seed
     003 saw exactly that).
 
+    Refuses, whatever the files say their split is, when ``fit`` and ``apply`` share samples (sample ids,
+    or the same rows of logits and targets under other ids): ``force`` does not lift that, except in its
+    documented case, a fit on a file recorded as test.
+
     Writes ``<apply stem>_calibration.json`` and ``<apply stem>_reliability.png`` next to the applied
     file, or into ``cfg.out_dir``.
 
@@ -179,6 +205,17 @@ def run_calibrate(cfg: DictConfig) -> dict[str, Any]:
             f"{target.path} has {target.n_classes} ({'binary' if target.is_binary else 'multiclass'})"
         )
 
+    overlap = shared_samples(fit, target)
+    # force=true covers only the documented case, a fit on a file recorded as test (flagged below);
+    # a file whose split says nothing (rewritten or dropped) gets no way around the overlap
+    if overlap and not (evidence and force):
+        raise ValueError(
+            f"{fit.path}: refusing to fit a temperature on the samples it is applied to: {overlap}. The 'after' "
+            "numbers would be optimistic whatever the files' split says; fit on validation/dev predictions of "
+            "other samples (the fit file's own before/after is reported as fit_before/fit_after)"
+            + ("" if evidence else "; force=true does not apply: it allows only a fit on a file recorded as test")
+        )
+
     temperature = fit_temperature(fit.logits, fit.targets)
     before = calibration_report(target.logits, target.targets, 1.0, n_bins)
     after = calibration_report(target.logits, target.targets, temperature, n_bins)
@@ -194,6 +231,7 @@ def run_calibrate(cfg: DictConfig) -> dict[str, Any]:
         "forced_test_fit": bool(evidence and force),
         "test_split_evidence": evidence,
         "same_file": fit.path.resolve() == target.path.resolve(),
+        "shared_samples": overlap,
         "n_fit": len(fit),
         "n_apply": len(target),
         "n_classes": target.n_classes,

@@ -44,11 +44,11 @@ def write_binary(path: Path, n: int = 400, seed: int = 0, scale: float = 3.0, id
     return frame
 
 
-def write_multiclass(path: Path, n: int = 300, c: int = 3, seed: int = 0, noise: float = 1.0):
+def write_multiclass(path: Path, n: int = 300, c: int = 3, seed: int = 0, noise: float = 1.0, ids=None):
     rng = np.random.default_rng(seed)
     y = rng.integers(0, c, n)
     logits = np.eye(c)[y] * 2 + rng.normal(size=(n, c)) * noise
-    frame = pd.DataFrame({"sample_id": np.arange(n), "target": y, **{f"logit_{k}": logits[:, k] for k in range(c)}})
+    frame = pd.DataFrame({"sample_id": ids if ids is not None else np.arange(n), "target": y, **{f"logit_{k}": logits[:, k] for k in range(c)}})
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, index=False)
     return frame
@@ -100,8 +100,13 @@ def _triage_by_hand(frame: pd.DataFrame, review: float, conf: float, std: float)
     return {"review": int(is_review.sum()), "auto_approve": int(auto.sum()), "spot_check": int((~is_review & ~auto).sum())}
 
 
+def val_ids(n: int) -> list[str]:
+    """Sample ids of a validation file, none of them in a test file that write_binary/write_multiclass wrote."""
+    return [f"v{i:04d}" for i in range(n)]
+
+
 def test_calibrate_fits_on_val_applies_to_test(tmp_path, capsys):
-    write_binary(tmp_path / "predictions_val.csv", n=2000, seed=1)
+    write_binary(tmp_path / "predictions_val.csv", n=2000, seed=1, ids=val_ids(2000))
     test = write_binary(tmp_path / "predictions_test.csv", n=1000, seed=2, mc=True)
     # the run's thresholds, recorded by predict in the sidecar
     (tmp_path / "predictions_test.json").write_text(json.dumps(
@@ -122,7 +127,7 @@ def test_calibrate_fits_on_val_applies_to_test(tmp_path, capsys):
 
 
 def test_calibrate_triage_thresholds_command_line_then_sidecar_then_a_note(tmp_path):
-    write_binary(tmp_path / "predictions_val.csv", n=300, seed=1)
+    write_binary(tmp_path / "predictions_val.csv", n=300, seed=1, ids=val_ids(300))
     test = write_binary(tmp_path / "predictions_test.csv", n=500, seed=2, mc=True)
     files = {"fit": str(tmp_path / "predictions_val.csv"), "apply": str(tmp_path / "predictions_test.csv")}
     # no sidecar, nothing given: no triage, and the note names the keys to give
@@ -161,7 +166,7 @@ def test_calibrate_refuses_renamed_test_predictions(tmp_path):
     with pytest.raises(ValueError, match=r"dev.csv.*'split' column"):
         run_calibrate(make_cfg("calibrate", fit=str(tmp_path / "dev.csv"), apply=apply))
     # so does the sidecar JSON that predict writes beside the file (renamed with it)
-    write_binary(tmp_path / "renamed.csv")
+    write_binary(tmp_path / "renamed.csv", seed=1, ids=val_ids(400))
     (tmp_path / "renamed.json").write_text(json.dumps({"kind": "binary", "split": "test"}))
     with pytest.raises(ValueError, match=r"renamed.csv.*renamed.json: split='test'"):
         run_calibrate(make_cfg("calibrate", fit=str(tmp_path / "renamed.csv"), apply=apply))
@@ -173,8 +178,40 @@ def test_calibrate_refuses_renamed_test_predictions(tmp_path):
         run_calibrate(make_cfg("calibrate", fit=str(tmp_path / "renamed.csv"), apply=apply))
 
 
+def test_calibrate_refuses_fit_and_apply_that_share_samples(tmp_path):
+    """Issue 21 item 9: a copy of the test predictions with the split column rewritten or dropped (and the
+    ids renamed) is refused, force or not; force keeps only its documented case (a fit recorded as test)."""
+    test = write_binary(tmp_path / "predictions_test.csv", seed=2)
+    apply = str(tmp_path / "predictions_test.csv")
+    (tmp_path / "predictions_test.json").write_text(json.dumps({"kind": "binary", "split": "test"}))
+    copies = {"rewritten.csv": test.assign(split="val"), "dropped.csv": test,
+              "renamed.csv": test.assign(sample_id=val_ids(400), split="val").sample(frac=1.0, random_state=0),
+              "part.csv": pd.concat([test.iloc[:10], write_binary(tmp_path / "other.csv", n=100, seed=3, ids=val_ids(100))])}
+    for name, frame in copies.items():
+        frame.to_csv(tmp_path / name, index=False)
+        for force in (False, True):
+            with pytest.raises(ValueError, match="refusing to fit a temperature on the samples it is applied to") as err:
+                run_calibrate(make_cfg("calibrate", fit=str(tmp_path / name), apply=apply, force=force))
+            assert name in str(err.value) and apply in str(err.value)
+            assert ("sample ids" if name != "renamed.csv" else "under other sample ids") in str(err.value)
+            assert "force=true does not apply" in str(err.value)
+    with pytest.raises(ValueError, match=r"10 of its 110 sample ids.*e\.g\. s0000"):
+        run_calibrate(make_cfg("calibrate", fit=str(tmp_path / "part.csv"), apply=apply))
+    # the same file both ways (no split anywhere) is refused too; other samples are fine
+    write_binary(tmp_path / "dev.csv", seed=1, ids=val_ids(400))
+    with pytest.raises(ValueError, match="400 of its 400 sample ids"):
+        run_calibrate(make_cfg("calibrate", fit=str(tmp_path / "dev.csv"), apply=str(tmp_path / "dev.csv")))
+    res = run_calibrate(make_cfg("calibrate", fit=str(tmp_path / "dev.csv"), apply=apply))
+    assert res["temperature"] > 0 and res["shared_samples"] is None and not res["forced_test_fit"]
+    # a collapsed model (one logit for every sample) on other ids is not a copy
+    write_binary(tmp_path / "flat_val.csv", n=50, ids=val_ids(50), logit=0.5)
+    write_binary(tmp_path / "flat_test.csv", n=50, logit=0.5)
+    assert run_calibrate(make_cfg("calibrate", fit=str(tmp_path / "flat_val.csv"),
+                                  apply=str(tmp_path / "flat_test.csv")))["shared_samples"] is None
+
+
 def test_calibrate_multiclass_and_missing_key(tmp_path):
-    write_multiclass(tmp_path / "predictions_val.csv", seed=1, noise=2.0)
+    write_multiclass(tmp_path / "predictions_val.csv", seed=1, noise=2.0, ids=val_ids(300))
     write_multiclass(tmp_path / "predictions_test.csv", seed=2, noise=2.0)
     res = run_calibrate(make_cfg("calibrate", fit=str(tmp_path / "predictions_val.csv"), apply=str(tmp_path / "predictions_test.csv")))
     assert res["temperature"] > 0 and res["n_classes"] == 3

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import lightning as L
 import pytest
 from lightning.pytorch.callbacks import Callback
 
-from rigor.launchers import Job, comparable_overrides, completed_return
+from rigor.launchers import Job, SweepLockError, comparable_overrides, completed_return, lock_sweep_dir
 from rigor.ledger import Ledger, job_fields
 from tests.conftest import ROOT, TOY_SEARCH
 
@@ -68,6 +69,18 @@ class Chaos(Callback):
         job = self._job()
         if job == self.kill_job and trainer.current_epoch == self.kill_epoch and batch_idx == 1 and self._once("killed", job):
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Pause(Callback):
+    """Test-only: sleep when fitting starts, so that a sweep is still running when a second one starts."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import time
+
+        time.sleep(self.seconds)
 
 
 def tiny(*extra: str) -> list[str]:
@@ -298,3 +311,69 @@ def test_submitit_sweep_keeps_a_killed_job_and_resumes_it(tmp_path, reference):
     assert second.returncode == 0, second.stderr[-3000:]
     assert states(sweep) == {0: "completed", 1: "completed"}
     assert same_metrics(json.loads((sweep / "1" / "metrics.json").read_text()), reference) == []
+
+
+# --- one sweep per directory, one config per sweep (issue 21 items 6 and 7) ----------------------------
+
+
+def test_a_sweep_directory_is_held_until_its_process_dies(tmp_path):
+    sweep = tmp_path / "sweep"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from rigor.launchers import lock_sweep_dir; "
+                               f"lock_sweep_dir({str(sweep)!r}); print('held', flush=True); time.sleep(120)"],
+                              cwd=ROOT, env=ENV, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SweepLockError) as err:
+            lock_sweep_dir(sweep)
+        assert str(sweep) in str(err.value) and f"pid {holder.pid} on " in str(err.value)
+    finally:
+        holder.kill()  # SIGKILL: no clean-up runs; the kernel drops the lock with the process
+        holder.wait()
+    assert lock_sweep_dir(sweep) == sweep / ".sweep.lock"  # free again
+    assert lock_sweep_dir(sweep) == sweep / ".sweep.lock"  # and taking it twice in one process is fine
+
+
+@pytest.mark.slow
+def test_two_sweeps_started_together_into_one_directory(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *tiny("logger=csv"), "+callbacks.pause._target_=tests.test_sweeps.Pause", "+callbacks.pause.seconds=3",
+            "seed=1,2", f"hydra.sweep.dir={sweep}"]
+    procs = [subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    codes = [p.returncode for p in procs]
+    assert sorted(codes) != [0, 0], "both sweeps ran: " + outs[0][1][-2000:]
+    winner = codes.index(0)
+    loser_err = outs[1 - winner][1]
+    assert f"{sweep} is in use by another sweep (pid {procs[winner].pid} on " in loser_err, loser_err[-3000:]
+    # every job ran once, in one process, with one config
+    rows = {int(r["job"]): r for r in Ledger(sweep).rows()}
+    assert {j: (r["state"], r["attempts"], int(r["pid"])) for j, r in rows.items()} == \
+        {0: ("completed", 1, procs[winner].pid), 1: ("completed", 1, procs[winner].pid)}
+    assert not (sweep / "0" / ".hydra" / "restarts").exists() and not (sweep / "1" / ".hydra" / "restarts").exists()
+    # the lock died with the winner: the same command now resumes (nothing left to run)
+    again = run_train(args)
+    assert again.returncode == 0 and "job 1 completed earlier: not launched" in again.stderr + again.stdout
+
+
+@pytest.mark.slow
+def test_a_sweep_resumed_after_its_experiment_file_changed_is_refused(tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "tests" / "toy_family" / "conf", conf)
+    experiment = conf / "experiment" / "toy_edited.yaml"
+    experiment.write_text((conf / "experiment" / "toy_binary.yaml").read_text() + "model:\n  hidden: 16\n")
+    sweep, markers = tmp_path / "sweep", tmp_path / "markers"
+    args = ["-m", f"hydra.searchpath=[file://{conf}]", "experiment=toy_edited", "trainer.max_epochs=2",
+            "callbacks.early_stopping=null", "cpu_threads=1", "logger=csv", *chaos(markers, fail_job=1), "seed=1,2"]
+    first = run_train([*args, f"hydra.sweep.dir={sweep}"])
+    assert first.returncode != 0 and states(sweep) == {0: "completed", 1: "failed"}, first.stderr[-3000:]
+    experiment.write_text(experiment.read_text().replace("hidden: 16", "hidden: 8"))
+    changed = run_train([*args, f"resume_sweep={sweep}"])
+    assert changed.returncode != 0
+    assert f"{sweep}: the config files changed since its jobs started" in changed.stderr, changed.stderr[-3000:]
+    for job in (0, 1):
+        assert f"job {job} ({sweep / str(job)}): model.hidden: 16 (saved) -> 8 (now)" in changed.stderr
+    assert [r["attempts"] for r in Ledger(sweep).rows()] == [1, 1]  # nothing ran
+    experiment.write_text(experiment.read_text().replace("hidden: 8", "hidden: 16"))  # as it was: resumes
+    restored = run_train([*args, f"resume_sweep={sweep}"])
+    assert restored.returncode == 0 and states(sweep) == {0: "completed", 1: "completed"}, restored.stderr[-3000:]
