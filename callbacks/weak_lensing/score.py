@@ -10,7 +10,12 @@ After testing the best checkpoint, the callback
    log C_ell of the maps, the classical baseline), builds the per-cosmology Gaussian likelihood from the
    validation maps, samples every test map's posterior at once, writes ``predictions_test_<name>.csv``
    and scores it as ``test_<name>_score`` (name: ``cnn_mcmc`` or ``ps_mcmc``) with the acceptance and ESS
-   checks.
+   checks;
+4. states what the data allow beside those scores (analysis/weak_lensing/bounds.py, fisher.py):
+   ``test_score_prior_only`` and ``test_score_perfect_s8`` on the same test maps, and, for simulated data,
+   the power-spectrum Fisher forecast ``fisher_sigma_omega_m``, ``fisher_sigma_s8`` (nuisances
+   marginalised; ``*_fixed``: fixed) and ``fisher_score`` (the score of a calibrated predictor at those sigmas),
+   then ``fisher_prior_*`` with the design added as a Gaussian prior (the training labels' std).
 
 Every sidecar it writes records the run's score constants (``wl_score: {scale, floor}``), its label scaler
 (``label_scaler: {target: {loc, scale}}``) and its MCMC settings (``mcmc``), so the same numbers come out of
@@ -30,6 +35,8 @@ import lightning as L
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from analysis.weak_lensing.bounds import data_bounds
+from analysis.weak_lensing.fisher import expected_score, wl_fisher, with_gaussian_prior
 from analysis.weak_lensing.mcmc import MCMC_SETTINGS, summary_posteriors
 from analysis.weak_lensing.power_spectrum import log_bins, log_cl_summary
 from analysis.predictions import prediction_table, write_predictions
@@ -53,11 +60,16 @@ class WLScore(RigorCallback):
         mcmc: ``{summaries: [outputs, power_spectrum], n_steps, proposal_std, burn_in, seed, grid_size, n_trace,
             acceptance_band, ess_min, ps_ell_min, ps_ell_max, ps_n_bins}``; ``summaries: []`` switches it off.
             Every key a listed summary needs must be given (power_spectrum also needs the ps_* keys).
+        bounds: ``{perfect_s8_sigma, fisher}``: the std given to the exact S_8 of ``test_score_perfect_s8`` and
+            whether to compute the Fisher forecast (simulated data only; needs the ps_* keys). None: neither bound.
     """
 
     def __init__(self, score_scale: float, score_floor: float, write_val: bool = True,
-                 mcmc: Mapping[str, Any] | None = None) -> None:
+                 mcmc: Mapping[str, Any] | None = None, bounds: Mapping[str, Any] | None = None) -> None:
         super().__init__()
+        self.bounds = dict(bounds) if bounds else None
+        if self.bounds is not None and self.bounds.get("perfect_s8_sigma") is None:
+            raise ValueError("callbacks.wl_score.bounds.perfect_s8_sigma is required (conf/thresholds/weak_lensing.yaml)")
         self.score_scale, self.score_floor, self.write_val = float(score_scale), float(score_floor), write_val
         if isinstance(mcmc, DictConfig):
             mcmc = OmegaConf.to_container(mcmc, resolve=True)  # plain values: they go into JSON sidecars
@@ -97,6 +109,28 @@ class WLScore(RigorCallback):
             self._summary.update({f"test_{k}": v for k, v in m.items()})
         for summary in summaries:
             self._run_mcmc(summary, pl_module, dm, run_dir, val_index, val_outputs, test_index, test_outputs)
+        if self.bounds is not None:
+            self._data_bounds(dm, names, test_index)
+
+    def _data_bounds(self, dm: Any, names: Sequence[str], test_index: np.ndarray) -> None:
+        """Prior-only and perfect-S_8 scores on the test maps; the Fisher forecast of simulated data."""
+        truth = dm.split_frame("test").iloc[test_index][list(names)].to_numpy(np.float64)
+        train = dm.split_frame("train")[list(names)].to_numpy(np.float64)
+        b = data_bounds(truth, train, names, self.score_scale, self.score_floor, float(self.bounds["perfect_s8_sigma"]))
+        self._summary.update({f"test_{k}": v for k, v in b.items()})
+        simulated = getattr(dm, "manifest_path", None) is None and getattr(dm, "challenge", None) is None
+        if self.bounds.get("fisher") and simulated and all(self.mcmc.get(k) is not None for k in PS_KEYS):
+            start = time.time()
+            edges = log_bins(float(self.mcmc["ps_ell_min"]), float(self.mcmc["ps_ell_max"]), int(self.mcmc["ps_n_bins"]))
+            forecast = wl_fisher(dm.simulation, edges, mask=dm.mask)
+            self._summary.update(forecast.as_dict())
+            self._summary["fisher_score"] = expected_score([forecast.sigma_omega_m, forecast.sigma_s8], self.score_scale)
+            if list(names) == ["omega_m", "s8"]:  # the design as a Gaussian prior of the training labels' std
+                both = with_gaussian_prior([forecast.sigma_omega_m, forecast.sigma_s8], forecast.correlation,
+                                           [b["prior_std_omega_m"], b["prior_std_s8"]])
+                self._summary.update({"fisher_prior_sigma_omega_m": float(both[0]), "fisher_prior_sigma_s8": float(both[1]),
+                                      "fisher_prior_score": expected_score(both, self.score_scale)})
+            self._summary["fisher_wall_time_s"] = round(time.time() - start, 2)
 
     # ----------------------------------------------------------------------------------------------
     def _write(self, pl_module: L.LightningModule, dm: Any, run_dir: Path, split: str, index: np.ndarray, outputs: np.ndarray,

@@ -3,13 +3,16 @@
 What is simulated (every number comes from ``WLSimConfig``, i.e. from conf/data/weak_lensing.yaml):
 
 - Cosmologies: the fiducial (Omega_m, S_8) = (0.3, 0.8) plus a scrambled Sobol design over Omega_m in
-  [0.09, 0.62] and S_8 in [0.68, 0.955], pulled towards the fiducial (denser near it, as the kit's 101).
+  [0.09, 0.62] and S_8 in [0.68, 0.955], denser near the fiducial as the kit's 101: ``design: pulled``
+  bunches one Sobol design towards it, ``design: core`` puts half the points in fiducial +- 0.05.
 - Per map (one realisation of the nuisance parameters): baryonic feedback log T_AGN ~ U[7.2, 8.5] through
   pyccl's own baryon model (Schneider et al. 2015 BCM; log10 M_c is a linear function of log T_AGN, the
   mapping is a config choice, not a fit) and a photo-z shift dz ~ N(0, 0.022) of a Smail-like n(z).
 - C_ell: pyccl with Eisenstein-Hu + halofit (no camb needed; ``transfer_function: boltzmann_camb`` is the
   option when camb is installed), Omega_b, h, n_s fixed, sigma_8 = S_8 / sqrt(Omega_m / 0.3).
-- Fields: Gaussian or lognormal flat-sky fields by FFT on a periodic box ``pad`` times the footprint,
+- Fields: Gaussian or shifted-lognormal flat-sky fields by FFT on a periodic box ``pad`` times the footprint
+  (the lognormal shift fixed, or ``shift_model: empty_beam``: minus the empty-beam convergence of the map's
+  cosmology and n(z), so the non-Gaussianity depends on Omega_m),
   with the square-pixel window, cut to the challenge geometry (1424 x 176 pixels of 2 arcmin, divided by
   ``downsample``), times a survey-like mask (~53% valid: ragged edges and star holes).
 - Splits along realisations: train and val maps are stored noiseless (shape noise is added on the fly,
@@ -48,6 +51,11 @@ PIXELS_NAME = "pixels.npy"
 MASK_NAME = "mask.npy"
 GEOMETRY_NAME = "geometry.json"
 COMPLETE_NAME = "COMPLETE"
+# fields added after the first data sets were cached, with the values those sets had: left out of the
+# hash at these values, so the original (Gaussian) set keeps its cache directory
+ADDED_FIELDS: dict[str, Any] = {"design": "pulled", "design_core_fraction": 0.5, "design_core_halfwidth": (0.05, 0.05),
+                                "shift_model": "fixed"}
+C_KM_S = 299792.458  # speed of light, km/s
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +74,13 @@ class WLSimConfig(SimConfig):
     omega_m_range: tuple[float, float] = (0.09, 0.62)
     s8_range: tuple[float, float] = (0.68, 0.955)
     fiducial: tuple[float, float] = (0.3, 0.8)
-    design_power: float = 1.5  # > 1 pulls the design towards the fiducial
+    design_power: float = 1.5  # > 1 pulls the design towards the fiducial ("pulled" design only)
+    # "pulled": one Sobol design bunched towards the fiducial by |v|^design_power (the original set);
+    # "core": a Sobol design of design_core_fraction of the non-fiducial points in the box fiducial +-
+    # design_core_halfwidth, the rest a Sobol design over the full ranges (the kit's: denser near the fiducial)
+    design: str = "pulled"
+    design_core_fraction: float = 0.5
+    design_core_halfwidth: tuple[float, float] = (0.05, 0.05)
     log_t_agn_range: tuple[float, float] = (7.2, 8.5)
     dz_std: float = 0.022
     # geometry (the challenge's, then divided by `downsample`)
@@ -98,12 +112,24 @@ class WLSimConfig(SimConfig):
     nuisance_grid: tuple[int, int] = (3, 3)
     # fields and noise
     field: str = "gaussian"  # gaussian | lognormal
-    lognormal_shift: float = 0.02  # lambda of kappa = lambda (exp(g - s^2/2) - 1)
+    lognormal_shift: float = 0.02  # lambda of kappa = lambda (exp(g - s^2/2) - 1) when shift_model is "fixed"
+    # "fixed": lambda = lognormal_shift for every cosmology; "empty_beam": lambda = -kappa_empty of the map's
+    # cosmology and (shifted) n(z) (Taruya et al. 2002; Hilbert, Hartlap & Schneider 2011), so the
+    # non-Gaussianity depends on Omega_m as in nature
+    shift_model: str = "fixed"
     n_galaxies: float = 30.0  # per arcmin^2
     shape_noise: float = 0.4
     seed: int = 0
 
     hash_version = ("v", SIM_VERSION)  # a class attribute, not a field
+
+    def content_hash(self) -> str:
+        """The hash of every field, leaving out added fields at their original values (old caches keep their names)."""
+        from rigor.cache import content_hash
+
+        key, version = self.hash_version
+        fields = {k: v for k, v in self.to_dict().items() if k not in ADDED_FIELDS or v != ADDED_FIELDS[k]}
+        return content_hash({key: version, **fields}, length=12)
 
     def _validate(self) -> None:
         bad = self._bad
@@ -111,6 +137,12 @@ class WLSimConfig(SimConfig):
             raise bad("downsample", f"{self.downsample} must divide the map shape {self.height} x {self.width}")
         if self.field not in ("gaussian", "lognormal"):
             raise bad("field", f"expected 'gaussian' or 'lognormal', got {self.field!r}")
+        if self.shift_model not in ("fixed", "empty_beam"):
+            raise bad("shift_model", f"expected 'fixed' or 'empty_beam', got {self.shift_model!r}")
+        if self.design not in ("pulled", "core"):
+            raise bad("design", f"expected 'pulled' or 'core', got {self.design!r}")
+        if not 0 <= self.design_core_fraction <= 1:
+            raise bad("design_core_fraction", f"must be in [0, 1], got {self.design_core_fraction}")
         if self.n_cosmologies < 1 or min(self.n_train, self.n_val, self.n_test) < 0:
             raise bad("n_cosmologies", "need at least one cosmology and non-negative split sizes")
         if not 0 < self.valid_fraction <= 1:
@@ -161,19 +193,34 @@ def config_hash(cfg: WLSimConfig) -> str:
 # design, mask, C_ell
 
 
-def cosmology_design(cfg: WLSimConfig) -> np.ndarray:
-    """(n_cosmologies, 2) (Omega_m, S_8): the fiducial first, then a scrambled Sobol design pulled towards it."""
+def _sobol(n: int, seed: int) -> np.ndarray:
     from scipy.stats import qmc
 
+    with warnings.catch_warnings():  # balance properties need 2^m points; any n is fine for a design
+        warnings.filterwarnings("ignore", message=".*balance properties.*")
+        return qmc.Sobol(2, scramble=True, seed=seed).random(n)
+
+
+def cosmology_design(cfg: WLSimConfig) -> np.ndarray:
+    """(n_cosmologies, 2) (Omega_m, S_8): the fiducial first, then the config's design (see ``design``).
+
+    "core": round(design_core_fraction (n - 1)) scrambled Sobol points in fiducial +- design_core_halfwidth
+    (clipped to the ranges), then the rest as a scrambled Sobol design over the full ranges.
+    """
     fid = np.array(cfg.fiducial)
     lo = np.array([cfg.omega_m_range[0], cfg.s8_range[0]])
     hi = np.array([cfg.omega_m_range[1], cfg.s8_range[1]])
     n = cfg.n_cosmologies - 1
     if n <= 0:
         return fid[None]
-    with warnings.catch_warnings():  # balance properties need 2^m points; any n is fine for a design
-        warnings.filterwarnings("ignore", message=".*balance properties.*")
-        u = qmc.Sobol(2, scramble=True, seed=cfg.seed).random(n)
+    if cfg.design == "core":
+        n_core = int(round(cfg.design_core_fraction * n))
+        half = np.array(cfg.design_core_halfwidth)
+        c_lo, c_hi = np.maximum(fid - half, lo), np.minimum(fid + half, hi)
+        core = c_lo + _sobol(n_core, cfg.seed) * (c_hi - c_lo) if n_core else np.empty((0, 2))
+        wide = lo + _sobol(n - n_core, cfg.seed + 1) * (hi - lo) if n - n_core else np.empty((0, 2))
+        return np.vstack([fid, core, wide])
+    u = _sobol(n, cfg.seed)
     v = 2 * u - 1  # [-1, 1] around the fiducial; |v|^power bunches points near 0
     pulled = np.sign(v) * np.abs(v) ** cfg.design_power
     points = np.where(pulled < 0, fid + pulled * (fid - lo), fid + pulled * (hi - fid))
@@ -244,6 +291,48 @@ def ell_nodes(cfg: WLSimConfig) -> np.ndarray:
     ell_min = 2 * np.pi / (cfg.pad * max(h, w) * p) * 0.5
     ell_max = np.pi / p * np.sqrt(2) * 1.01
     return np.geomspace(ell_min, ell_max, cfg.n_ell)
+
+
+def empty_beam_convergence(omega_m: float, h: float, z: np.ndarray, chi: np.ndarray, a: np.ndarray,
+                           nz: np.ndarray) -> float:
+    """Empty-beam convergence averaged over the sources, the minimum convergence a map can reach.
+
+    kappa_empty = -(3/2) Omega_m (H0/c)^2 int dchi chi q(chi) / a(chi), with the lensing efficiency
+    q(chi) = int dz_s n(z_s) (chi_s - chi) / chi_s over sources behind chi and n normalised to one.
+    It sets the shift of a lognormal convergence field (Taruya et al. 2002, ApJ 571, 638; Hilbert, Hartlap &
+    Schneider 2011, A&A 536, A85, sect. 2.3): kappa >= kappa_empty.
+
+    Args:
+        omega_m: Matter density.
+        h: H0 / (100 km/s/Mpc).
+        z: Redshift grid (increasing), shared by chi, a and nz.
+        chi: Comoving distance in Mpc at z.
+        a: Scale factor at z.
+        nz: Source redshift distribution at z (any normalisation).
+
+    Returns:
+        kappa_empty (negative).
+    """
+    z, chi, a, nz = (np.asarray(v, dtype=np.float64) for v in (z, chi, a, nz))
+    p = nz / np.trapezoid(nz, z)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(chi[None, :] > 0, 1.0 - chi[:, None] / chi[None, :], 0.0)  # [lens i, source j]
+    q = np.trapezoid(p[None, :] * np.clip(ratio, 0.0, None), z, axis=1)
+    h0_c = 100.0 * h / C_KM_S  # 1 / Mpc
+    return float(-1.5 * omega_m * h0_c**2 * np.trapezoid(chi * q / a, chi))
+
+
+def lognormal_shift(cfg: WLSimConfig, cosmo: Any, omega_m: float, dz: float) -> float:
+    """The lognormal shift lambda of one map: ``lognormal_shift`` or -kappa_empty of its cosmology and n(z + dz)."""
+    if cfg.shift_model == "fixed":
+        return cfg.lognormal_shift
+    import pyccl as ccl
+
+    z, nz = _nz(cfg)
+    zs = z + dz
+    keep = zs > 0
+    a = 1.0 / (1.0 + zs[keep])
+    return -empty_beam_convergence(omega_m, cfg.h, zs[keep], ccl.comoving_radial_distance(cosmo, a), a, nz[keep])
 
 
 def angular_cl(cfg: WLSimConfig, cosmo: Any, log_t_agn: float | None, dz: float, ell: np.ndarray) -> np.ndarray:
@@ -337,15 +426,19 @@ def lognormal_field(spectrum: np.ndarray, box: tuple[int, int], rng: np.random.G
     return shift * (np.exp(g - var_g / 2) - 1.0)
 
 
-def simulate_map(cfg: WLSimConfig, cl_nodes: np.ndarray, ell: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One (H, W) noiseless convergence map for the C_ell given at the nodes `ell`."""
+def simulate_map(cfg: WLSimConfig, cl_nodes: np.ndarray, ell: np.ndarray, rng: np.random.Generator,
+                 shift: float | None = None) -> np.ndarray:
+    """One (H, W) noiseless convergence map for the C_ell given at the nodes `ell`.
+
+    ``shift`` is the lognormal shift (None: the config's ``lognormal_shift``); Gaussian fields ignore it.
+    """
     h, w = cfg.shape
     box = (cfg.pad * h, cfg.pad * w)
     spectrum = field_spectrum(lambda e: interpolate_cl(ell, cl_nodes, e), box, cfg.map_pixel_arcmin)
     if cfg.field == "gaussian":
         full = gaussian_field(spectrum, box, rng)
     else:
-        full = lognormal_field(spectrum, box, rng, cfg.lognormal_shift)
+        full = lognormal_field(spectrum, box, rng, cfg.lognormal_shift if shift is None else shift)
     return full[:h, :w]
 
 
@@ -372,7 +465,8 @@ def _simulate_cosmology(cfg_dict: dict[str, Any], pixels_path: str, cosmology_id
         log_t_agn = float(rng.uniform(*cfg.log_t_agn_range))
         dz = float(rng.normal(0.0, cfg.dz_std))
         cl = cl_of(log_t_agn, dz)
-        kappa = simulate_map(cfg, cl, ell, np.random.default_rng([cfg.seed, 2, cosmology_id, r]))
+        shift = lognormal_shift(cfg, cosmo, omega_m, dz) if cfg.field == "lognormal" else float("nan")
+        kappa = simulate_map(cfg, cl, ell, np.random.default_rng([cfg.seed, 2, cosmology_id, r]), shift=shift)
         noisy = split == "test"
         if noisy:  # test maps ship with their noise, as the kit's
             kappa = kappa + np.random.default_rng([cfg.seed, 3, cosmology_id, r]).standard_normal(kappa.shape) * sigma
@@ -381,6 +475,7 @@ def _simulate_cosmology(cfg_dict: dict[str, Any], pixels_path: str, cosmology_id
         rows.append({
             "sample_id": f"c{cosmology_id:03d}_r{r:03d}", "split": split, "cosmology_id": cosmology_id, "realisation": r,
             "omega_m": omega_m, "s8": s8, "log_t_agn": log_t_agn, "dz": dz, "noisy": noisy, "pixel_row": row,
+            **({"lognormal_shift": shift} if cfg.field == "lognormal" else {}),
         })
     pixels.flush()
     return rows

@@ -43,7 +43,9 @@ def test_a_changed_threshold_reaches_the_model_the_callback_and_the_tasks() -> N
     assert (cb.score_scale, cb.score_floor) == (new["score_scale"], new["score_floor"])
     assert {k: cb.mcmc[k] for k in mcmc_keys} == {k: new[f"mcmc.{k}"] for k in mcmc_keys}
     assert cb.mcmc["acceptance_band"] == [new["acceptance_low"], new["acceptance_high"]] and cb.mcmc["ess_min"] == new["ess_min"]
-    used = {"score_scale", "score_floor", "acceptance_low", "acceptance_high", "ess_min", *(f"mcmc.{k}" for k in mcmc_keys)}
+    assert cb.bounds["perfect_s8_sigma"] == new["perfect_s8_sigma"]
+    used = {"score_scale", "score_floor", "acceptance_low", "acceptance_high", "ess_min", "perfect_s8_sigma",
+            *(f"mcmc.{k}" for k in mcmc_keys)}
     # the evaluate tasks, on a file whose sidecar records nothing (the seed is the run's: no family value)
     source = Path("predictions_test.csv")
     for task in ("weak_lensing_score", "weak_lensing_mcmc"):
@@ -74,3 +76,16 @@ def test_the_callback_refuses_an_mcmc_setting_left_out() -> None:
     cfg = compose(["experiment=weak_lensing_simple_cnn_mcmc", "~callbacks.wl_score.mcmc.burn_in"])
     with pytest.raises(Exception, match="burn_in"):
         hydra.utils.instantiate(cfg.callbacks.wl_score)
+
+
+def test_the_default_data_is_the_lognormal_set_and_the_gaussian_set_stays_selectable() -> None:
+    from datamodules.weak_lensing.simulate import as_config, config_hash
+
+    new = compose(["experiment=weak_lensing_simple_cnn_direct"])
+    sim = as_config(OmegaConf.to_container(new.data.simulation, resolve=True))
+    assert (sim.field, sim.shift_model, sim.design, sim.n_cosmologies, sim.map_pixel_arcmin) == ("lognormal", "empty_beam", "core", 101, 4.0)
+    assert tuple(new.data.map_shape) == sim.shape == (new.model.height, new.model.width)
+    old = compose(["experiment=weak_lensing_simple_cnn_direct", "data=weak_lensing_gaussian"])
+    # the original set, under the cache directory it always had: today's results stay reproducible
+    assert config_hash(as_config(OmegaConf.to_container(old.data.simulation, resolve=True))) == "c5a9f255ed98"
+    assert tuple(old.data.map_shape) == (old.model.height, old.model.width) == (356, 44)

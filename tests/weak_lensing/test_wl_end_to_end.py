@@ -35,7 +35,7 @@ def test_cnn_mcmc_run_and_file_tasks(tmp_path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # short chains: the acceptance/ESS warnings are expected here
         metrics = _train(["experiment=weak_lensing_simple_cnn_mcmc", "debug=fast", "cpu_threads=1", f"data.manifest_path={manifest}",
-                          "callbacks.wl_score.mcmc.n_steps=400", "callbacks.wl_score.mcmc.n_trace=4"], run)
+                          "data.map_shape=[356,44]", "callbacks.wl_score.mcmc.n_steps=400", "callbacks.wl_score.mcmc.n_trace=4"], run)
     assert metrics["status"] == "completed" and metrics["epochs_trained"] == 2
     for name in ("cnn_mcmc", "ps_mcmc"):
         assert np.isfinite(metrics[f"test_{name}_score"]) and 0 <= metrics[f"test_{name}_coverage"] <= 1
@@ -74,11 +74,14 @@ def test_cnn_mcmc_run_and_file_tasks(tmp_path) -> None:
 def test_direct_run_writes_its_score(tmp_path) -> None:
     manifest = tiny_wl_manifest(tmp_path / "data")
     run = tmp_path / "run"
-    metrics = _train(["experiment=weak_lensing_resnet_attn_direct", "debug=fast", "cpu_threads=1", f"data.manifest_path={manifest}"], run)
+    metrics = _train(["experiment=weak_lensing_resnet_attn_direct", "debug=fast", "cpu_threads=1", f"data.manifest_path={manifest}",
+                           "data.map_shape=[356,44]"], run)
     preds = read_predictions(run / "predictions_test.csv", kind="regression")
     assert preds.stds is not None
     assert metrics["test_score"] == pytest.approx(challenge_score(preds.targets, preds.means, preds.stds, 1000.0, -1.0e6))
     assert "last_val_score" in metrics and 0 <= metrics["test_coverage"] <= 1
+    # what the data allow, beside the score: the prior-only score is below the perfect-S_8 one
+    assert metrics["test_score_prior_only"] < metrics["test_score_perfect_s8"]
     # the run's own file scores exactly as the run did: the sidecar carries its label scaler and score constants
     assert set(preds.sidecar["label_scaler"]) == {"omega_m", "s8"} and preds.sidecar["wl_score"] == {"scale": 1000.0, "floor": -1.0e6}
     scored = _evaluate(["task=weak_lensing_score", f"predictions={run / 'predictions_test.csv'}", f"out_dir={tmp_path / 'eval'}"])

@@ -1,4 +1,9 @@
-"""A tiny simulated weak-lensing data set shared by the family's tests (seconds to generate)."""
+"""A tiny simulated weak-lensing data set shared by the family's tests (seconds to generate).
+
+It has the default set's options (lognormal fields with the empty-beam shift, the core design) at tiny
+sizes and 8-arcmin pixels (356 x 44: the tests' networks stay small); the models need
+``data.map_shape=TINY_SHAPE`` with it.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,11 @@ TINY_SIM = {
     "nuisance_grid": [2, 1],
     "n_ell": 24,
     "seed": 3,
+    "field": "lognormal",
+    "shift_model": "empty_beam",
+    "design": "core",
 }
+TINY_SHAPE = (356, 44)
 
 
 def tiny_wl_manifest(cache_root: Path, **overrides) -> Path:
