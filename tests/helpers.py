@@ -55,3 +55,69 @@ def adamw(lr: float = 1e-3, **kwargs: float):
     import torch
 
     return partial(torch.optim.AdamW, lr=lr, **kwargs)
+
+
+def kill_after_first_last_ckpt_and_resume(args: list[str], run_dir: Path, straight_dir: Path,
+                                          timeout: float = 300.0) -> tuple[dict, dict]:
+    """Run train.py straight; run it again, SIGKILL it once last.ckpt appears, restart it; both metrics.json.
+
+    The exact-resume check of every family (issue 21 item 1): a run killed with -9 after its first last.ckpt
+    and started again ends with the uninterrupted run's metrics. The kill lands wherever the run is (in
+    the next epoch, or in the end-of-run passes); the restart sees the same config, so it resumes.
+
+    Args:
+        args: train.py's arguments, without hydra.run.dir.
+        run_dir: Directory of the killed and resumed run.
+        straight_dir: Directory of the uninterrupted run.
+        timeout: Seconds allowed for each start.
+
+    Returns:
+        (metrics of the uninterrupted run, metrics of the resumed run).
+    """
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
+
+    def start(directory: Path, **kw):
+        return subprocess.Popen([sys.executable, "train.py", *args, f"hydra.run.dir={directory}"], cwd=root, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+    def finish(proc: subprocess.Popen) -> None:
+        out, err = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, (err or out)[-4000:]
+
+    finish(start(straight_dir))
+    proc = subprocess.Popen([sys.executable, "train.py", *args, f"hydra.run.dir={run_dir}"], cwd=root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + timeout
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last.exists(), "the run ended or timed out before writing last.ckpt"
+    assert not (run_dir / "metrics.json").exists(), "the run completed before it was killed; give it more epochs"
+    finish(start(run_dir))
+    return (json.loads((straight_dir / "metrics.json").read_text()), json.loads((run_dir / "metrics.json").read_text()))
+
+
+def metric_differences(a: dict, b: dict, ignore: tuple[str, ...] = ("wall_time_s", "run_dir", "device")) -> list:
+    """(key, a, b) of every metrics.json key whose values differ (floats to rel 1e-6), but for ``ignore``."""
+    import math
+
+    differ = []
+    for key in sorted((set(a) | set(b)) - set(ignore)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, float) and isinstance(vb, float) and not (math.isnan(va) or math.isnan(vb)):
+            same = math.isclose(va, vb, rel_tol=1e-6, abs_tol=1e-9)
+        else:
+            same = va == vb or (isinstance(va, float) and isinstance(vb, float) and math.isnan(va) and math.isnan(vb))
+        if not same:
+            differ.append((key, va, vb))
+    return differ

@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 from analysis.clip_subtask.subtasks import percentile_thresholds, subtask_labels, superclass_labels, three_classes
 from datamodules.base import SPLITS, BaseDataModule
 from datamodules.clip_subtask.embeddings import ClipSpec, EmbeddingCache
-from datamodules.clip_subtask.simulate import DIGIT_SOURCES, load_digit_images, pretrain_tiny_clip
+from datamodules.clip_subtask.simulate import DIGIT_SOURCES, load_digit_images, pretrain_tiny_clip, register_tiny_config
 
 log = logging.getLogger(__name__)
 
@@ -211,9 +211,14 @@ class ClipSubtaskDataModule(BaseDataModule):
     def clip_weights(self, train_images: np.ndarray, train_labels: np.ndarray) -> tuple[str, str | None]:
         """(model name, weights file): the configured file, or the tiny CLIP pretrained here."""
         cfg = self.clip_cfg
-        if cfg.get("pretrained"):
-            return str(cfg["model"]), str(cfg["pretrained"])
         tiny = cfg.get("tiny") or {}
+        if cfg.get("pretrained"):
+            if tiny and cfg["model"] == tiny.get("model_name"):
+                # the tiny CLIP's own saved weights: its architecture is this config's, registered here (open_clip
+                # knows it only in a process that pretrained it)
+                register_tiny_config(self.class_names, tiny["model_name"], tiny["model_cfg"], tiny["pretrain"],
+                                     self.cache_dir / "tiny_clip")
+            return str(cfg["model"]), str(cfg["pretrained"])
         if cfg["model"] != tiny.get("model_name"):
             if cfg.get("allow_random_weights"):
                 log.warning("data.clip: %s with random weights (benchmarks only: the embeddings carry little)", cfg["model"])

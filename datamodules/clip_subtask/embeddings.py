@@ -11,7 +11,7 @@ The cache key is (model name, its open_clip config, which fixes the eval transfo
 version, force_quick_gelu, sha256 of the weights file, data set id, split, normalisation): every arm
 and seed reuses one computation, and changing the weights file (even at the same path) invalidates it.
 On a warm cache the model is never built (``ClipSpec`` loads it only on a miss), and a weights file's
-hash is remembered by (path, size, mtime). Each entry is ``<key>.npy`` plus a ``<key>.json`` that
+hash is remembered by (path, inode, size, mtime, ctime): see memo_sha256. Each entry is ``<key>.npy`` plus a ``<key>.json`` that
 records what went into the key and the transform's repr; it is written once by rigor.cache.build_once
 (under a lock, into a temporary file renamed into place), so parallel runs compute it once.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 import zipfile
 from collections.abc import Callable
@@ -148,18 +149,26 @@ class ClipSpec:
 
 
 def memo_sha256(path: Path, memo_dir: str | Path) -> str:
-    """sha256 of a weights file, remembered by (resolved path, size, mtime_ns): a 600 MB file is hashed once.
+    """sha256 of a weights file, remembered by the file's identity: a 600 MB file is hashed once.
 
-    A rewritten file has a new mtime (and usually size), so it is hashed again.
+    The identity is (resolved path, device, inode, size, mtime_ns, ctime_ns). mtime alone is not enough:
+    other weights copied over with ``cp -p`` (or ``touch -r``) keep size and mtime, but no user can set
+    ctime, which changes on every write, copy or rename. The memo is written whole (temporary file and
+    rename), so a killed run never leaves half a hash; an unreadable memo is recomputed.
     """
     stat = Path(path).stat()
-    key = cache_key({"path": str(Path(path).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
+    key = cache_key({"path": str(Path(path).resolve()), "dev": stat.st_dev, "ino": stat.st_ino, "size": stat.st_size,
+                     "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns})
     memo = Path(memo_dir) / "sha256" / f"{key}.txt"
-    if memo.exists():
-        return memo.read_text().strip()
+    if memo.is_file():
+        sha = memo.read_text().strip()
+        if len(sha) == 64 and all(c in "0123456789abcdef" for c in sha):
+            return sha
     sha = file_sha256(path)
     memo.parent.mkdir(parents=True, exist_ok=True)
-    memo.write_text(sha)
+    tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
+    tmp.write_text(sha)
+    os.replace(tmp, memo)
     return sha
 
 
@@ -205,15 +214,36 @@ def load_clip(
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)  # random weights (pretrained=None) are a function of the seed
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                name, pretrained=pretrained, force_quick_gelu=force_quick_gelu, weights_only=True, device=device
-            )
+            try:
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    name, pretrained=pretrained, force_quick_gelu=force_quick_gelu, weights_only=True, device=device
+                )
+            except Exception as err:
+                if pretrained is None:
+                    raise
+                raise weights_error(Path(pretrained), name, err) from err
         if pretrained is None:
             sha = f"random-init:{init_seed}"
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return LoadedClip(model, preprocess, name, pretrained, sha, force_quick_gelu)
+
+
+def weights_error(path: Path, name: str, err: Exception) -> ValueError:
+    """A message naming the weights file and why open_clip could not load it into architecture `name`.
+
+    A state dict of another architecture fails with torch's missing / unexpected / size-mismatch report; anything
+    else is a file that is not (or no longer all) a weights file: truncated, or another format.
+    """
+    text = str(err)
+    if any(k in text for k in ("Missing key(s)", "Unexpected key(s)", "size mismatch")):
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()][1:4]
+        return ValueError(f"data.clip.pretrained: {path} holds the weights of another architecture than data.clip.model="
+                          f"{name!r} ({'; '.join(lines)[:400]} ...): give the model name these weights were trained as")
+    size = path.stat().st_size if path.exists() else 0
+    return ValueError(f"data.clip.pretrained: {path} ({size} bytes) cannot be read as {path.suffix} weights: "
+                      f"{type(err).__name__}: {text[:300]}. Is it truncated (an interrupted copy or download) or another format?")
 
 
 def cache_key(parts: dict[str, Any]) -> str:
@@ -273,12 +303,15 @@ class EmbeddingCache:
             if not p.is_file():
                 return False
             try:
-                rows = np.load(p, mmap_mode="r").shape[0]
-            except (OSError, ValueError):  # unreadable: recompute
-                rows = -1
-            if rows != len(images):
-                log.warning("embedding cache entry %s has %d rows, expected %d: recomputing", p, rows, len(images))
-            return rows == len(images)
+                array = np.load(p, mmap_mode="r")
+            except (OSError, ValueError, EOFError) as err:  # truncated or not an array (EOFError: 0 bytes): recompute
+                log.warning("embedding cache entry %s is unreadable (%s: %s): recomputing it", p, type(err).__name__, err)
+                return False
+            if array.ndim != 2 or array.shape[0] != len(images):
+                log.warning("embedding cache entry %s has shape %s, expected %d rows: recomputing it", p, array.shape,
+                            len(images))
+                return False
+            return True
 
         def build(tmp: Path) -> None:
             log.info("embedding cache miss: %s %s, computing %d embeddings with %s", dataset_id, split, len(images), clip.name)

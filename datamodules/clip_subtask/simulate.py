@@ -125,6 +125,16 @@ def _config_hash(parts: Mapping[str, Any]) -> str:
     return content_hash(parts, length=16)
 
 
+def register_tiny_config(class_names: Sequence[str], model_name: str, model_cfg: Mapping[str, Any],
+                         pretrain: Mapping[str, Any], cache_dir: Path) -> tuple[list[str], CaptionTokenizer, dict[str, Any]]:
+    """Register the tiny CLIP's open_clip config (its vocabulary from the captions); (captions, tokenizer, config)."""
+    captions = captions_for(class_names, pretrain["caption_template"])
+    tokenizer = CaptionTokenizer(captions, int(model_cfg["text_cfg"]["context_length"]))
+    cfg = tiny_model_config(model_cfg, tokenizer.vocab_size)
+    register_model_config(model_name, cfg, cache_dir / "configs")
+    return captions, tokenizer, cfg
+
+
 def pretrain_tiny_clip(
     images: np.ndarray,
     labels: np.ndarray,
@@ -158,11 +168,7 @@ def pretrain_tiny_clip(
     import open_clip
     from safetensors.torch import save_file
 
-    captions = captions_for(class_names, pretrain["caption_template"])
-    context_length = int(model_cfg["text_cfg"]["context_length"])
-    tokenizer = CaptionTokenizer(captions, context_length)
-    cfg = tiny_model_config(model_cfg, tokenizer.vocab_size)
-    register_model_config(model_name, cfg, cache_dir / "configs")
+    captions, tokenizer, cfg = register_tiny_config(class_names, model_name, model_cfg, pretrain, cache_dir)
     key = _config_hash({"model": cfg, "pretrain": dict(pretrain), "data": data_id, "n": int(len(labels))})
     weights_name = "open_clip_model.safetensors"
     built = []

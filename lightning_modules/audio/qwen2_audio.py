@@ -20,8 +20,10 @@ suffixes and would also adapt the audio encoder's attention.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +238,18 @@ def tiny_base_key(tiny: Mapping[str, Any], pretext: Mapping[str, Any], answers: 
                          "data": data_key}, length=12)
 
 
+@contextlib.contextmanager
+def preserved_global_rng() -> Iterator[None]:
+    """Restore torch's (CPU), numpy's and Python's global generator states on exit."""
+    state = torch.random.get_rng_state(), np.random.get_state(), random.getstate()
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(state[0])
+        np.random.set_state(state[1])
+        random.setstate(state[2])
+
+
 def ensure_tiny_base(cache_dir: str | Path, tiny: Mapping[str, Any], pretext: Mapping[str, Any], answers: Sequence[str],
                      train_audio: Callable[[], tuple[np.ndarray, str]], progress: bool = True) -> Path:
     """Build, pretrain and ``save_pretrained`` the tiny base once; return its directory.
@@ -258,10 +272,13 @@ def ensure_tiny_base(cache_dir: str | Path, tiny: Mapping[str, Any], pretext: Ma
     final = Path(cache_dir) / f"qwen2_audio_tiny_{tiny_base_key(plain, dict(pretext), answers, data_key)}"
 
     def build(tmp: Path) -> None:
-        torch.manual_seed(int(pretext["seed"]))
-        processor = build_processor(plain, answers)
-        model = Qwen2AudioForConditionalGeneration(tiny_config(plain, processor.tokenizer))
-        losses = pretrain_tiny(model, processor, np.asarray(audio), pretext, int(plain["sample_rate"]), progress, answers)
+        # the global generators are left as they were: a run that builds the base must draw the same LoRA
+        # initialisation (and later masks) as one that finds it cached, or a resumed run ends elsewhere
+        with preserved_global_rng():
+            torch.manual_seed(int(pretext["seed"]))
+            processor = build_processor(plain, answers)
+            model = Qwen2AudioForConditionalGeneration(tiny_config(plain, processor.tokenizer))
+            losses = pretrain_tiny(model, processor, np.asarray(audio), pretext, int(plain["sample_rate"]), progress, answers)
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         n = max(1, len(losses) // 10)

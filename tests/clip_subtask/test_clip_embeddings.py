@@ -143,3 +143,59 @@ def test_a_warm_cache_never_builds_the_model_and_the_hash_memo_follows_the_file(
     assert warm.weights_sha256 == ce.file_sha256(weights)
     weights.write_bytes(weights.read_bytes()[:-1] + b"\0")  # rewritten in place
     assert memo_sha256(weights, tmp_path / "memo") == ce.file_sha256(weights) != warm.weights_sha256
+
+
+def test_other_weights_copied_with_cp_p_are_noticed(micro, tmp_path):
+    """Issue 21 item 12: the hash memo keyed on (path, size, mtime) kept the old hash after `cp -p`."""
+    import subprocess
+
+    from datamodules.clip_subtask.embeddings import ClipSpec
+
+    model, _, _ = micro
+    first = save(model, tmp_path / "w.safetensors")
+    with torch.no_grad():
+        state = {k: v + 0.25 if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    from safetensors.torch import save_file
+
+    other = tmp_path / "other.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(other))
+    assert first.stat().st_size == other.stat().st_size
+    os.utime(other, ns=(first.stat().st_atime_ns, first.stat().st_mtime_ns))  # same size, same mtime
+    memo = str(tmp_path / "memo")
+    before = ClipSpec(MICRO, str(first), memo_dir=memo).weights_sha256
+    subprocess.run(["cp", "-p", str(other), str(first)], check=True)
+    assert first.stat().st_mtime_ns == other.stat().st_mtime_ns
+    after = ClipSpec(MICRO, str(first), memo_dir=memo).weights_sha256
+    assert after == ce.file_sha256(other) != before
+
+
+@pytest.mark.parametrize("keep", [0, 60, 0.5])
+def test_a_truncated_embedding_cache_entry_is_recomputed_naming_the_file(micro, tmp_path, caplog, keep):
+    """Issue 21 item 12: a truncated entry (0 bytes stopped the run with numpy's 'No data left in file')."""
+    model, _, images = micro
+    clip = load_clip(MICRO, save(model, tmp_path / "w.safetensors"))
+    first = EmbeddingCache(tmp_path / "cache").get(clip, images, "toy", "train")
+    (entry,) = (tmp_path / "cache").glob("*.npy")
+    data = entry.read_bytes()
+    entry.write_bytes(data[: int(keep * len(data)) if isinstance(keep, float) else keep])
+    cache = EmbeddingCache(tmp_path / "cache")
+    with caplog.at_level(logging.WARNING, logger="datamodules.clip_subtask.embeddings"):
+        again = cache.get(clip, images, "toy", "train")
+    assert cache.misses == 1 and str(entry) in caplog.text and "recomputing" in caplog.text
+    np.testing.assert_array_equal(again, first)
+    assert np.load(entry).shape == first.shape
+
+
+def test_weights_of_another_architecture_or_truncated_name_the_file_and_the_cause(micro, tmp_path):
+    """Issue 21 item 13: open_clip's own errors named neither the file nor what was wrong with it."""
+    model, _, _ = micro
+    other_cfg = {**MICRO_CFG, "vision_cfg": {**MICRO_CFG["vision_cfg"], "width": 48}}
+    register_model_config("rigor-test-micro-clip-wide", other_cfg, tmp_path / "configs")
+    weights = save(model, tmp_path / "w.safetensors")
+    with pytest.raises(ValueError, match=r"w\.safetensors holds the weights of another architecture.*rigor-test-micro-clip-wide"):
+        load_clip("rigor-test-micro-clip-wide", weights)
+    for suffix in (".safetensors", ".pt"):
+        path = save(model, tmp_path / f"cut{suffix}")
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        with pytest.raises(ValueError, match=rf"cut\{suffix} \(\d+ bytes\) cannot be read.*truncated"):
+            load_clip(MICRO, path)

@@ -128,3 +128,17 @@ def test_cifar10_keeps_its_test_split_and_holds_out_a_stratified_val(tmp_path, m
     assert np.bincount(splits["val"][1]).tolist() == [5] * 10  # stratified
     assert np.array_equal(splits["test"][0], fake["test"][0])  # the official test images, in order
     assert not set(splits["train"][2]) & set(splits["val"][2])
+
+
+def test_the_tiny_clips_own_saved_weights_load_as_pretrained(cache_dir, tmp_path):
+    """Issue 21 item 13: its architecture was registered only by a process that pretrained it ('unknown architecture')."""
+    import open_clip
+
+    first = make(cache_dir)
+    first.setup("fit")
+    open_clip.factory._MODEL_CONFIGS.pop("rigor-test-tiny", None)  # a fresh process: nothing registered
+    again = make(tmp_path)  # another cache: the embeddings are computed from the given file
+    again.clip_cfg["pretrained"] = first.weights_path
+    again.setup("fit")
+    assert again.weights_path == first.weights_path and again.cache.misses == 3
+    assert torch.allclose(again.split_tensors("test")["embedding"], first.split_tensors("test")["embedding"], atol=1e-6)
