@@ -21,6 +21,8 @@ prompt (right-padded; the audio placeholder expanded to the clip's number of aud
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,8 +36,49 @@ from analysis.group_splits import audit_leakage, group_split
 from datamodules.base import BaseDataModule, check_columns
 from datamodules.audio.simulate import AUDIO_NAME, LABEL_NAMES, ensure_audio_dataset, normalise_labels
 
+log = logging.getLogger(__name__)
+
 REQUIRED = ("sample_id", "label", "group", "num_samples")
 INPUT_KEYS = ("input_features", "feature_attention_mask", "input_ids", "attention_mask")
+
+
+def normalise_groups(values: pd.Series, source: str) -> pd.Series:
+    """Group ids without case or white space, so that ``Spk 1`` and ``spk1`` are one group in the audit and the splits.
+
+    A group id that differs only by case or spaces is the same speaker or source written twice; kept apart,
+    its clips could land in train and test and pass the leakage audit. Merged ids are logged.
+    """
+    raw = values.astype(str)
+    norm = raw.map(lambda g: "".join(g.split()).casefold())
+    merged = raw.groupby(norm).unique()
+    merged = merged[merged.map(len) > 1]
+    if len(merged):
+        log.warning("%s: %d group id(s) differ only by case or spaces and are one group each: %s", source, len(merged),
+                    "; ".join(" = ".join(map(repr, v)) for v in merged.head(5)))
+    return norm
+
+
+def check_lengths(frame: pd.DataFrame, source: str) -> None:
+    """Refuse zero-length (or negative, missing) clips, naming them: a clip of silence padding is no sample."""
+    n = pd.to_numeric(frame["num_samples"], errors="coerce")
+    bad = frame.loc[~(n > 0)]
+    if len(bad):
+        ids = ", ".join(f"{s} ({v})" for s, v in zip(bad["sample_id"].astype(str).head(10), frame.loc[bad.index, "num_samples"]))
+        raise ValueError(f"{source}: {len(bad)} clip(s) with num_samples <= 0 or missing: {ids}"
+                         f"{' ...' if len(bad) > 10 else ''}; drop them from the manifest")
+
+
+def _resampled_length(n: int, rate: int, target: int) -> int:
+    """Length of ``n`` samples at ``rate`` resampled to ``target`` by resample_poly."""
+    d = math.gcd(rate, target)
+    return -(-n * (target // d) // (rate // d))
+
+
+def _resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
+    from scipy.signal import resample_poly
+
+    d = math.gcd(rate, target)
+    return resample_poly(np.asarray(x, dtype=np.float64), target // d, rate // d).astype(np.float32)
 
 
 class TensorDictDataset(Dataset):
@@ -102,14 +145,16 @@ class AudioDataModule(BaseDataModule):
         tiny: The tiny model's settings (``${model.net.tiny}``).
         answers: The answer words (``${model.net.answers}``).
         prompt: The question with one ``<|AUDIO|>`` (``${model.net.prompt}``).
+        resample: Clips whose manifest ``sample_rate`` differs from the processor's are refused (false) or
+            resampled to it (true, logged). A manifest without the column is taken to be at the processor's rate.
         batch_size, num_workers, seed: As in BaseDataModule.
     """
 
     def __init__(self, manifest_path: str | None = None, cache_dir: str = "data", simulation: Mapping[str, Any] | None = None,
                  dev_fraction: float = 0.2, dev_seed: int = 42, test_fraction: float = 0.2, resplit_seed: int | None = None,
                  processor_path: str | None = None, tiny: Mapping[str, Any] | None = None,
-                 answers: Sequence[str] = ("NONSPEECH", "SPEECH"), prompt: str = "", batch_size: int = 16,
-                 num_workers: int = 0, seed: int = 0) -> None:
+                 answers: Sequence[str] = ("NONSPEECH", "SPEECH"), prompt: str = "", resample: bool = False,
+                 batch_size: int = 16, num_workers: int = 0, seed: int = 0) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if not 0.0 < dev_fraction < 1.0:
             raise ValueError(f"data.dev_fraction must lie in (0, 1), got {dev_fraction}")
@@ -124,6 +169,7 @@ class AudioDataModule(BaseDataModule):
         self.tiny = dict(tiny or {})
         self.answers = list(answers)
         self.prompt = prompt
+        self.resample = bool(resample)
         self.audit: dict[str, int] = {}
         self._manifest: pd.DataFrame | None = None
 
@@ -150,26 +196,88 @@ class AudioDataModule(BaseDataModule):
         frame = frame.reset_index(drop=True)
         frame["label"] = normalise_labels(frame["label"], str(path))
         frame["row"] = np.arange(len(frame))
-        frame["split"] = assign_splits(frame, self.test_fraction, self.dev_fraction, self.dev_seed, self.resplit_seed, str(path))
+        check_lengths(frame, str(path))
+        frame["num_samples"] = self.check_sample_rates(frame, str(path))
+        # splits and the audit see group ids without case or spaces ("Spk 1" is "spk1"); the frame keeps them as written
+        keyed = frame.assign(group=normalise_groups(frame["group"], str(path)))
+        frame["split"] = assign_splits(keyed, self.test_fraction, self.dev_fraction, self.dev_seed, self.resplit_seed, str(path))
         # the audit runs before every run: a split that shares a group is refused, naming the groups
-        self.audit = audit_leakage({s: frame.loc[frame["split"] == s, "group"].to_numpy() for s in ("train", "val", "test")})
+        self.audit = audit_leakage({s: keyed.loc[frame["split"] == s, "group"].to_numpy() for s in ("train", "val", "test")})
         for s in ("train", "val", "test"):
             if frame.loc[frame["split"] == s, "label"].nunique() < 2:
                 raise ValueError(f"{path}: split {s!r} holds only one label; it needs SPEECH and NONSPEECH groups")
         self._manifest = frame
         return frame
 
+    def target_rate(self) -> int:
+        """The processor's sampling rate (Hz): what every clip must be at."""
+        if self.processor_path:
+            return int(self.processor().feature_extractor.sampling_rate)
+        if "sample_rate" not in self.tiny:
+            raise ValueError("data.tiny: the tiny model's settings are needed when data.processor_path is null")
+        return int(self.tiny["sample_rate"])
+
+    def check_sample_rates(self, frame: pd.DataFrame, source: str) -> pd.Series:
+        """Refuse (or, with data.resample, plan to resample) clips not at the processor's rate; their new lengths.
+
+        Returns:
+            ``num_samples`` after resampling (unchanged when every clip is at the processor's rate).
+        """
+        if "sample_rate" not in frame.columns:
+            return frame["num_samples"]
+        target = self.target_rate()
+        rates = pd.to_numeric(frame["sample_rate"], errors="coerce")
+        off = frame.loc[rates != target]
+        if off.empty:
+            return frame["num_samples"]
+        found = sorted({str(int(r)) if np.isfinite(r) else "nan" for r in rates[off.index]})
+        ids = ", ".join(off["sample_id"].astype(str).head(5)) + (" ..." if len(off) > 5 else "")
+        if not self.resample:
+            raise ValueError(f"{source}: {len(off)} clip(s) at {'/'.join(found)} Hz, but the processor expects {target} Hz "
+                             f"(e.g. {ids}): refused, the features would be those of other sounds. Resample them "
+                             f"(datamodules.audio.simulate.import_audio_clips(..., sample_rate={target})) or set data.resample=true")
+        if not rates[off.index].gt(0).all():
+            raise ValueError(f"{source}: column 'sample_rate' has {found} (e.g. {ids}); expected a positive rate in Hz")
+        log.warning("%s: resampling %d clip(s) from %s Hz to the processor's %d Hz (data.resample=true), e.g. %s",
+                    source, len(off), "/".join(found), target, ids)
+        self._rates, self._raw_lengths, self._target = rates.to_numpy(), frame["num_samples"].to_numpy(), target
+        return pd.Series([_resampled_length(int(n), int(r), target) if r != target else int(n)
+                          for n, r in zip(frame["num_samples"], rates)], index=frame.index)
+
     def audio(self, split: str) -> np.ndarray:
-        """The clips of a split, (N, samples) float32, in split_frame order."""
+        """The clips of a split, (N, samples) float32, in split_frame order (resampled when data.resample says so).
+
+        Raises:
+            ValueError: naming the file for an unreadable or truncated array, or the clips holding NaN/inf.
+        """
         frame = self.manifest()
         path = self.resolved_manifest().parent / AUDIO_NAME
         if not path.exists():
             raise FileNotFoundError(f"{path}: the audio array of the manifest is missing")
-        array = np.load(path, mmap_mode="r")
-        rows = frame.loc[frame["split"] == split, "row"].to_numpy()
-        if len(frame) != array.shape[0]:
-            raise ValueError(f"{path}: {array.shape[0]} clips for {len(frame)} manifest rows")
-        return np.asarray(array[rows], dtype=np.float32)
+        try:
+            array = np.load(path, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as err:  # a truncated copy: "mmap length is greater than file size"
+            raise ValueError(f"{path}: the audio array cannot be read ({type(err).__name__}: {err}); is it truncated "
+                             f"(an interrupted copy)? Write it again") from err
+        if array.ndim != 2 or len(frame) != array.shape[0]:
+            raise ValueError(f"{path}: shape {array.shape}, expected ({len(frame)}, samples): one row per manifest row")
+        part = frame.loc[frame["split"] == split]
+        rows = part["row"].to_numpy()
+        out = np.asarray(array[rows], dtype=np.float32)
+        bad = ~np.isfinite(out).all(axis=1)
+        if bad.any():
+            ids = part["sample_id"].astype(str).to_numpy()[bad]
+            raise ValueError(f"{path}: {int(bad.sum())} clip(s) hold NaN or inf samples: {', '.join(ids[:10])}"
+                             f"{' ...' if bad.sum() > 10 else ''} (rows {', '.join(map(str, rows[bad][:10]))})")
+        if getattr(self, "_rates", None) is None:
+            return out
+        lengths = part["num_samples"].to_numpy()
+        clips = [_resample(a[: int(n)], int(r), self._target) if r != self._target else a
+                 for a, r, n in zip(out, self._rates[rows], self._raw_lengths[rows])]
+        padded = np.zeros((len(clips), max([int(n) for n in lengths] + [1])), dtype=np.float32)
+        for i, (c, n) in enumerate(zip(clips, lengths)):
+            padded[i, : int(n)] = c[: int(n)]
+        return padded
 
     def clips(self, split: str) -> list[np.ndarray]:
         """The clips of a split without their zero padding (each cut at its num_samples)."""
@@ -177,10 +285,17 @@ class AudioDataModule(BaseDataModule):
         return [a[: int(n)] for a, n in zip(self.audio(split), lengths)]
 
     def data_key(self) -> str:
-        """A key naming the manifest and the training clips (the tiny base's cache key uses it)."""
+        """A key of the training clips' content (the tiny base's cache key uses it).
+
+        The samples themselves are hashed, not the manifest's path and ids: clips rewritten under the same
+        names are other clips, and the tiny base pretrained on the old ones must not be reused.
+        """
         frame = self.manifest()
-        ids = ",".join(frame.loc[frame["split"] == "train", "sample_id"].astype(str))
-        return hashlib.sha256(f"{self.resolved_manifest().resolve()}|{ids}".encode()).hexdigest()[:16]
+        train = frame.loc[frame["split"] == "train"]
+        digest = hashlib.sha256(",".join(train["sample_id"].astype(str)).encode())
+        digest.update(np.ascontiguousarray(train["num_samples"].to_numpy(dtype=np.int64)).tobytes())
+        digest.update(np.ascontiguousarray(self.audio("train")).tobytes())
+        return digest.hexdigest()[:16]
 
     # --- model inputs -------------------------------------------------------------------------------
     def processor(self) -> Any:

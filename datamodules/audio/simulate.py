@@ -411,6 +411,7 @@ def import_audio_clips(metadata: str | Path, out_dir: str | Path, sample_rate: i
         audio[i, : c.size] = c
     audio.flush()
     frame["num_samples"] = [c.size for c in clips]
+    frame["sample_rate"] = int(sample_rate)  # the datamodule refuses (or resamples) clips not at the processor's rate
     if "duration" not in frame.columns:
         frame["duration"] = frame["num_samples"] / sample_rate
     if "snr_db" not in frame.columns:

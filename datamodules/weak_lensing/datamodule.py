@@ -183,6 +183,7 @@ class WeakLensingDataModule(BaseDataModule):
             raise ValueError(f"{manifest}: pixel_row reaches {frame['pixel_row'].max()} but {pixels_path} has {len(pixels)} rows")
         geometry = manifest.with_name("geometry.json")
         pixel = json.loads(geometry.read_text())["pixel_arcmin"] if geometry.exists() else self.pixel_arcmin
+        self._sources = {"maps": pixels_path, "mask": mask_path, "labels": manifest}
         return frame, pixels, mask, 1, float(pixel)
 
     def _load_challenge(self) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, int, float]:
@@ -211,13 +212,48 @@ class WeakLensingDataModule(BaseDataModule):
         for j, name in enumerate(("t_agn", "f0", "dz")[: lab.shape[1] - 2]):
             frame[name] = lab[:, 2 + j]
         ds = int(c.get("downsample", 1))
+        self._sources = {"maps": paths["kappa_file"], "mask": paths["mask_file"], "labels": paths["label_file"]}
         return frame, kappa.reshape(n_cosmo * n_sys, -1), mask, ds, self.pixel_arcmin * ds
+
+    def check_inputs(self, frame: pd.DataFrame, pixels: np.ndarray, mask: np.ndarray, ds: int) -> None:
+        """Refuse, naming the file and column, what would only show up as a NaN training loss.
+
+        A mask without valid pixels (at the stored or the downsampled resolution), maps holding NaN/inf pixels and
+        NaN/inf labels. The maps are scanned in chunks of rows (memory-mapped arrays stay on disk).
+
+        Raises:
+            ValueError: naming the mask file, the maps file and the sample ids, or the label column.
+        """
+        src = getattr(self, "_sources", {})
+        if not mask.any():
+            raise ValueError(f"{src.get('mask', 'mask')}: the mask has no valid pixel (all {mask.size} are False)")
+        if not block_mask(mask, ds).any():
+            raise ValueError(f"{src.get('mask', 'mask')}: no valid pixel is left after downsampling by {ds} "
+                             f"(a block counts when half of its pixels are valid)")
+        for col in TARGETS:
+            values = pd.to_numeric(frame[col], errors="coerce").to_numpy(np.float64)
+            bad = ~np.isfinite(values)
+            if bad.any():
+                ids = frame.loc[bad, "sample_id"].astype(str).head(5).tolist()
+                raise ValueError(f"{src.get('labels', 'labels')}: column {col!r} has {int(bad.sum())} NaN/inf or "
+                                 f"non-numeric value(s), e.g. sample_id {ids}")
+        rows = np.unique(frame["pixel_row"].to_numpy())
+        bad_rows: list[int] = []
+        for start in range(0, len(rows), 256):
+            chunk = rows[start : start + 256]
+            finite = np.isfinite(np.asarray(pixels[chunk])).all(axis=1)
+            bad_rows.extend(chunk[~finite].tolist())
+        if bad_rows:
+            hit = frame.loc[frame["pixel_row"].isin(bad_rows)]
+            raise ValueError(f"{src.get('maps', 'maps')}: {len(hit)} map(s) hold NaN/inf pixels, e.g. sample_id "
+                             f"{hit['sample_id'].astype(str).head(5).tolist()} (rows {sorted(bad_rows)[:5]})")
 
     # --- setup -------------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.frames:
             return
         frame, pixels, mask, ds, pixel = self.load()
+        self.check_inputs(frame, pixels, mask, ds)  # at set-up, not as a NaN loss after an epoch
         self.map_pixel_arcmin = pixel
         self.noise_sigma = noise_sigma(self.shape_noise, self.n_galaxies, pixel)
         self.mask = block_mask(mask, ds)

@@ -5,7 +5,8 @@ position, so this is a binary module: BCE on that logit is the cross-entropy of 
 over the answer tokens, and predictions, calibration and compare work as for any binary family.
 
 Only the LoRA adapters train; checkpoints hold only them (``on_save_checkpoint`` drops the frozen base,
-``strict_loading = False`` lets them load into a freshly built base). SpecAugment (one frequency and
+``strict_loading = False`` lets them load into a freshly built base); ``load_state_dict`` still refuses a
+checkpoint that lacks an adapter or holds a key this module does not have, naming them. SpecAugment (one frequency and
 one time mask per clip, seed 003 phase 4) is an option of training batches, drawn from
 (seed, epoch, sample).
 """
@@ -124,6 +125,33 @@ class AudioLoRAModule(BaseTask):
         self._log_balanced("test")
 
     # --- adapter-only checkpoints -----------------------------------------------------------------------
+    def trainable_keys(self) -> set[str]:
+        """State-dict keys of the trainable (adapter) weights: what a checkpoint must hold."""
+        return {f"net.{n}" for n, p in self.net.named_parameters() if p.requires_grad}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        trainable = {f"net.{n}" for n, p in self.net.named_parameters() if p.requires_grad}
+        trainable = self.trainable_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """Load adapters; the frozen base's weights are the only optional keys (they come from base_path).
+
+        strict_loading is off so that an adapter-only checkpoint loads, but a checkpoint of another module (a
+        lens ResNet: no adapter keys) or of another LoRA target set (attention + MLP into an attention run:
+        12 of 28 tensors would be dropped) must not give predictions: every adapter key must be present and
+        every key must be one of this module's.
+
+        Raises:
+            ValueError: Naming the missing and unexpected keys (a few of each, with their counts).
+        """
+        required, known = self.trainable_keys(), set(self.state_dict())
+        missing, unexpected = sorted(required - set(state_dict)), sorted(set(state_dict) - known)
+        if missing or unexpected:
+            def some(keys: list[str]) -> str:
+                return f"{len(keys)} ({', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''})"
+
+            raise ValueError(f"{type(self).__name__}: the checkpoint does not fit this model (LoRA targets "
+                             f"{(self.net.lora_cfg or {}).get('targets')!r}): missing adapter keys: {some(missing)}; "
+                             f"unexpected keys: {some(unexpected)}. Was it written by another family or another "
+                             f"model.net.lora.targets?")
+        return super().load_state_dict(state_dict, strict=False, assign=assign)

@@ -98,3 +98,101 @@ def test_missing_column_is_named(sim_dir, tmp_path) -> None:
     manifest.to_parquet(tmp_path / "manifest.parquet")
     with pytest.raises(ValueError, match=r"manifest.parquet: missing column\(s\) \['group'\]"):
         _dm(sim_dir, manifest_path=str(tmp_path / "manifest.parquet")).manifest()
+
+
+def _copy(dm: AudioDataModule, out, edit=None, audio_edit=None):
+    """A copy of dm's manifest and audio under out, edited."""
+    manifest = pd.read_parquet(dm.resolved_manifest())
+    audio = np.load(dm.resolved_manifest().parent / AUDIO_NAME)
+    out.mkdir(parents=True, exist_ok=True)
+    (edit or (lambda m: m))(manifest).to_parquet(out / "manifest.parquet")
+    np.save(out / AUDIO_NAME, (audio_edit or (lambda a: a))(audio))
+    return out / "manifest.parquet"
+
+
+def test_group_ids_differing_only_by_case_or_spaces_are_one_group(sim_dir, tmp_path) -> None:
+    """Issue 21 item 15: ' Spk_A' in train and 'spk_a' in test passed the audit."""
+    dm = _dm(sim_dir)
+    manifest = pd.read_parquet(dm.resolved_manifest())
+    group = manifest.loc[manifest.split == "test", "group"].iloc[0]
+    row = manifest.index[manifest.group == group][0]
+
+    def leak(m):
+        m.loc[row, "split"] = "train"
+        m.loc[row, "group"] = f"  {group.upper()} "
+        return m
+
+    with pytest.raises(LeakageError, match=group.casefold()):
+        _dm(sim_dir, manifest_path=str(_copy(dm, tmp_path / "m", leak))).manifest()
+
+
+def test_zero_length_nan_and_truncated_clips_are_named(sim_dir, tmp_path) -> None:
+    """Issue 21 item 15: a zero-length clip was trained on; NaN samples and a truncated array named nothing."""
+    dm = _dm(sim_dir)
+    manifest = pd.read_parquet(dm.resolved_manifest())
+    victim = manifest["sample_id"].iloc[5]
+
+    def empty(m):
+        m.loc[5, "num_samples"] = 0
+        return m
+
+    with pytest.raises(ValueError, match=rf"1 clip\(s\) with num_samples <= 0.*{victim} \(0\)"):
+        _dm(sim_dir, manifest_path=str(_copy(dm, tmp_path / "empty", empty))).manifest()
+
+    def nan(a):
+        a[5, 100] = np.nan
+        return a
+
+    bad = _dm(sim_dir, manifest_path=str(_copy(dm, tmp_path / "nan", audio_edit=nan)))
+    split = bad.manifest().loc[5, "split"]
+    with pytest.raises(ValueError, match=rf"audio.npy: 1 clip\(s\) hold NaN or inf samples: {victim}"):
+        bad.audio(split)
+    path = _copy(dm, tmp_path / "cut")
+    array = path.parent / AUDIO_NAME
+    array.write_bytes(array.read_bytes()[: array.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"cut/audio.npy: the audio array cannot be read .*truncated"):
+        _dm(sim_dir, manifest_path=str(path)).setup("fit")
+
+
+def test_clips_at_8_khz_are_refused_or_resampled(sim_dir, tmp_path, caplog) -> None:
+    """Issue 21 item 8: clips at 8 kHz reached the 16 kHz processor without a word."""
+    import logging
+
+    from scipy.signal import resample_poly
+
+    dm = _dm(sim_dir)
+    dm.setup("fit")
+
+    def at_8k(m):  # every clip written at 8 kHz, as import_audio_clips(..., sample_rate=8000) records it
+        return m.assign(sample_rate=8000, num_samples=(m["num_samples"] + 1) // 2)
+
+    def halve(a):
+        return np.stack([resample_poly(x.astype(np.float64), 1, 2).astype(np.float32) for x in a])
+
+    path = str(_copy(dm, tmp_path / "8k", at_8k, halve))
+    with pytest.raises(ValueError, match=r"clip\(s\) at 8000 Hz, but the processor expects 16000 Hz.*data.resample=true"):
+        _dm(sim_dir, manifest_path=path).manifest()
+    with caplog.at_level(logging.WARNING, logger="datamodules.audio.datamodule"):
+        resampled = _dm(sim_dir, manifest_path=path, resample=True)
+        resampled.setup("fit")
+    assert "resampling" in caplog.text and "8000 Hz to the processor's 16000 Hz" in caplog.text
+    clips, originals = resampled.clips("test"), dm.clips("test")
+    assert [len(c) for c in clips] == [len(c) + len(c) % 2 for c in originals]
+    # back at 16 kHz: the same sound (band-limited to 4 kHz by the 8 kHz copy), so close features
+    corr = np.corrcoef(clips[2][: len(originals[2])], originals[2])[0, 1]
+    assert corr > 0.5
+    # a manifest at the processor's rate is read as before
+    same = _dm(sim_dir, manifest_path=str(_copy(dm, tmp_path / "16k", lambda m: m.assign(sample_rate=16000))))
+    same.setup("fit")
+    np.testing.assert_array_equal(same.clips("test")[2], originals[2])
+
+
+def test_the_tiny_base_key_follows_the_clips_content(sim_dir, tmp_path) -> None:
+    """Issue 21 item 12: the key was the manifest path and the sample ids, so rewritten clips reused the old base."""
+    dm = _dm(sim_dir)
+    path = _copy(dm, tmp_path / "m")
+    before = _dm(sim_dir, manifest_path=str(path)).data_key()
+    np.save(path.parent / AUDIO_NAME, np.load(path.parent / AUDIO_NAME) * 0.5)  # every clip changed, names kept
+    after = _dm(sim_dir, manifest_path=str(path)).data_key()
+    assert before != after
+    assert _dm(sim_dir, manifest_path=str(path)).data_key() == after  # stable

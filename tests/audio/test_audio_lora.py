@@ -190,3 +190,37 @@ def test_module_specaugment_and_adapter_only_checkpoint(base_dir, batch) -> None
     module.on_save_checkpoint(ckpt)
     assert ckpt["state_dict"] and all("lora_" in k for k in ckpt["state_dict"])
     assert {id(p) for p in module.trainable_parameters()} == {id(p) for n, p in module.named_parameters() if "lora_" in n}
+
+
+def test_a_checkpoint_that_does_not_fit_the_module_is_refused_naming_the_keys(base_dir) -> None:
+    """Issue 21 item 5: strict loading is off for adapter-only checkpoints, so foreign ones loaded silently."""
+    from functools import partial
+
+    from lightning_modules.audio.module import AudioLoRAModule
+
+    def module(targets: str) -> AudioLoRAModule:
+        return AudioLoRAModule(net=Qwen2AudioAnswer(base_dir, ANSWERS, PROMPT, _lora(targets)),
+                               optimizer=partial(torch.optim.AdamW, lr=1e-3))
+
+    attention, both = module("attention"), module("attention_mlp")
+    ckpt = {"state_dict": both.state_dict()}
+    both.on_save_checkpoint(ckpt)
+    # attention + MLP adapters into an attention run: the MLP adapters have nowhere to go
+    with pytest.raises(ValueError, match=r"unexpected keys: \d+ \(.*mlp\.(gate|up|down)_proj\.lora_"):
+        attention.load_state_dict(ckpt["state_dict"], strict=False)
+    # an attention checkpoint in an attention + MLP run: adapters missing
+    own = {"state_dict": attention.state_dict()}
+    attention.on_save_checkpoint(own)
+    with pytest.raises(ValueError, match=r"missing adapter keys: \d+ \(.*mlp\..*lora_"):
+        both.load_state_dict(own["state_dict"], strict=False)
+    # another family's checkpoint (a lens ResNet): no adapter key, only foreign ones
+    with pytest.raises(ValueError, match=r"missing adapter keys: .*unexpected keys: 2 \(net\.conv1\.weight, net\.fc\.weight\)"):
+        attention.load_state_dict({"net.conv1.weight": torch.zeros(1), "net.fc.weight": torch.zeros(1)}, strict=False)
+    # its own adapter-only checkpoint loads (the frozen base's keys are optional), and so does a full one
+    with torch.no_grad():
+        for k in own["state_dict"]:
+            own["state_dict"][k] = own["state_dict"][k] + 1.0
+    attention.load_state_dict(own["state_dict"], strict=False)
+    loaded = attention.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in own["state_dict"].items())
+    attention.load_state_dict(attention.state_dict(), strict=False)

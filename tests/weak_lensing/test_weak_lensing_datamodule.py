@@ -86,3 +86,39 @@ def test_the_kits_own_arrays(tmp_path) -> None:
     np.testing.assert_allclose(dm.datasets["train"].raw_map(5), np.where(dm.mask, block_mean(full, mask, 2), 0), rtol=1e-6)
     with pytest.raises(FileNotFoundError, match="data.challenge.kappa_file"):
         WeakLensingDataModule(challenge={**challenge, "kappa_file": "missing.npy"}).setup()
+
+
+def test_an_empty_mask_nan_pixels_and_a_nan_label_are_refused_at_set_up(manifest, tmp_path) -> None:
+    """Issue 21 item 14: each ran until "training loss is nan, lower the learning rate"."""
+    import shutil
+
+    import pandas as pd
+
+    def copy(name: str):
+        out = tmp_path / name
+        out.mkdir()
+        for f in manifest.parent.iterdir():
+            if f.is_file():
+                shutil.copy(f, out / f.name)
+        return out / manifest.name
+
+    empty = copy("empty_mask")
+    np.save(empty.with_name("mask.npy"), np.zeros_like(np.load(empty.with_name("mask.npy"))))
+    np.save(empty.with_name("pixels.npy"), np.zeros((len(np.load(manifest.with_name("pixels.npy"))), 0), np.float32))
+    with pytest.raises(ValueError, match=r"empty_mask/mask.npy: the mask has no valid pixel"):
+        WeakLensingDataModule(manifest_path=str(empty)).setup()
+
+    nan_pixels = copy("nan_pixels")
+    pixels = np.load(nan_pixels.with_name("pixels.npy"))
+    frame = pd.read_parquet(nan_pixels)
+    row = int(frame["pixel_row"].iloc[7]) if "pixel_row" in frame.columns else 7
+    pixels[row, 3] = np.nan
+    np.save(nan_pixels.with_name("pixels.npy"), pixels)
+    with pytest.raises(ValueError, match=rf"nan_pixels/pixels.npy: 1 map\(s\) hold NaN/inf pixels, e.g. sample_id \['{frame['sample_id'].iloc[7]}'\]"):
+        WeakLensingDataModule(manifest_path=str(nan_pixels)).setup()
+
+    nan_label = copy("nan_label")
+    frame.loc[4, "s8"] = np.nan
+    frame.to_parquet(nan_label)
+    with pytest.raises(ValueError, match=rf"nan_label/manifest.parquet: column 's8' has 1 NaN/inf.*{frame['sample_id'].iloc[4]}"):
+        WeakLensingDataModule(manifest_path=str(nan_label)).setup()
