@@ -35,7 +35,7 @@ from callbacks.base import summary_dir
 from callbacks.step_seed import StepSeed
 from callbacks.run_checkpoint import RunCheckpoint
 from rigor.config import compose_sweeps_with_their_first_experiment, instantiate_callbacks, instantiate_loggers, register_resolvers
-from rigor.guard import EXIT_TERMINATED, ConfigStamp, ResumeConfigError, TermHandler, Terminated, check_resume, check_splits, relevant_config, safe_load
+from rigor.guard import ConfigStamp, ResumeConfigError, TermHandler, Terminated, check_resume, check_splits, relevant_config, safe_load
 from rigor.jsonio import to_jsonable, write_json
 from rigor.launchers import sweep_value
 from rigor.ledger import Ledger, job_fields, now, this_process
@@ -76,6 +76,57 @@ def run_dir_of(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_dir)
 
 
+def own_the_run_config(run_dir: Path) -> None:
+    """Make this start's config the run's ``.hydra/`` when this start trains the run from scratch.
+
+    Hydra saves a later start's config under ``.hydra/restarts/<time>/`` (rigor.config's ``hydra_subdir``),
+    so a resumed run keeps its first start's. A start that died before its first last.ckpt left nothing a
+    later start resumes, though: the later start trains fresh, its checkpoints are trained under its own
+    config, and that is the one evaluate.py and the summary must read. Its files move to ``.hydra/``; the
+    dead start's move to ``.hydra/restarts/<their time>-no-checkpoint/``. Call only when no last.ckpt exists.
+    """
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    if not HydraConfig.initialized() or rank_zero_only.rank != 0:
+        return
+    # (None where it does not resolve: a config composed in-process by the tests, whose root Hydra dropped)
+    subdir = OmegaConf.select(HydraConfig.get(), "output_subdir", throw_on_resolution_failure=False)
+    first = run_dir / ".hydra"
+    this = run_dir / subdir if subdir else None
+    if this is None or this.resolve() == first.resolve() or not (this / "config.yaml").is_file():
+        return
+    from datetime import datetime
+
+    dead_time = datetime.fromtimestamp((first / "config.yaml").stat().st_mtime) if (first / "config.yaml").exists() else datetime.now()
+    dead = first / "restarts" / f"{dead_time:%Y-%m-%d_%H-%M-%S-%f}-no-checkpoint"
+    dead.mkdir(parents=True, exist_ok=True)
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+        if (first / name).exists():
+            os.replace(first / name, dead / name)
+        if (this / name).exists():
+            os.replace(this / name, first / name)
+    shutil.rmtree(this, ignore_errors=True)
+    log.warning("%s held the config of a start that left no checkpoint: replaced by this start's (the old one is in %s)",
+                first / "config.yaml", dead)
+
+
+def load_initial_weights(model: L.LightningModule, path: str | Path) -> None:
+    """``init_from=<ckpt>``: another run's weights as this run's start (not its optimizer, epoch or schedule).
+
+    Raises:
+        ValueError: The file holds no ``state_dict``, or its tensors do not fit the module (Lightning's message
+            names the missing and unexpected keys).
+    """
+    weights = safe_load(path).get("state_dict")
+    if not isinstance(weights, dict):
+        raise ValueError(f"init_from={path}: no state_dict in the file (a Lightning checkpoint holds one)")
+    try:
+        model.load_state_dict(weights, strict=bool(getattr(model, "strict_loading", True)))
+    except RuntimeError as err:
+        raise ValueError(f"init_from={path}: its weights do not fit {type(model).__name__}: {err}") from None
+    log.info("init_from: weights from %s (fresh optimizer, schedule and epoch count)", path)
+
+
 def device_info(trainer: L.Trainer) -> dict[str, Any]:
     """Where the run ran: accelerator, CUDA_VISIBLE_DEVICES as this process saw it, torch threads, host,
     and its niceness (a job at a lower priority than its neighbours runs slower on a shared machine)."""
@@ -105,9 +156,19 @@ def train(cfg: DictConfig, term: TermHandler | None = None) -> dict[str, Any]:
         raise ValueError(f"trainer.max_epochs={cfg.trainer.get('max_epochs')}: nothing would be trained; set it to 1 or more "
                          "(or train=false to test a checkpoint)")
     stamp = relevant_config(cfg)
-    resume = cfg.get("ckpt_path")
-    if resume is not None:
-        safe_load(resume)  # refuses a file that would run code before Lightning touches it
+    resume, init_from = cfg.get("ckpt_path"), cfg.get("init_from")
+    if resume is not None and init_from is not None:
+        raise ValueError(f"ckpt_path={resume} and init_from={init_from}: give one; ckpt_path resumes a run (same config), "
+                         "init_from starts a new run from another run's weights")
+    if resume is not None and cfg.get("train", True):
+        # an explicit checkpoint is resumed under the same guard as this directory's last.ckpt
+        try:
+            check_resume(stamp, Path(resume), bool(cfg.get("resume_force", False)))
+        except ResumeConfigError as err:
+            raise ResumeConfigError(f"ckpt_path: {err}\nTo train a new run from its weights (fresh optimizer, schedule and "
+                                    f"epoch count), give init_from={resume} instead of ckpt_path.") from None
+    elif resume is not None:
+        safe_load(resume)  # train=false tests it: refuses a file that would run code before Lightning touches it
     elif last.exists():
         check_resume(stamp, last, bool(cfg.get("resume_force", False)))
         done = completed_metrics(run_dir)
@@ -116,6 +177,8 @@ def train(cfg: DictConfig, term: TermHandler | None = None) -> dict[str, Any]:
             return done
         log.warning("found %s: resuming that run", last)
         resume = str(last)
+    if not last.exists():
+        own_the_run_config(run_dir)  # this start's checkpoints will be the run's: so is its config
     shutil.rmtree(summary_dir(run_dir), ignore_errors=True)  # a resumed run recomputes them
     if cfg.get("cpu_threads"):
         torch.set_num_threads(int(cfg.cpu_threads))
@@ -125,6 +188,8 @@ def train(cfg: DictConfig, term: TermHandler | None = None) -> dict[str, Any]:
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     log.info("module <%s>", cfg.model._target_)
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)
+    if init_from is not None and resume is None:  # (a restart of such a run resumes its own last.ckpt)
+        load_initial_weights(model, init_from)
     datamodule.setup("fit")
     used = (["train", "val"] if cfg.get("train", True) else []) + (["test"] if cfg.get("test", True) else [])
     warnings = check_splits(datamodule, model.output_kind, used, getattr(datamodule, "size_keys", "the data config (data.*)"))
@@ -152,6 +217,12 @@ def train(cfg: DictConfig, term: TermHandler | None = None) -> dict[str, Any]:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     metrics: dict[str, Any] = {"experiment": cfg.experiment_name, "seed": seed, "run_dir": str(run_dir)}
+    if init_from is not None:
+        metrics["init_from"] = str(init_from)
+    # Lightning's wiring check: a few batches of each loop, no checkpoints, no loggers; the numbers are not results
+    fast_dev_run = trainer.fast_dev_run
+    if fast_dev_run:
+        metrics["fast_dev_run"] = fast_dev_run
     best_path = ckpt_dir / "best.ckpt"  # this directory's, even when the run directory was moved
     if cfg.get("train", True):
         try:
@@ -164,7 +235,7 @@ def train(cfg: DictConfig, term: TermHandler | None = None) -> dict[str, Any]:
             metrics[f"best_{model.monitor.replace('/', '_')}"] = to_jsonable(best_score(trainer.checkpoint_callback, best))
             metrics["best_epoch"] = int(best["epoch"])
         # from last.ckpt: under ddp_spawn the trainer in this process never sees the epochs run in its children
-        metrics["epochs_trained"] = int(safe_load(last)["epoch"]) + 1
+        metrics["epochs_trained"] = int(safe_load(last)["epoch"]) + 1 if not fast_dev_run else trainer.current_epoch
         if getattr(model, "effective_lr", None) is not None:
             metrics["lr"] = model.effective_lr  # after the linear scaling rule, when it is on
         for key, value in trainer.callback_metrics.items():
@@ -172,7 +243,7 @@ def train(cfg: DictConfig, term: TermHandler | None = None) -> dict[str, Any]:
                 metrics[f"last_{key.replace('/', '_')}"] = to_jsonable(value)
 
     if cfg.get("test", True):
-        ckpt = str(best_path) if best_path.exists() else cfg.get("ckpt_path")
+        ckpt = str(best_path) if best_path.exists() else cfg.get("ckpt_path")  # fast_dev_run: neither, the weights in memory
         try:
             results = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         except SIGTERMException:
@@ -186,7 +257,8 @@ def train(cfg: DictConfig, term: TermHandler | None = None) -> dict[str, Any]:
         metrics["warnings"] = warnings
     metrics["device"] = device_info(trainer)
     metrics["wall_time_s"] = round(time.time() - start, 2)
-    metrics["status"] = "completed"
+    # a fast_dev_run is not a completed run: train.py, a resumed sweep and the summary never take it for one
+    metrics["status"] = "fast_dev_run" if fast_dev_run else "completed"
     term.check("the end-of-run analyses", last)
     if trainer.is_global_zero:
         write_json(run_dir / "metrics.json", metrics)
@@ -194,6 +266,9 @@ def train(cfg: DictConfig, term: TermHandler | None = None) -> dict[str, Any]:
             logger.log_metrics({f"final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None})
         log.info("metrics: %s", run_dir / "metrics.json")
         print(f"metrics.json: {run_dir / 'metrics.json'}")
+        if fast_dev_run:
+            print(f"fast_dev_run={fast_dev_run}: the wiring works (set-up, training, validation, testing, callbacks); "
+                  "no checkpoints were written and its numbers are not results")
     return metrics
 
 
@@ -249,13 +324,19 @@ def main(cfg: DictConfig) -> float | None:
         raise  # the directory belongs to an earlier run: leave it as it is
     except BaseException as err:
         run_dir.mkdir(parents=True, exist_ok=True)
-        status = "terminated" if isinstance(err, Terminated) else "failed"
+        if not isinstance(err, Terminated) and term.received == "SIGINT":
+            # a second Ctrl-C stops at once (KeyboardInterrupt, or Lightning's exit after catching it)
+            try:
+                term.check("the run", run_dir / "checkpoints" / "last.ckpt")
+            except Terminated as stopped:
+                err = stopped
+        status = err.status if isinstance(err, Terminated) else "failed"
         failure = {"status": status, "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
         write_json(run_dir / "failure.json", failure)
         _record(job, state=status, end=now(), exit_reason=_first_line(err))
         if isinstance(err, Terminated):
             log.error("%s", err)
-            sys.exit(EXIT_TERMINATED)  # non-zero: a scheduler requeues it, a sweep stops here
+            sys.exit(err.exit_code)  # non-zero (143 SIGTERM, 130 Ctrl-C): a scheduler requeues it, a sweep stops here
         raise
     finally:
         term.uninstall()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import re
 import secrets
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import hydra
@@ -50,15 +54,24 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("model_mode", lambda target: _module_class(target).mode)
 
 
+_SUBDIRS: dict[str, str] = {}
+
+
 def _hydra_subdir(output_dir: str) -> str:
-    """``.hydra`` for a run's first start, ``.hydra/restarts/<time>`` once that holds a config."""
-    if (Path(output_dir) / ".hydra" / "config.yaml").exists():
-        return f".hydra/restarts/{datetime.now():%Y-%m-%d_%H-%M-%S-%f}"
-    return ".hydra"
+    """``.hydra`` for a run's first start, ``.hydra/restarts/<time>`` once that holds a config.
+
+    Decided once per output directory and process: read again later (train.py's ``own_the_run_config``),
+    it names the directory Hydra saved this start's config in, not a new one.
+    """
+    if output_dir not in _SUBDIRS:
+        first = not (Path(output_dir) / ".hydra" / "config.yaml").exists()
+        _SUBDIRS[output_dir] = ".hydra" if first else f".hydra/restarts/{datetime.now():%Y-%m-%d_%H-%M-%S-%f}"
+    return _SUBDIRS[output_dir]
 
 
 def _module_class(target: str) -> type:
     """The LightningModule class named by a model config's _target_ (its monitor/mode live there)."""
+    check_target(target, "${model_monitor:<target>}")  # a saved config resolves this too: import nothing else
     return hydra.utils.get_class(target)
 
 
@@ -171,12 +184,165 @@ def upgrade_targets(cfg: Any) -> Any:
     return cfg
 
 
+# --- which callables a saved config may name ---------------------------------------------------------
+# A run or sweep directory is as untrusted as a checkpoint: its .hydra/config.yaml names callables
+# (`_target_`) that evaluate.py calls when it rebuilds the run. Hydra's own block list lets almost anything
+# through (`torch.load` with weights_only=False), so a rebuilt config may name only these.
+
+#: Callables a saved config may name. An entry is a module (everything defined in it or below it:
+#: ``torch.optim`` allows ``torch.optim.AdamW`` and ``torch.optim.lr_scheduler.StepLR``, never ``torch.load``)
+#: or one exact callable (``timm.create_model``). The project's own packages, the toy family the core's tests
+#: run on (code of this checkout, like the rest), and the library callables conf/ names
+#: (tests/test_reliability.py checks every ``_target_`` under conf/ passes). Extend it here, or without an
+#: edit with ``RIGOR_EXTRA_TARGETS=mylab.nets,mylab.data`` (comma-separated, same meaning).
+ALLOWED_TARGETS: tuple[str, ...] = (
+    # the project's own packages
+    "analysis", "callbacks", "datamodules", "lightning_modules", "tasks", "rigor", "hydra_plugins",
+    "tests.toy_family",
+    # libraries the configs configure
+    "torch.optim",                      # optimizers; torch.optim.lr_scheduler: schedulers
+    "torch.nn",                         # layers a net config may name
+    "timm.create_model",                # backbones (loads a checkpoint_path with weights_only=True)
+    "lightning.pytorch.Trainer",
+    "lightning.pytorch.callbacks",      # EarlyStopping, ...
+    "lightning.pytorch.loggers",
+)
+EXTRA_TARGETS_ENV = "RIGOR_EXTRA_TARGETS"
+_DOTTED = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+")  # no private or dunder part
+
+
+class UntrustedTargetError(ValueError):
+    """A saved config names a callable outside ``ALLOWED_TARGETS``."""
+
+
+def allowed_targets() -> tuple[str, ...]:
+    """``ALLOWED_TARGETS`` plus the prefixes in ``$RIGOR_EXTRA_TARGETS``."""
+    extra = [p.strip() for p in os.environ.get(EXTRA_TARGETS_ENV, "").split(",") if p.strip()]
+    return ALLOWED_TARGETS + tuple(extra)
+
+
+def _under(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def target_refusal(target: Any) -> str | None:
+    """Why `target` may not be called from a saved config, or None when it may.
+
+    The string must name an allowed module (or exact callable), and resolve there: every module on the way
+    is the module its dotted name says (``analysis.summary.os.system`` reaches ``os`` through an import and
+    is refused) and the object is defined in an allowed module (a name imported from elsewhere is refused).
+    Only allowed modules are imported while checking.
+    """
+    if not isinstance(target, str) or not _DOTTED.fullmatch(target):
+        return "not a plain dotted name of a public callable (interpolations and private names are refused)"
+    allowed = allowed_targets()
+    if not _under(target, allowed):
+        return f"outside the allowed packages and libraries (rigor.config.ALLOWED_TARGETS, ${EXTRA_TARGETS_ENV})"
+    parts = target.split(".")
+    path = parts[0]
+    try:
+        obj: Any = importlib.import_module(path)
+        for part in parts[1:]:
+            path = f"{path}.{part}"
+            try:
+                obj = getattr(obj, part)
+            except AttributeError:
+                obj = importlib.import_module(path)
+            if isinstance(obj, ModuleType) and obj.__name__ != path:
+                return f"{path} is the module {obj.__name__}, reached through an import"
+    except ImportError as err:
+        return f"cannot be imported ({err})"
+    if isinstance(obj, ModuleType):
+        return "a module, not a callable"
+    if target in allowed:
+        return None  # an exact entry (timm.create_model is defined in timm.models._factory)
+    defined_in = getattr(obj, "__module__", None)
+    if not isinstance(defined_in, str) or not _under(defined_in, allowed):
+        return f"defined in {defined_in}, outside the allowed packages (imported into {target.rpartition('.')[0]})"
+    return None
+
+
+def check_target(target: Any, where: str) -> None:
+    """Raise UntrustedTargetError unless a saved config may call `target` (``target_refusal``).
+
+    Args:
+        target: The ``_target_`` value.
+        where: The file and key path, for the message (``<run>/.hydra/config.yaml: data._target_``).
+    """
+    reason = target_refusal(target)
+    if reason:
+        raise UntrustedTargetError(f"{where}={target!r} is refused: {reason}. Nothing was instantiated; "
+                                   f"a directory you did not write may not run code. If you trust it, add the "
+                                   f"module to rigor.config.ALLOWED_TARGETS or ${EXTRA_TARGETS_ENV}.")
+
+
+def _targets(node: Any, path: str, depth: int = 0) -> Iterator[tuple[str, Any]]:
+    """(key path, value) of every ``_target_`` in `node`, interpolations resolved where they resolve.
+
+    An interpolated node (``${oc.create:...}``, ``${other.node}``) is walked as what it resolves to; one that
+    does not resolve here (``${hydra:...}`` outside the run) is skipped: the callers check again just before
+    they instantiate, resolved.
+    """
+    if depth > 64:
+        raise UntrustedTargetError(f"{path}: nested more than 64 levels deep (a self-referencing interpolation?)")
+    if isinstance(node, (DictConfig, dict)):
+        keys = list(node.keys())
+    elif isinstance(node, (ListConfig, list, tuple)):
+        keys = list(range(len(node)))
+    else:
+        return
+    for key in keys:
+        where = f"{path}.{key}" if path else str(key)
+        if isinstance(node, (DictConfig, ListConfig)):
+            child = node._get_node(key)
+            if key == "_target_":
+                yield where, child._value()  # a literal string, or the interpolation text (refused)
+                continue
+            if child is None or child._is_missing():
+                continue
+            if child._is_interpolation():
+                try:
+                    value = node[key]
+                except Exception:  # does not resolve outside the run: checked again, resolved, before use
+                    continue
+            else:
+                value = child
+        else:
+            value = node[key]
+            if key == "_target_":
+                yield where, value
+                continue
+        yield from _targets(value, where, depth + 1)
+
+
+def check_targets(cfg: Any, source: str, key: str = "") -> None:
+    """Refuse a config (DictConfig or plain containers) with any ``_target_`` outside ``ALLOWED_TARGETS``.
+
+    Args:
+        cfg: The config, or one node of it.
+        source: The file it came from, for the message.
+        key: The node's key path in that file ("" for the whole file).
+
+    Raises:
+        UntrustedTargetError: Naming the file, the key path and the target.
+    """
+    for where, target in _targets(cfg, key):
+        check_target(target, f"{source}: {where}")
+
+
 def load_run_config(path: str | Path) -> DictConfig:
-    """A run's saved ``.hydra/config.yaml``, unresolved, with moved modules' ``_target_``s upgraded."""
+    """A run's saved ``.hydra/config.yaml``, unresolved, with moved modules' ``_target_``s upgraded.
+
+    Raises:
+        UntrustedTargetError: A ``_target_`` (at any depth, in ``_args_`` lists and in nodes an interpolation
+            creates) outside ``ALLOWED_TARGETS``; nothing is instantiated or imported beyond allowed modules.
+    """
     cfg = OmegaConf.load(path)
     if not isinstance(cfg, DictConfig):
         raise ValueError(f"{path}: expected a mapping, got {type(cfg).__name__}")
-    return upgrade_targets(cfg)
+    cfg = upgrade_targets(cfg)
+    check_targets(cfg, str(path))
+    return cfg
 
 
 def compose_sweeps_with_their_first_experiment() -> None:

@@ -7,12 +7,14 @@
   per class and the keys to change; a one-class test split is allowed and its undefined numbers are null.
 - SIGTERM (scancel, a time limit, preemption) ends the run at the next batch boundary with a non-zero
   exit and a failure.json that says so; last.ckpt (the end of the latest finished epoch) is kept for resume.
+  Ctrl-C (SIGINT) does the same (status ``interrupted``, exit 130); a second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
 
 import logging
 import pickle
+import re
 import signal
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,13 +25,14 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from rigor.config import upgrade_targets
+from rigor.config import check_targets, load_run_config, upgrade_targets
 from rigor.overrides import PLUMBING  # the keys a resume may change (defined with the override parser)
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_KEY = "rigor_config"
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what schedulers expect of a terminated job
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell expects after Ctrl-C
 
 
 class ResumeConfigError(ValueError):
@@ -41,7 +44,12 @@ class SplitError(ValueError):
 
 
 class Terminated(RuntimeError):
-    """The run received SIGTERM."""
+    """The run received SIGTERM (status ``terminated``, exit 143) or SIGINT (``interrupted``, exit 130)."""
+
+    def __init__(self, message: str, signal_name: str = "SIGTERM") -> None:
+        super().__init__(message)
+        self.status = "interrupted" if signal_name == "SIGINT" else "terminated"
+        self.exit_code = EXIT_INTERRUPTED if signal_name == "SIGINT" else EXIT_TERMINATED
 
 
 def relevant_config(cfg: DictConfig, resolve: bool = True) -> dict[str, Any]:
@@ -51,6 +59,8 @@ def relevant_config(cfg: DictConfig, resolve: bool = True) -> dict[str, Any]:
     ``.hydra/config.yaml`` with today's composition outside the job, where ``${hydra:...}`` would not resolve).
     """
     plain = OmegaConf.to_container(cfg, resolve=resolve, throw_on_missing=False)
+    if plain.get("init_from") is None:
+        plain.pop("init_from", None)  # stamped only when set: runs made before the key existed still resume
     for dotted in PLUMBING:
         node, *rest = dotted.split(".")
         if not rest:
@@ -132,6 +142,77 @@ def check_resume(current: dict[str, Any], last: Path, force: bool) -> None:
     raise ResumeConfigError(message)
 
 
+# a value that names a place (the checkout, $RIGOR_DATA_DIR, paths.*): it differs between machines, not runs
+_LOCATION = re.compile(r"\$\{(paths\.|repo_root:|oc\.env:)")
+
+
+def _raw_value(cfg: DictConfig, dotted: str) -> Any:
+    """The value at a dotted key as written in the file (an interpolation stays ``${...}``), or None."""
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, DictConfig) or part not in node:
+            return None
+        node = node._get_node(part)
+    return node._value() if node is not None else None
+
+
+def saved_run_config(path: Path, run_dir: Path) -> DictConfig:
+    """A run's saved config (target-checked) with ``paths.output_dir`` set to `run_dir`, checked again resolved."""
+    cfg = load_run_config(path)
+    if isinstance(cfg.get("paths"), DictConfig):
+        cfg.paths.output_dir = str(run_dir)  # was ${hydra:runtime.output_dir}, unknown outside that run
+    check_targets(cfg, str(path))  # what failed to resolve before loading resolves now
+    return cfg
+
+
+def config_of_checkpoint(run_dir: Path, checkpoint: Mapping[str, Any], ckpt_path: str | Path) -> tuple[DictConfig, Path]:
+    """The saved config `checkpoint` was trained under: the config stamp in it (ConfigStamp) is the truth.
+
+    ``<run>/.hydra/config.yaml`` when it matches the stamp, else the newest ``.hydra/restarts/*/config.yaml``
+    that does (a run resumed with resume_force=true). Keys that differ only by where the run is
+    (interpolations of ``paths.*``, ``${repo_root:}``, ``${oc.env:...}``: a run copied to another machine)
+    are accepted with a warning naming them. A checkpoint without a stamp (older runs) uses .hydra/config.yaml.
+
+    Raises:
+        ResumeConfigError: No saved config matches the stamp: names every differing key, .hydra/config.yaml
+            against the checkpoint (a run directory whose .hydra/ belongs to a start that trained nothing).
+    """
+    first = run_dir / ".hydra" / "config.yaml"
+    cfg = saved_run_config(first, run_dir)
+    stamped = checkpoint.get(CHECKPOINT_KEY)
+    if stamped is None:
+        log.warning("%s carries no config stamp (an older checkpoint): rebuilding the run from %s unchecked", ckpt_path, first)
+        return cfg, first
+    stamped = upgrade_targets(stamped)
+    restarts = sorted((run_dir / ".hydra" / "restarts").glob("*/config.yaml"), reverse=True)
+    first_diff: list[tuple[str, Any, Any]] | None = None
+    near: tuple[DictConfig, Path, list[str]] | None = None
+    for path in [first, *restarts]:
+        candidate = cfg if path == first else saved_run_config(path, run_dir)
+        try:
+            diff = config_diff(stamped, relevant_config(candidate))
+        except Exception as err:  # an interpolation that does not resolve here: not this one
+            log.warning("%s does not resolve (%s); not compared with %s", path, err, ckpt_path)
+            continue
+        first_diff = diff if first_diff is None else first_diff
+        if not diff:
+            if path != first:
+                log.warning("%s was trained under %s, not %s: using that one", ckpt_path, path, first)
+            return candidate, path
+        moved = [k for k, _, _ in diff if isinstance(_raw_value(candidate, k), str) and _LOCATION.search(_raw_value(candidate, k))]
+        if near is None and len(moved) == len(diff):
+            near = (candidate, path, moved)
+    if near is not None:
+        log.warning("%s: rebuilding the run from %s; these keys name other places than when it was trained (a "
+                    "moved run?): %s", ckpt_path, near[1], ", ".join(near[2]))
+        return near[0], near[1]
+    lines = "\n".join(f"  {k}: {new!r} (.hydra/config.yaml) -> {old!r} (checkpoint)" for k, old, new in (first_diff or [])[:30])
+    raise ResumeConfigError(f"{ckpt_path} was trained under another config than {first}, and no .hydra/restarts/ config "
+                            f"matches it; rebuilding the run from it would use the wrong settings:\n{lines}\n"
+                            "(a start that died before its first checkpoint left that .hydra/; the checkpoint's own config "
+                            f"is in it under {CHECKPOINT_KEY!r})")
+
+
 def check_splits(datamodule: Any, kind: str, splits: list[str], size_keys: str) -> list[str]:
     """Check every split the run will use; returns warnings for undefined-but-allowed cases.
 
@@ -166,18 +247,37 @@ def check_splits(datamodule: Any, kind: str, splits: list[str], size_keys: str) 
 
 
 class TermHandler:
-    """Record SIGTERM; Lightning's own handler (which chains to this one) stops fitting at a batch boundary."""
+    """Record SIGTERM and SIGINT; Lightning's own SIGTERM handler (which chains to this one) stops fitting
+    and testing at a batch boundary, and a SIGINT is handed to it, so Ctrl-C stops at the same place."""
 
     def __init__(self) -> None:
         self.received: str | None = None
         self.previous: Any = None
+        self.previous_int: Any = None
+        self._forwarding = False
 
     def __call__(self, signum: int, frame: Any) -> None:
-        self.received = signal.Signals(signum).name
-        log.warning("received %s: the run stops at the next batch boundary and exits with %d", self.received, EXIT_TERMINATED)
+        if self._forwarding:
+            return  # Lightning's SIGTERM handler calling this one back with the SIGINT handed to it
+        name = signal.Signals(signum).name
+        if name == "SIGINT" and self.received == "SIGINT":
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, not at the next batch boundary
+        self.received = name
+        code = EXIT_INTERRUPTED if name == "SIGINT" else EXIT_TERMINATED
+        log.warning("received %s: the run stops at the next batch boundary and exits with %d%s", name, code,
+                    " (Ctrl-C again to stop at once)" if name == "SIGINT" else "")
+        handler = signal.getsignal(signal.SIGTERM)
+        if name == "SIGINT" and callable(handler) and handler is not self:
+            # while Lightning runs a loop, its SIGTERM handler is installed: it stops the loop at a batch boundary
+            self._forwarding = True
+            try:
+                handler(signum, frame)
+            finally:
+                self._forwarding = False
 
     def install(self) -> TermHandler:
         self.previous = signal.signal(signal.SIGTERM, self)
+        self.previous_int = signal.signal(signal.SIGINT, self)
         return self
 
     def check(self, where: str, last: Path) -> None:
@@ -187,8 +287,10 @@ class TermHandler:
             if last.exists():
                 epoch = int(safe_load(last)["epoch"])
             kept = f"{last} holds the end of epoch {epoch}" if epoch is not None else "no last.ckpt was written yet"
-            raise Terminated(f"{self.received} during {where}; {kept}; run the same command again to resume")
+            raise Terminated(f"{self.received} during {where}; {kept}; run the same command again to resume", self.received)
 
     def uninstall(self) -> None:
         if self.previous is not None:
             signal.signal(signal.SIGTERM, self.previous)
+        if self.previous_int is not None:
+            signal.signal(signal.SIGINT, self.previous_int)

@@ -204,7 +204,6 @@ def run_calibrate(cfg: DictConfig) -> dict[str, Any]:
             f"{fit.path} has {fit.n_classes} classes ({'binary' if fit.is_binary else 'multiclass'}) but "
             f"{target.path} has {target.n_classes} ({'binary' if target.is_binary else 'multiclass'})"
         )
-
     overlap = shared_samples(fit, target)
     # force=true covers only the documented case, a fit on a file recorded as test (flagged below);
     # a file whose split says nothing (rewritten or dropped) gets no way around the overlap
@@ -449,6 +448,10 @@ def summary_plugins(jobs: list[Mapping[str, Any]]) -> tuple[dict[str, dict[str, 
                 raise ValueError(f"{job['job_dir']}/.hydra/config.yaml: summary.{name} does not resolve: {err}") from err
             if not isinstance(entry, dict) or "_target_" not in entry:
                 raise ValueError(f"{job['job_dir']}/.hydra/config.yaml: summary.{name} needs a _target_, got {entry!r}")
+            # resolved, every plugin is checked before any is called (a target an interpolation made, too)
+            from rigor.config import check_targets
+
+            check_targets(entry, f"{job['job_dir']}/.hydra/config.yaml", f"summary.{name}")
             key = json.dumps([str(name), to_jsonable(entry)], sort_keys=True)
             if key not in keys:
                 section = str(name)
@@ -468,6 +471,9 @@ def call_summary_plugin(name: str, entry: Mapping[str, Any], arms: Mapping[str, 
     """Instantiate one ``summary`` entry (always as a partial) and call it as ``fn(arms=..., jobs=...)``."""
     import hydra
 
+    from rigor.config import check_targets
+
+    check_targets(entry, "the sweep's job configs", f"summary.{name}")
     fn = hydra.utils.instantiate({**entry, "_partial_": True}, _convert_="all")
     result = fn(arms=arms, jobs=jobs)
     if result is not None and not (isinstance(result, Mapping) and {"title", "markdown"} <= set(result)):

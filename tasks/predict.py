@@ -24,14 +24,19 @@ from omegaconf import DictConfig, OmegaConf
 from analysis.calibration import mc_triage, probabilities_from_logits
 from analysis.predictions import prediction_table, write_predictions
 from callbacks.temperature_scaling import read_temperature
-from rigor.config import REPO_ROOT, load_run_config, register_resolvers
+from rigor.config import REPO_ROOT, register_resolvers
 from tasks.evaluation import resolve_triage
-from rigor.guard import safe_load
+from rigor.guard import config_of_checkpoint, safe_load, saved_run_config
 
 log = logging.getLogger(__name__)
 
-def run_config(ckpt_path: str | Path) -> tuple[DictConfig, Path]:
-    """The saved config of the run that holds `ckpt_path` (``<run>/checkpoints/<name>.ckpt``) and its directory."""
+def run_config(ckpt_path: str | Path, checkpoint: dict[str, Any] | None = None) -> tuple[DictConfig, Path]:
+    """The saved config of the run that holds `ckpt_path` (``<run>/checkpoints/<name>.ckpt``) and its directory.
+
+    Every ``_target_`` in it is checked (rigor.config.ALLOWED_TARGETS) before anything is built. Given the
+    loaded `checkpoint`, the config is the one its config stamp says it was trained under
+    (rigor.guard.config_of_checkpoint); a mismatch with every saved config is an error naming the keys.
+    """
     register_resolvers()
     ckpt_path = Path(ckpt_path)
     if not ckpt_path.is_file():
@@ -40,14 +45,22 @@ def run_config(ckpt_path: str | Path) -> tuple[DictConfig, Path]:
     config_path = run_dir / ".hydra" / "config.yaml"
     if not config_path.exists():
         raise FileNotFoundError(f"ckpt_path: expected the run's config at {config_path} (checkpoints/ inside a Rigor run directory)")
-    cfg = load_run_config(config_path)
-    cfg.paths.output_dir = str(run_dir)  # was ${hydra:runtime.output_dir}, unknown outside that run
-    return cfg, run_dir
+    if checkpoint is not None:
+        return config_of_checkpoint(run_dir, checkpoint, ckpt_path)[0], run_dir
+    return saved_run_config(config_path, run_dir), run_dir
 
 
-def trainer_config(run_cfg: DictConfig, name: str | None) -> DictConfig:
-    """The run's trainer config, or conf/trainer/<name>.yaml; one device (prediction needs no DDP)."""
-    if name:
+def trainer_config(run_cfg: DictConfig, name: str | DictConfig | None) -> DictConfig:
+    """The run's trainer config, or conf/trainer/<name>.yaml; one device (prediction needs no DDP).
+
+    Args:
+        run_cfg: The run's saved config.
+        name: None (the run's own trainer), a conf/trainer name, or the node Hydra composed from
+            ``trainer=<name>`` on evaluate.py's command line (evaluate.yaml's defaults list).
+    """
+    if isinstance(name, DictConfig):
+        trainer = OmegaConf.create(OmegaConf.to_container(name))  # not in struct mode: keys are dropped below
+    elif name:
         path = REPO_ROOT / "conf" / "trainer" / f"{name}.yaml"
         if not path.is_file():
             choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
@@ -78,8 +91,8 @@ def run_predict(cfg: DictConfig) -> dict[str, Any]:
     """
     if not cfg.get("ckpt_path"):
         raise ValueError("evaluate: ckpt_path=<run>/checkpoints/best.ckpt is required for task=predict")
-    run_cfg, run_dir = run_config(cfg.ckpt_path)
     checkpoint = safe_load(cfg.ckpt_path)  # refuses a file that would run code, before Lightning reads it
+    run_cfg, run_dir = run_config(cfg.ckpt_path, checkpoint)  # the config its stamp says; targets checked
     split = cfg.get("split") or "test"
     L.seed_everything(int(run_cfg.seed), workers=True)  # MC-Dropout masks are reproducible
     datamodule: L.LightningDataModule = hydra.utils.instantiate(run_cfg.data)

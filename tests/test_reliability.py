@@ -270,3 +270,197 @@ def test_a_half_written_or_foreign_record_reads_as_no_record(tmp_path):
     assert read_record(tmp_path / "list.json") is None
     write_json(tmp_path / "ok.json", {"status": "completed", "auroc": float("nan")})
     assert read_record(tmp_path / "ok.json") == {"status": "completed", "auroc": None}
+
+
+# --- issue 21 (second round): runs, configs and evaluate --------------------------------------------
+
+
+def _payload_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A pickle that touches a mark file when loaded with weights_only=False, and that mark."""
+    mark = tmp_path / "payload_ran"
+    monkeypatch.setenv("RIGOR_PAYLOAD_MARK", str(mark))
+    evil = tmp_path / "evil.pt"
+    torch.save({"x": _Payload()}, evil)
+    return evil, mark
+
+
+def test_every_target_the_configs_name_is_allowed_and_only_those_modules():
+    import re
+
+    from rigor.config import target_refusal
+
+    files = [*(ROOT / "conf").rglob("*.yaml"), *(ROOT / "tests" / "toy_family" / "conf").rglob("*.yaml")]
+    targets = {t for f in files for t in re.findall(r"_target_:\s*([\w.]+)", f.read_text())}
+    assert len(targets) > 40 and {t: target_refusal(t) for t in targets if target_refusal(t)} == {}
+    for target in ("torch.load", "os.system", "builtins.exec", "hydra.utils.call", "functools.partial",
+                   "torch.nn.modules.module.torch.load",  # an allowed prefix, then a module imported there
+                   "rigor.guard.torch.load", "callbacks.base.Path",  # a name imported into a project module
+                   "rigor.config._module_class", "${oc.env:T}", "timm.models.load_checkpoint"):
+        assert target_refusal(target), target
+
+
+def _crafted_run(tmp_path: Path, data: object) -> Path:
+    """A run directory with a plain checkpoint and a saved config whose `data` node is `data`."""
+    from omegaconf import OmegaConf
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / ".hydra").mkdir()
+    torch.save({"epoch": 0, "state_dict": {}}, run / "checkpoints" / "best.ckpt")
+    config = {"seed": 0, "paths": {"output_dir": "x"}, "data": data, "model": {"_target_": "tests.toy_family.toy.ToyBinary"}}
+    (run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+    return run / "checkpoints" / "best.ckpt"
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"_target_": "torch.load", "f": "EVIL", "weights_only": False}, r"data\._target_='torch\.load'"),
+    # nested in an allowed target's positional arguments
+    ({"_target_": "datamodules.lens.datamodule.LensDataModule",
+      "_args_": [{"_target_": "torch.load", "_args_": ["EVIL"], "weights_only": False}]}, r"data\._args_\.0\._target_='torch\.load'"),
+    # an allowed module's import of torch, as a partial
+    ({"_target_": "rigor.guard.torch.load", "_partial_": True}, r"data\._target_='rigor\.guard\.torch\.load' is refused: rigor\.guard\.torch is the module torch"),
+    # a node an interpolation creates
+    ("${oc.create:{_target_: torch.load, f: 'EVIL', weights_only: false}}", r"data\._target_='torch\.load'"),
+])
+def test_evaluate_refuses_a_run_config_that_would_run_code(tmp_path, monkeypatch, data, key):
+    from omegaconf import OmegaConf
+
+    from rigor.config import UntrustedTargetError
+    from tasks.predict import run_predict
+
+    evil, mark = _payload_file(tmp_path, monkeypatch)
+    data = json.loads(json.dumps(data).replace("EVIL", str(evil)))
+    ckpt = _crafted_run(tmp_path, data)
+    with pytest.raises(UntrustedTargetError, match=rf"(?s)config.yaml: {key}.*Nothing was instantiated"):
+        run_predict(OmegaConf.create({"ckpt_path": str(ckpt)}))
+    assert not mark.exists()
+
+
+@pytest.mark.parametrize("entry, key", [
+    ({"_target_": "torch.load", "f": "EVIL", "weights_only": False}, r"summary\.evil\._target_='torch\.load'"),
+    ({"_target_": "analysis.summary.seed_comparison", "_partial_": True,
+      "extra": {"_target_": "torch.load", "_args_": ["EVIL"], "weights_only": False}}, r"summary\.evil\.extra\._target_='torch\.load'"),
+])
+def test_summarize_refuses_a_summary_entry_that_would_run_code(tmp_path, monkeypatch, entry, key):
+    from omegaconf import OmegaConf
+
+    from rigor.config import UntrustedTargetError
+    from tasks.evaluation import run_summarize
+
+    evil, mark = _payload_file(tmp_path, monkeypatch)
+    job = tmp_path / "sweep" / "0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+    (job / "metrics.json").write_text(json.dumps({"seed": 1, "score": 0.1, "status": "completed"}))
+    entry = json.loads(json.dumps(entry).replace("EVIL", str(evil)))
+    (job / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create({"seed": 1, "summary": {"evil": entry}})))
+    cfg = OmegaConf.merge(OmegaConf.load(ROOT / "conf" / "task" / "summarize.yaml"), {"sweep_dir": str(tmp_path / "sweep"), "out_dir": None})
+    with pytest.raises(UntrustedTargetError, match=rf"(?s){key} is refused"):
+        run_summarize(cfg)
+    assert not mark.exists() and not (tmp_path / "sweep" / "summary.md").exists()
+
+
+@pytest.mark.slow
+def test_a_start_that_left_no_checkpoint_hands_hydra_to_the_start_that_trains(tmp_path):
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    from rigor.guard import ResumeConfigError
+    from tasks.predict import run_predict
+
+    run = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    cmd = [sys.executable, "train.py", *toy_family(f"hydra.run.dir={run}")]
+    dead = subprocess.run(cmd + ["seed=5", "trainer.max_epochs=0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert dead.returncode != 0 and OmegaConf.load(run / ".hydra" / "config.yaml").seed == 5
+    ok = subprocess.run(cmd + ["trainer.max_epochs=1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert OmegaConf.load(run / ".hydra" / "config.yaml").seed == 42  # the config the checkpoints were trained under
+    (kept,) = (run / ".hydra" / "restarts").iterdir()                  # the dead start's, kept beside it
+    assert kept.name.endswith("-no-checkpoint") and OmegaConf.load(kept / "config.yaml").seed == 5
+    assert "seed=5" in (kept / "overrides.yaml").read_text()
+    predict = {"ckpt_path": str(run / "checkpoints" / "best.ckpt"), "split": "val", "out_dir": str(tmp_path / "p")}
+    assert run_predict(OmegaConf.create(predict))["seed"] == 42
+    # a run left as before (.hydra/ holds the dead start's config): evaluate refuses, naming the keys
+    shutil.copy(kept / "config.yaml", run / ".hydra" / "config.yaml")
+    shutil.rmtree(kept)
+    with pytest.raises(ResumeConfigError, match=r"(?s)seed: 5 \(\.hydra/config\.yaml\) -> 42 \(checkpoint\).*trainer\.max_epochs: 0"):
+        run_predict(OmegaConf.create(predict))
+    # a saved config that matches the checkpoint's stamp (a restart's, after resume_force=true) is used
+    (run / ".hydra" / "restarts" / "later").mkdir(parents=True)
+    (run / ".hydra" / "restarts" / "later" / "config.yaml").write_text(
+        (run / ".hydra" / "config.yaml").read_text().replace("seed: 5", "seed: 42").replace("max_epochs: 0", "max_epochs: 1"))
+    assert run_predict(OmegaConf.create(predict))["seed"] == 42
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished toy-family run (2 epochs), with the .hydra/ a real start writes."""
+    run = tmp_path_factory.mktemp("toy_run") / "run"
+    subprocess.run([sys.executable, "train.py", *toy_family("trainer.max_epochs=2", f"hydra.run.dir={run}")], cwd=ROOT,
+                   env={**os.environ, "WANDB_MODE": "offline"}, check=True, capture_output=True, timeout=600)
+    return run
+
+
+def test_an_explicit_ckpt_path_is_guarded_and_init_from_starts_a_new_run(tmp_path, toy_run):
+    from tests.toy_family.toy import ToyBinary
+    from tests.helpers import adamw
+    from train import load_initial_weights
+
+    last = toy_run / "checkpoints" / "last.ckpt"
+    with pytest.raises(ResumeConfigError, match=r"(?s)ckpt_path: .*seed: 42 \(checkpoint\) -> 7 \(now\).*trainer.max_epochs: 2 "
+                                                r"\(checkpoint\) -> 3 \(now\).*give init_from="):
+        train_in_process(toy_family("seed=7", "trainer.max_epochs=3", "model.optimizer.lr=0.05", f"ckpt_path={last}"), tmp_path / "b")
+    assert not (tmp_path / "b" / "checkpoints").exists()
+    metrics = train_in_process(toy_family("seed=7", "trainer.max_epochs=1", f"init_from={last}"), tmp_path / "c")
+    new = safe_load(tmp_path / "c" / "checkpoints" / "last.ckpt")
+    assert metrics["init_from"] == str(last) and metrics["epochs_trained"] == 1 and metrics["status"] == "completed"
+    assert new["epoch"] == 0 and 2 * new["global_step"] == safe_load(last)["global_step"]  # fresh epoch and step count
+    assert new["rigor_config"]["init_from"] == str(last)  # a restart with another init_from is refused by the guard
+    model = ToyBinary(adamw())
+    load_initial_weights(model, last)
+    assert all(torch.equal(v, safe_load(last)["state_dict"][k]) for k, v in model.state_dict().items())
+
+
+def test_evaluate_takes_the_readme_trainer_override(tmp_path, toy_run):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "evaluate.py", f"ckpt_path={toy_run / 'checkpoints' / 'best.ckpt'}", "split=val",
+                           "trainer=cpu", f"out_dir={out}"], cwd=ROOT, env={**os.environ, "WANDB_MODE": "offline"},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "predictions_val.csv").is_file()
+    from tasks.predict import trainer_config
+
+    cfg = compose(["trainer=gpu"], config_name="evaluate")
+    assert trainer_config(cfg, cfg.trainer).accelerator == "gpu"     # a conf/trainer file, composed by Hydra
+    assert compose([], config_name="evaluate").get("trainer") is None  # default: the run's own trainer
+
+
+def test_fast_dev_run_is_a_wiring_check_without_checkpoints(tmp_path, capsys):
+    run = tmp_path / "run"
+    metrics = train_in_process(toy_family("++trainer.fast_dev_run=true"), run)
+    assert not list(run.rglob("*.ckpt"))
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["fast_dev_run"] is True and saved["status"] == "fast_dev_run" and "test_auroc" in saved
+    assert metrics["status"] == "fast_dev_run" and "the wiring works" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_like_sigterm_with_status_interrupted(tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "train.py", *toy_family("trainer.max_epochs=60", "callbacks.early_stopping=null",
+                                                   "data.batch_size=16", f"hydra.run.dir={run}")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "WANDB_MODE": "offline"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (run / "checkpoints" / "last.ckpt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    failure = json.loads((run / "failure.json").read_text())
+    assert failure["status"] == "interrupted" and "SIGINT" in failure["error"]
+    assert "last.ckpt holds the end of epoch" in failure["error"] and "run the same command again to resume" in failure["error"]
+    assert not (run / "metrics.json").exists() and safe_load(run / "checkpoints" / "last.ckpt")["epoch"] < 59
