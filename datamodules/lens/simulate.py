@@ -19,11 +19,23 @@ pixels of the host are integrated on a much finer grid, since high-n Sersic cusp
 
 Modes:
 
-* ``unpaired``: positives and negatives are independent. Lens hosts come from a brighter, more
-  concentrated population than non-lens hosts (as real lens galaxies do), so a "bright core" shortcut
-  really exists in the raw images.
+* ``unpaired``: positives and negatives are independent. By default (``negative_hosts: nonlens``) lens
+  hosts come from a brighter, more concentrated population than non-lens hosts (as real lens galaxies
+  do), so a "bright core" shortcut really exists in the raw images. With ``negative_hosts: matched`` the
+  negatives' hosts are drawn from the lens hosts' population (magnitude, Sersic index, size, axis ratio,
+  colours, PSF and depth bins all share one distribution), so only the arc tells the classes apart
+  (issue 26's redesigned data).
 * ``paired``: each positive and its negative share one host (same parameters, PSF and depth bin, and by
   default the same noise field), with and without the arc, and share a ``pair_id``.
+
+Diagnostics and calibration (all off by default; fields added after v1 enter the cache hash only when set,
+so today's data sets keep their cache directories):
+
+* ``arcless_positives``: positives are rendered without their arc: the same host, lens draw and noise
+  field, so each image is exactly its positive minus the arc model (the noise variance keeps the arc's
+  object noise). Gates on such data see everything but the arc.
+* ``arc_snr_min``: a LensPop-style detectability cut (Collett 2015 requires arc S/N >= 20): a positive's
+  lens and source are redrawn until the arc's S/N reaches it.
 
 Every sample's randomness comes from ``np.random.default_rng([seed, split, unit, stream])``, so results
 do not depend on ``n_workers``, and the val/test samples do not change when ``n_train`` does.
@@ -61,6 +73,7 @@ from tqdm.auto import tqdm
 
 from datamodules.simulation import SimConfig
 from rigor.cache import build_once
+from rigor.cache import content_hash as _content_hash
 
 # Bump when a code change alters the generated data, so that old caches are not reused.
 SIM_VERSION = 1
@@ -119,6 +132,11 @@ class LensSimConfig(SimConfig):
         source_offset_max: Source centre radius limit as a fraction of theta_E (uniform in area).
         paired_shared_noise: In paired mode, give both members the same noise field (the negative is
             then exactly the positive without its arc, as when injecting arcs into real cutouts).
+        negative_hosts: Unpaired negatives' host population: ``nonlens`` (``nonlens_host_*``) or
+            ``matched`` (``lens_host_*``, the positives' own population).
+        arcless_positives: Render positives without their arc (a diagnostic; see the module docstring).
+        arc_snr_min: Redraw a positive's lens and source until its arc S/N is at least this (0: off).
+        arc_snr_max_draws: Draws allowed per positive before the cut fails with an error.
     """
 
     mode: str = "unpaired"
@@ -174,6 +192,11 @@ class LensSimConfig(SimConfig):
     source_r_z: Range = (0.0, 0.5)
     source_offset_max: float = 0.5
     paired_shared_noise: bool = True
+    # added after v1 (issue 26); at these defaults they leave the hash, and the data, as before
+    negative_hosts: str = "nonlens"
+    arcless_positives: bool = False
+    arc_snr_min: float = 0.0
+    arc_snr_max_draws: int = 100
 
     hash_version = ("sim_version", SIM_VERSION)  # a class attribute, not a field
 
@@ -222,6 +245,30 @@ class LensSimConfig(SimConfig):
                     raise bad(f.name, "must be positive")
         if self.shear_max >= 0.5:
             raise bad("shear_max", "must be < 0.5")
+        if self.negative_hosts not in ("nonlens", "matched"):
+            raise bad("negative_hosts", "must be 'nonlens' or 'matched'")
+        if self.mode == "paired" and self.negative_hosts != "nonlens":
+            raise bad("negative_hosts", "applies to unpaired mode only (paired negatives share their positive's host)")
+        if self.arc_snr_min < 0:
+            raise bad("arc_snr_min", "must be >= 0 (0: no detectability cut)")
+        if self.arc_snr_max_draws < 1:
+            raise bad("arc_snr_max_draws", "must be >= 1")
+
+    def content_hash(self) -> str:
+        """As SimConfig's, but fields added after v1 enter only when set, so old caches keep their names."""
+        key, version = self.hash_version
+        fields = {k: v for k, v in self.to_dict().items() if k not in _LATER_DEFAULTS or v != _LATER_DEFAULTS[k]}
+        return _content_hash({key: version, **fields}, length=12)
+
+    @property
+    def design(self) -> str:
+        """``paired``, ``unpaired`` or ``matched`` (unpaired with host-matched negatives): names sample ids."""
+        return "matched" if self.mode == "unpaired" and self.negative_hosts == "matched" else self.mode
+
+
+# fields added after SIM_VERSION 1 and their defaults (which reproduce v1's data)
+_LATER_DEFAULTS: dict[str, Any] = {"negative_hosts": "nonlens", "arcless_positives": False, "arc_snr_min": 0.0,
+                                   "arc_snr_max_draws": 100}
 
 
 def as_config(cfg: LensSimConfig | Mapping[str, Any] | None) -> LensSimConfig:
@@ -412,7 +459,8 @@ def _simulate_unit(cfg: LensSimConfig, split_idx: int, unit: int) -> list[tuple[
     paired = cfg.mode == "paired"
     # unpaired: positives at even positions within the split; paired: unit p holds positions 2p, 2p + 1
     labels = [1, 0] if paired else [1 - unit % 2]
-    population = "paired_host" if paired else ("lens_host" if labels[0] else "nonlens_host")
+    matched = cfg.negative_hosts == "matched"  # negatives drawn from the lens hosts' population
+    population = "paired_host" if paired else ("lens_host" if labels[0] or matched else "nonlens_host")
     host = _draw_host(host_rng, cfg, population)
 
     kernels = _psf_kernels(
@@ -434,19 +482,50 @@ def _simulate_unit(cfg: LensSimConfig, split_idx: int, unit: int) -> list[tuple[
         position = 2 * unit + pos if paired else unit
         row = dict(common, label=label, theta_e=np.nan)
         if label:
-            lens = _draw_lens(lens_rng, cfg, host)
-            unit_arc = _arc_unit_map(cfg, host, lens)
-            src_fluxes = _flux(_band_mags(lens["source_mag"], lens["source_g_r"], lens["source_r_z"], cfg.bands))
-            arc_model = _convolve(unit_arc, kernels, src_fluxes)
-            image, var = _add_noise(host_model + arc_model, z_pos, sky, cfg.gain)
+            for _ in range(cfg.arc_snr_max_draws):  # one draw unless the detectability cut rejects it
+                lens = _draw_lens(lens_rng, cfg, host)
+                unit_arc = _arc_unit_map(cfg, host, lens)
+                src_fluxes = _flux(_band_mags(lens["source_mag"], lens["source_g_r"], lens["source_r_z"], cfg.bands))
+                arc_model = _convolve(unit_arc, kernels, src_fluxes)
+                image, var = _add_noise(host_model + arc_model, z_pos, sky, cfg.gain)
+                arc_snr = float(np.sqrt(np.sum(arc_model**2 / var)))
+                if arc_snr >= cfg.arc_snr_min:
+                    break
+            else:
+                raise RuntimeError(f"data.simulation.arc_snr_min = {cfg.arc_snr_min}: no arc reached it in "
+                                   f"arc_snr_max_draws = {cfg.arc_snr_max_draws} draws (split {split_idx}, unit {unit})")
+            if cfg.arcless_positives:  # the same cutout minus its arc: same host, noise field and variance
+                image = (host_model + z_pos * np.sqrt(var)).astype(np.float32)
             magnification = float(unit_arc.sum())
             row.update(lens, source_flux=float(_flux(lens["source_mag"])), magnification=magnification,
-                       arc_flux=float(_flux(lens["source_mag"])) * magnification,
-                       arc_snr=float(np.sqrt(np.sum(arc_model**2 / var))))
+                       arc_flux=float(_flux(lens["source_mag"])) * magnification, arc_snr=arc_snr)
         else:
             image, _ = _add_noise(host_model, z_neg if paired else z_pos, sky, cfg.gain)
         out.append((position, image, row))
     return out
+
+
+def host_table(cfg: LensSimConfig | Mapping[str, Any] | None, split: str) -> pd.DataFrame:
+    """Label and host parameters of every sample of `split`, drawn as the simulator draws them, without rendering.
+
+    The host of a sample comes from its own random stream alone, so these are exactly the manifest's host
+    columns (checked in tests/lens/test_matched_design.py), at a tiny fraction of the cost.
+
+    Returns:
+        One row per sample in split order: ``label``, ``psf_bin``, ``depth_bin`` and the ``host_*`` columns.
+    """
+    cfg = as_config(cfg)
+    split_idx = SPLITS.index(split)
+    paired = cfg.mode == "paired"
+    matched = cfg.negative_hosts == "matched"
+    rows = []
+    for unit in range(getattr(cfg, f"n_{split}") // (2 if paired else 1)):
+        host_rng = np.random.default_rng([cfg.seed, split_idx, unit, 0])  # stream 0 of _simulate_unit
+        labels = [1, 0] if paired else [1 - unit % 2]
+        population = "paired_host" if paired else ("lens_host" if labels[0] or matched else "nonlens_host")
+        host = _draw_host(host_rng, cfg, population)
+        rows += [dict(label=label, **host) for label in labels]
+    return pd.DataFrame(rows)
 
 
 def _split_layout(cfg: LensSimConfig) -> list[tuple[int, str, int, int]]:
@@ -472,7 +551,7 @@ def _simulate_chunk(cfg_dict: dict[str, Any], images_path: str, split_idx: int, 
             images[index] = image
             # pairs get one id each; in unpaired mode every sample is its own group
             pair_id = (first_row // 2 + unit) if paired else index
-            rows.append(dict(sample_id=f"lens-{cfg.mode}-{split}-{position:06d}", split=split, image_index=index,
+            rows.append(dict(sample_id=f"lens-{cfg.design}-{split}-{position:06d}", split=split, image_index=index,
                              pair_id=pair_id, **meta))
     images.flush()
     del images
@@ -523,7 +602,7 @@ def simulate_lens_dataset(out_dir: str | Path, cfg: LensSimConfig | Mapping[str,
                   for i in range(0, len(units), chunk)]
 
     rows: list[dict[str, Any]] = []
-    bar = tqdm(total=n_total, desc=f"simulate lenses ({cfg.mode})", unit="img", disable=not progress)
+    bar = tqdm(total=n_total, desc=f"simulate lenses ({cfg.design})", unit="img", disable=not progress)
     with bar:
         if n_workers <= 1:
             for task in tasks:
@@ -557,9 +636,9 @@ def _is_complete(path: Path) -> bool:
 
 
 def lens_dataset_dir(cache_root: str | Path, cfg: LensSimConfig | Mapping[str, Any] | None) -> Path:
-    """The cache directory ``cache_root / lens_{mode}_{hash}`` of a config."""
+    """The cache directory ``cache_root / lens_{design}_{hash}`` of a config (design: paired, unpaired, matched)."""
     cfg = as_config(cfg)
-    return Path(cache_root) / f"lens_{cfg.mode}_{config_hash(cfg)}"
+    return Path(cache_root) / f"lens_{cfg.design}_{config_hash(cfg)}"
 
 
 def ensure_lens_dataset(cache_root: str | Path, cfg: LensSimConfig | Mapping[str, Any] | None = None,
