@@ -8,7 +8,10 @@ saved config differs from what the config files give now (naming the keys). A jo
 metrics.json says completed is left to train.py, which checks its config and returns without training;
 a failed job is run again unless ``rerun_failed=false``.
 
-The submitit launchers (``hydra/launcher=slurm``, ``slurm_local``) get the same through SubmititMixin.
+The submitit launchers (``hydra/launcher=slurm``, ``slurm_local``) get the same through SubmititMixin; with
+``slurm``, a time limit at or under the warning signal's lead time is refused, jobs are followed with
+squeue rather than sacct (a job gone from the queue without a result is failed within a bounded wait),
+and in each job one handler owns SLURM's warning signal (SignalOwner: stop, then requeue, then resume).
 The Ray launcher (``hydra/launcher=ray``) subclasses hydra-ray-launcher's: jobs are collected with
 ``ray.wait`` as they finish, so a job that raises, or whose worker the OS killed (out of memory), becomes a
 failed job with its reason in the ledger while the others go on. Task retries are off by default
@@ -23,12 +26,15 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import signal
 import socket
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -60,8 +66,18 @@ from rigor.sweeps import completed_metrics, failed_before, read_config, read_ove
 #                                                               max_num_timeout), __call__(sweep_overrides,
 #                                                               job_dir_key, job_num, job_id, singleton_state)
 #   config.BaseQueueConf                                        the parameters submitit takes unprefixed
+#   config.SlurmQueueConf                                       subclassed: the slurm launcher's schema with Rigor's keys
+#   BaseSubmititLauncher.checkpoint()                           what submitit's requeue resubmits (this call again)
 # submitit 1.5.4 (public, used as the plugin's launch uses it):
 #   AutoExecutor(cluster=, folder=, <cluster>_max_num_timeout=), update_parameters, map_array, Job.results(), Job.state
+# submitit 1.5.4 (internal):
+#   Job.job_id, Job.paths.result_pickle                         a SLURM job's result file, watched instead of sacct
+#   slurm.slurm.SlurmJobEnvironment.USR_SIG                     the signal its sbatch asks for (--signal=USR2@delay); the
+#                                                               job-side handler submitit sets for it is taken over, and
+#                                                               called (checkpoint, scontrol requeue, exit) once the run stopped
+# lightning 2.6 (internal):
+#   trainer.connectors.signal_connector._SignalConnector       sets its SLURM auto-requeue handler (SIGUSR1) only where no
+#                                                               handler is set: Rigor's is, so Lightning never requeues
 # =================================================================================================
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl as HydraConfigLoaderImpl  # noqa: F401  (for rigor.config)
@@ -86,8 +102,9 @@ try:
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
     from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher as PluginSubmititLocalLauncher
     from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as PluginSlurmLauncher
+    from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
 except ImportError:  # hydra-submitit-launcher not installed
-    BaseQueueConf = PluginSlurmLauncher = PluginSubmititLocalLauncher = None  # type: ignore[assignment,misc]
+    BaseQueueConf = PluginSlurmLauncher = PluginSubmititLocalLauncher = SlurmQueueConf = None  # type: ignore[assignment,misc]
 
 
 def ray_run_job() -> Callable[..., JobReturn]:
@@ -105,6 +122,18 @@ def ray_launcher_config(launcher: Any) -> DictConfig:
 def submitit_executor(launcher: Any) -> str:
     """The submitit executor a plugin launcher class stands for (``slurm``, ``local``): its ``_EXECUTOR``."""
     return launcher._EXECUTOR
+
+
+def submitit_result_file(handle: Any) -> Path:
+    """Where a submitted job's result (or error) appears once its function returned or raised."""
+    return Path(handle.paths.result_pickle)
+
+
+def submitit_slurm_signal() -> signal.Signals:
+    """The signal submitit asks SLURM to send before a time limit (``--signal=USR2@<signal_delay_s>``)."""
+    from submitit.slurm.slurm import SlurmJobEnvironment
+
+    return signal.Signals[f"SIG{SlurmJobEnvironment.USR_SIG}"]
 
 
 # =================================================================================================
@@ -404,7 +433,8 @@ def record_lost_job(ledger: Ledger, job: Job, err: BaseException, where: str, de
     log.error("job %d failed in %s: %s", job.idx, where, reason)
     row = ledger.read(job.idx) or {}
     if row.get("state") in ("failed", "terminated"):
-        ledger.update(job.idx, exit_reason=row.get("exit_reason") or reason)
+        own = row.get("exit_reason")  # the job's own word, and the scheduler's after it
+        ledger.update(job.idx, exit_reason=own + detail if own and detail and detail not in own else own or reason)
     else:
         ledger.update(job.idx, state="failed", end=now(), exit_reason=reason)
     return failed_return(job, RuntimeError(f"job {job.idx} ({job.run_dir}): {reason}"))
@@ -459,23 +489,246 @@ class RayLauncher(SweepDirLock, PluginRayLauncher):
 
 # --- submitit (SLURM) -----------------------------------------------------------------------------
 
+#: SLURM job states after which a job runs no more (squeue's %T); REQUEUED, PENDING, COMPLETING, ... are alive
+SLURM_ENDED = frozenset({"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
+                         "DEADLINE", "PREEMPTED", "REVOKED", "SPECIAL_EXIT"})
+#: how early SLURM may send a --signal: it checks time limits every 30 s, its documentation says up to 60 s
+SIGNAL_EARLY_S = 60
+#: launcher keys that are Rigor's, not submitit's (conf/hydra/launcher/slurm.yaml)
+RIGOR_KEYS = ("lost_job_wait_s", "queue_poll_s")
+
+if SlurmQueueConf is not None:
+
+    @dataclass
+    class SlurmConf(SlurmQueueConf):  # type: ignore[misc,valid-type]
+        """hydra-submitit-launcher's SlurmQueueConf with Rigor's keys (the schema of conf/hydra/launcher/slurm.yaml).
+
+        Attributes:
+            lost_job_wait_s: How long a job that left SLURM's queue may take to leave its result (a shared
+                file system's delay) before it is a failed job.
+            queue_poll_s: The longest wait between two ``squeue`` calls (they start 2 s apart and double).
+        """
+
+        _target_: str = "hydra_plugins.rigor_launchers.SlurmLauncher"
+        lost_job_wait_s: int = 30
+        queue_poll_s: int = 30
+
+    ConfigStore.instance().store(group="hydra/launcher", name="slurm_schema", node=SlurmConf, provider="rigor")
+
+
+def check_time_limit(params: dict[str, Any]) -> None:
+    """Refuse a time limit at or under the lead time of SLURM's warning signal.
+
+    SLURM sends the signal ``signal_delay_s`` before the limit: with a shorter limit it comes as the job
+    starts, before a handler is set, and kills it (exit 140) with nothing requeued.
+
+    Raises:
+        ValueError: Naming both values.
+    """
+    timeout_min, delay_s = params.get("timeout_min"), params.get("signal_delay_s")
+    if timeout_min is None or delay_s is None:
+        return
+    limit_s, delay_s = int(timeout_min) * 60, int(delay_s)
+    if limit_s <= delay_s:
+        raise ValueError(
+            f"hydra.launcher.timeout_min={timeout_min} ({limit_s} s) is at or under hydra.launcher.signal_delay_s="
+            f"{delay_s}: SLURM would send its warning signal as the job starts, before a handler is set, and kill it "
+            "(exit 140) without a requeue. Give a longer timeout_min or a shorter signal_delay_s.")
+    if limit_s - delay_s < SIGNAL_EARLY_S:
+        log.warning("hydra.launcher.timeout_min=%s (%d s) leaves %d s before SLURM's warning signal "
+                    "(signal_delay_s=%d), which SLURM may send up to %d s early: a job that has not set its handler "
+                    "by then (a few seconds of imports) dies without a requeue", timeout_min, limit_s,
+                    limit_s - delay_s, delay_s, SIGNAL_EARLY_S)
+
+
+class SignalOwner:
+    """In a SLURM job: the one handler of SLURM's warning signals (submitit's USR2 and Lightning's USR1).
+
+    submitit's own USR2 handler requeues the job and exits at once, in the middle of a training step, and
+    Lightning (which sees SLURM) would set a USR1 handler that saves and requeues on its own. Instead, the
+    signal stops the run as SIGTERM does (train.py's handler: at the next batch boundary, ledger
+    ``terminated``; last.ckpt holds the last finished epoch), and once the run has ended, submitit's
+    handler requeues the job (up to ``max_num_timeout`` time-outs) or says why not. Lightning sets its
+    handler only where none is set, so it never acts.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.submitit_handler: Any = None
+        self.previous: dict[int, Any] = {}
+
+    def install(self) -> SignalOwner:
+        usr = submitit_slurm_signal()
+        self.submitit_handler = signal.getsignal(usr)
+        for signum in dict.fromkeys((usr, signal.SIGUSR1)):
+            self.previous[signum] = signal.signal(signum, self)
+        return self
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.received is None:
+            log.warning("%s from SLURM (its time limit is near, or it is preempted): the run stops at the next batch "
+                        "boundary, then the job is requeued and resumes from last.ckpt", signal.Signals(signum).name)
+        self.received = signum
+        term = signal.getsignal(signal.SIGTERM)
+        if callable(term):
+            term(signal.SIGTERM, frame)  # train.py's (Lightning's while fitting, which calls train.py's)
+
+    def requeue(self) -> None:
+        """Hand the signal to submitit: it resubmits this call, runs ``scontrol requeue`` and exits, or raises.
+
+        Not when SLURM no longer runs the job: a ``scancel`` or ``scontrol requeue`` (SIGTERM) that came
+        before or with the warning has decided already, and a cancelled job must stay cancelled.
+        """
+        if not callable(self.submitit_handler) or self.received is None:
+            return
+        array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+        job_id = f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID", "")  # as squeue names it
+        states = slurm_states([job_id]) if job_id else None
+        state = (states or {}).get(job_id, ("", ""))[0]
+        if states is not None and state != "RUNNING":
+            log.warning("SLURM job %s is %s (cancelled or requeued from outside): not requeued by Rigor",
+                        job_id, state or "gone")
+            return
+        self.submitit_handler(self.received, None)
+
+    def uninstall(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def _slurm(command: list[str], timeout: float = 60) -> subprocess.CompletedProcess | None:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        log.warning("%s: %s", command[0], err)
+        return None
+
+
+def slurm_states(job_ids: Sequence[str]) -> dict[str, tuple[str, str]] | None:
+    """SLURM's state and reason of each job still in the controller's memory (squeue, no accounting needed).
+
+    A job that is not listed has ended long enough ago (``MinJobAge``) to be purged.
+
+    Returns:
+        job id (``123_4`` for array tasks) -> (state, reason); None when squeue could not ask the controller.
+    """
+    arrays = sorted({j.split("_")[0] for j in job_ids})
+    out = _slurm(["squeue", "--noheader", "--array", "--states=all", f"--jobs={','.join(arrays)}", "--format=%i|%T|%r"])
+    if out is None:
+        return None
+    if out.returncode != 0:
+        if "Invalid job id" in out.stderr:
+            return {}  # all purged
+        log.warning("squeue failed (%s): job states unknown this time", out.stderr.strip()[:200])
+        return None
+    states = {}
+    for line in out.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3:
+            states[parts[0]] = (parts[1], parts[2])
+    return states
+
+
+def slurm_end(job_id: str) -> str:
+    """How a job that left the queue ended, in a few words (``scontrol show job``; sacct when it was purged)."""
+    out = _slurm(["scontrol", "--oneliner", "show", "job", job_id], timeout=30)
+    if out is not None and out.returncode == 0:
+        fields = dict(kv.split("=", 1) for kv in out.stdout.split() if "=" in kv)
+        code = fields.get("ExitCode", "?")
+        status = code.split(":")[0]
+        if status.isdigit() and int(status) > 128 and int(status) - 128 in signal.valid_signals():
+            code += f" ({signal.Signals(int(status) - 128).name})"  # the job's process died of it
+        return f"SLURM state {fields.get('JobState', '?')}, exit code {code}, reason {fields.get('Reason', '?')}"
+    out = _slurm(["sacct", "--noheader", "--parsable2", "--allocations", "--format=State,ExitCode", f"--jobs={job_id}"],
+                 timeout=30)
+    if out is not None and out.returncode == 0 and out.stdout.strip():
+        state, _, code = out.stdout.strip().splitlines()[0].partition("|")
+        return f"SLURM state {state}, exit code {code} (from accounting)"
+    return "no longer known to SLURM (purged after MinJobAge, and no accounting to ask)"
+
+
+def collect_slurm(jobs: Sequence[Job], handles: Sequence[Any], ledger: Ledger, lost_job_wait_s: float,
+                  queue_poll_s: float) -> dict[int, JobReturn]:
+    """Wait for every SLURM job's result; a job that left the queue without one is a failed job.
+
+    submitit learns job states from sacct only: without accounting every poll logs three "Bypassing sacct
+    error" lines and a job that died without a result (killed before its handler was set, cancelled, out of
+    memory) stays "unknown", so the sweep waited forever. Here the result files are checked every second
+    and the queue with one ``squeue`` (2 s, then doubling up to `queue_poll_s`); a job that has ended
+    (or is no longer listed) and has left no result within `lost_job_wait_s` is failed, with how it ended.
+
+    Returns:
+        Job number -> its JobReturn.
+    """
+    results: dict[int, JobReturn] = {}
+    pending = {job.idx: (job, handle) for job, handle in zip(jobs, handles)}
+    seen: dict[int, str] = {}
+    ended_at: dict[int, float] = {}
+    interval, next_poll = 2.0, 0.0
+    while pending:
+        for idx, (job, handle) in list(pending.items()):
+            if submitit_result_file(handle).exists():
+                del pending[idx]
+                try:
+                    results[idx] = handle.results()[0]
+                except Exception as err:  # submitit.core.utils.UncompletedJobError (not requeued), ...: this job only
+                    results[idx] = record_lost_job(ledger, job, err, "SLURM", f" [SLURM job {handle.job_id}]")
+        if not pending:
+            break
+        clock = time.monotonic()
+        if clock >= next_poll:
+            states = slurm_states([h.job_id for _, h in pending.values()])
+            for idx, (job, handle) in pending.items() if states is not None else ():
+                state, reason = states.get(handle.job_id, ("GONE", "not in the queue"))
+                if seen.get(idx) != f"{state} ({reason})":
+                    seen[idx] = f"{state} ({reason})"
+                    log.info("job %d (SLURM %s): %s", idx, handle.job_id, seen[idx])
+                if state in SLURM_ENDED or state == "GONE":
+                    ended_at.setdefault(idx, clock)
+                else:
+                    ended_at.pop(idx, None)  # requeued
+            interval, next_poll = min(interval * 2, queue_poll_s), clock + interval
+        for idx in [i for i, t in ended_at.items() if i in pending and clock - t >= lost_job_wait_s]:
+            job, handle = pending.pop(idx)
+            err = RuntimeError(f"SLURM job {handle.job_id} ended without a result (waited {lost_job_wait_s:g} s for it)")
+            results[idx] = record_lost_job(ledger, job, err, "SLURM", f" [{slurm_end(handle.job_id)}]")
+        time.sleep(1)
+    return results
+
 
 class SubmititMixin(SweepDirLock):
     """For hydra-submitit-launcher's launchers: the ledger, resume checks, and per-job failures.
 
     The plugin's own launch returns ``[j.results()[0] for j in jobs]``, so the first job that raised
-    outside train.py (killed for memory, a node failure) ended the collection of the others.
+    outside train.py (killed for memory, a node failure) ended the collection of the others, and a job
+    that vanished without a result (no accounting) was waited for forever. With ``slurm``: a time limit
+    at or under the warning signal's lead time is refused before anything is submitted, jobs are
+    followed through squeue (``collect_slurm``), and in the job one handler owns the warning signal
+    (``SignalOwner``).
     """
+
+    def setup(self, *, hydra_context: HydraContext, task_function: Any, config: DictConfig) -> None:
+        if submitit_executor(self) == "slurm":
+            check_time_limit(self.params)  # type: ignore[attr-defined]
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
         from rigor.config import register_resolvers
 
         register_resolvers()  # the job process never imported train.py, whose config uses them
-        return super().__call__(*args, **kwargs)  # type: ignore[misc]
+        owner = SignalOwner().install() if submitit_executor(self) == "slurm" else None
+        try:
+            return super().__call__(*args, **kwargs)  # type: ignore[misc]
+        except BaseException:
+            if owner is not None and owner.received is not None:
+                owner.uninstall()
+                owner.requeue()  # exits; or raises why not (too many time-outs), which submitit records as the result
+            raise
+        finally:
+            if owner is not None:
+                owner.uninstall()
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        import os
-
         import submitit
 
         config, name = self.config, submitit_executor(self)  # type: ignore[attr-defined]
@@ -486,13 +739,18 @@ class SubmititMixin(SweepDirLock):
             return [results[i] for i in sorted(results)]
         # the executor, as the plugin builds it
         params = dict(self.params)  # type: ignore[attr-defined]
+        rigor = {k: params.pop(k) for k in RIGOR_KEYS if k in params}
+        if name == "slurm" and params.get("gpus_per_node") is None:
+            # a CPU trainer asks for none; sbatch would refuse GPUs a node does not have
+            params["gpus_per_node"] = gpus_per_job(config.get("trainer")) or None
         init_keys = {"max_num_timeout", "submitit_folder"}
         init_params = {"folder": params["submitit_folder"]}
         if "max_num_timeout" in params:
             init_params[f"{name}_max_num_timeout"] = params["max_num_timeout"]
         executor = submitit.AutoExecutor(cluster=name, **init_params)
         base = set(OmegaConf.structured(BaseQueueConf).keys())
-        executor.update_parameters(**{k if k in base else f"{name}_{k}": v for k, v in params.items() if k not in init_keys})
+        executor.update_parameters(**{k if k in base else f"{name}_{k}": v for k, v in params.items()
+                                      if k not in init_keys and v is not None})
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if "mode" in config.hydra.sweep:
             os.chmod(sweep_dir, mode=int(str(config.hydra.sweep.mode), 8))
@@ -503,10 +761,14 @@ class SubmititMixin(SweepDirLock):
             log.info("\t#%d : %s", job.idx, " ".join(filter_overrides(job.overrides)))
         submitted = executor.map_array(self, *zip(*params_per_job))
         ledger = Ledger(sweep_dir)
+        if name == "slurm":
+            log.info("SLURM jobs %s: following them with squeue (no sacct needed)", ", ".join(h.job_id for h in submitted))
+            results.update(collect_slurm(jobs, submitted, ledger, float(rigor.get("lost_job_wait_s", 30)),
+                                         float(rigor.get("queue_poll_s", 30))))
+            return [results[i] for i in sorted(results)]
         for job, handle in zip(jobs, submitted):
             try:
                 results[job.idx] = handle.results()[0]
             except Exception as err:  # submitit.core.utils.FailedJobError, UncompletedJobError, ...: this job only
-                # the scheduler's word on it (SLURM: OUT_OF_MEMORY, TIMEOUT, NODE_FAIL, CANCELLED, ...)
                 results[job.idx] = record_lost_job(ledger, job, err, f"submitit ({name})", f" [state: {handle.state}]")
         return [results[i] for i in sorted(results)]

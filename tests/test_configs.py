@@ -77,7 +77,13 @@ def test_slurm_launcher_takes_tasks_and_gpus_from_trainer():
     cfg = compose(["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"])
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
-    assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
+    assert (launcher.tasks_per_node, launcher.nodes) == (4, 2)
+    # gpus_per_node null: the launcher asks for the trainer's GPUs only when it uses them (rigor/launchers.py)
+    from rigor.launchers import gpus_per_job
+
+    assert launcher.gpus_per_node is None and gpus_per_job(cfg.trainer) == 4
+    assert gpus_per_job(compose(["hydra/launcher=slurm", "trainer=cpu"]).trainer) == 0
+    assert launcher.signal_delay_s < launcher.timeout_min * 60 and launcher.lost_job_wait_s > 0
 
 
 def test_ddp_strategy_follows_slurm(monkeypatch):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import signal
 from dataclasses import fields
 
 import pytest
@@ -64,6 +65,40 @@ def test_submitit_plugin_internals():
     for name in ("update_parameters", "map_array"):
         assert callable(getattr(submitit.AutoExecutor, name))
     assert callable(submitit.Job.results) and isinstance(submitit.Job.state, property)
+    # the SLURM launcher: its schema, the resubmission a requeue runs, where results appear, the warning signal
+    from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+
+    assert same(launchers.SlurmQueueConf, SlurmQueueConf) and issubclass(launchers.SlurmConf, SlurmQueueConf)
+    assert {"signal_delay_s", "max_num_timeout", "timeout_min"} <= {f.name for f in fields(SlurmQueueConf)}
+    assert callable(BaseSubmititLauncher.checkpoint)
+    assert isinstance(submitit.Job.paths, property) and isinstance(inspect.getattr_static(submitit.Job, "job_id"), property)
+    assert isinstance(submitit.core.utils.JobPaths.result_pickle, property)
+    assert launchers.submitit_slurm_signal() == signal.SIGUSR2
+    assert "signal" in inspect.getsource(submitit.slurm.slurm._make_sbatch_string)  # --signal=USR2@signal_delay_s
+
+
+def test_lightning_leaves_the_slurm_signal_to_rigor(monkeypatch):
+    """Lightning sets its SLURM auto-requeue handler (SIGUSR1) only where none is set; Rigor's is set first."""
+    import lightning as L
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    for key, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "1", "SLURM_NODELIST": "vm",
+                       "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}.items():
+        monkeypatch.setenv(key, value)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
+    environment = trainer._accelerator_connector.cluster_environment
+    assert isinstance(environment, SLURMEnvironment) and environment.auto_requeue  # what Lightning does unasked
+    before = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)}
+    signal.signal(signal.SIGUSR2, lambda *_: None)  # submitit's handler, in a job
+    owner = launchers.SignalOwner().install()
+    try:
+        trainer._signal_connector.register_signal_handlers()
+        assert signal.getsignal(signal.SIGUSR1) is owner and signal.getsignal(signal.SIGUSR2) is owner
+        trainer._signal_connector.teardown()
+    finally:
+        owner.uninstall()
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
 
 @pytest.mark.skipif(not launchers.RAY_AVAILABLE, reason="the ray extra is not installed")
