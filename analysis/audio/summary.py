@@ -6,6 +6,8 @@
 - ``pooled_bootstrap_ci``: percentile CI of accuracy-type metrics over the pooled (seed, clip) rows of
   an arm, resampled within each class with analysis.significance's resampler.
 - ``wrong_in_every_seed``: the clips an arm gets wrong in every seed, with group and SNR.
+- ``choose_threshold`` / ``operating_point``: the seed's operating point, the smallest logit threshold
+  whose dev NONSPEECH accuracy reaches the target (>= 95%), and SPEECH / NONSPEECH at it on test.
 - ``exit_criteria``: PASS/FAIL of each criterion, thresholds from conf/thresholds/audio.yaml.
 - ``audio_summary``: the summary plugin (``evaluate.py task=summarize``): reads each job's
   ``predictions_test.csv``, runs exact McNemar between each arm and the reference arm per seed and a
@@ -156,6 +158,63 @@ def wrong_in_every_seed(tables: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
     return rows[keep].sort_values(sort).reset_index(drop=True)
 
 
+def choose_threshold(logits: np.ndarray, targets: np.ndarray, nonspeech_min: float = 0.95) -> dict[str, Any]:
+    """The smallest logit threshold at which at least nonspeech_min of the NONSPEECH clips are rejected.
+
+    A clip is called SPEECH when its logit is strictly above the threshold, so a SPEECH clip tied with it
+    is called NONSPEECH: ties go to the class the target protects. The threshold is the k-th smallest
+    NONSPEECH logit, k = ceil(nonspeech_min x n_nonspeech); every tied NONSPEECH logit is rejected too,
+    so the achieved rate can exceed the target. Of all thresholds meeting the target it keeps the most
+    SPEECH clips.
+
+    Args:
+        logits: (N,) dev logits, logit(SPEECH) - logit(NONSPEECH).
+        targets: (N,) 1 = SPEECH, 0 = NONSPEECH.
+        nonspeech_min: Target NONSPEECH accuracy in (0, 1].
+
+    Returns:
+        ``threshold``, the dev ``nonspeech_accuracy`` and ``speech_accuracy`` at it (NaN without SPEECH clips).
+
+    Raises:
+        ValueError: Without NONSPEECH clips or finite logits, or a target outside (0, 1] (one that cannot be met).
+    """
+    logits = np.asarray(logits, dtype=np.float64).reshape(-1)
+    targets = np.asarray(targets).astype(np.int64).reshape(-1)
+    if not 0.0 < nonspeech_min <= 1.0:
+        raise ValueError(f"choose_threshold: a NONSPEECH target of {nonspeech_min} cannot be met; expected (0, 1]")
+    if logits.shape != targets.shape or not np.isfinite(logits).all():
+        raise ValueError("choose_threshold: logits and targets must have one length and finite logits")
+    neg = np.sort(logits[targets == 0])
+    if neg.size == 0:
+        raise ValueError("choose_threshold: no NONSPEECH clips on dev; the NONSPEECH target cannot be set")
+    k = int(math.ceil(nonspeech_min * neg.size - 1e-9))  # the tolerance: 0.95 * 60 is 57.000000000000007
+    threshold = float(neg[k - 1])
+    pos = logits[targets == 1]
+    return {"threshold": threshold, "nonspeech_accuracy": float(np.mean(neg <= threshold)),
+            "speech_accuracy": float(np.mean(pos > threshold)) if pos.size else float("nan")}
+
+
+def operating_point(dev_logits: np.ndarray, dev_targets: np.ndarray, test_logits: np.ndarray, test_targets: np.ndarray,
+                    nonspeech_min: float = 0.95) -> dict[str, float]:
+    """The threshold chosen on dev (choose_threshold) and the test numbers at it, with test AUROC.
+
+    Returns:
+        ``threshold``, ``dev_nonspeech_accuracy``, ``dev_speech_accuracy``, test ``speech_accuracy``,
+        ``nonspeech_accuracy``, ``balanced_accuracy`` at the threshold, and ``auroc`` (threshold-free).
+    """
+    from analysis.metrics import auroc
+
+    chosen = choose_threshold(dev_logits, dev_targets, nonspeech_min)
+    logits = np.asarray(test_logits, dtype=np.float64).reshape(-1)
+    targets = np.asarray(test_targets).astype(np.int64).reshape(-1)
+    pred = logits > chosen["threshold"]
+    speech = float(np.mean(pred[targets == 1])) if (targets == 1).any() else float("nan")
+    nonspeech = float(np.mean(~pred[targets == 0])) if (targets == 0).any() else float("nan")
+    return {"threshold": chosen["threshold"], "dev_nonspeech_accuracy": chosen["nonspeech_accuracy"],
+            "dev_speech_accuracy": chosen["speech_accuracy"], "speech_accuracy": speech, "nonspeech_accuracy": nonspeech,
+            "balanced_accuracy": float(np.nanmean([speech, nonspeech])), "auroc": float(auroc(targets, logits))}
+
+
 def _verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("PASS" if ok else "FAIL")
 
@@ -215,10 +274,10 @@ def exit_criteria(stats: Mapping[str, Any], thresholds: Mapping[str, float]) -> 
 
 # --- the summary plugin ------------------------------------------------------------------------------
 
-def _job_predictions(job_dir: str) -> pd.DataFrame | None:
+def _job_predictions(job_dir: str, split: str = "test") -> pd.DataFrame | None:
     from analysis.predictions import read_predictions
 
-    path = Path(job_dir) / "predictions_test.csv"
+    path = Path(job_dir) / f"predictions_{split}.csv"
     if not path.exists():
         return None
     pred = read_predictions(path, kind="binary")
@@ -257,8 +316,9 @@ def audio_summary(arms: Mapping[str, Mapping[str, Any]], jobs: Sequence[Mapping[
     by_dir = {str(j["job_dir"]): j for j in jobs if j.get("status") == "completed"}
     arm_tables: dict[str, dict[int, pd.DataFrame]] = {}
     arm_metrics: dict[str, list[Mapping[str, Any]]] = {}
+    arm_dev: dict[str, dict[int, pd.DataFrame]] = {}
     for name, arm in arms.items():
-        tables, metrics = {}, []
+        tables, metrics, dev = {}, [], {}
         for d in arm.get("job_dirs", []):
             job = by_dir.get(str(d))
             if job is None:
@@ -268,8 +328,11 @@ def audio_summary(arms: Mapping[str, Mapping[str, Any]], jobs: Sequence[Mapping[
             seed = _seed_of(job)
             if table is not None and seed is not None:
                 tables[seed] = table
+                dev_table = _job_predictions(str(d), "val")  # the dev split the temperature was fitted on
+                if dev_table is not None:
+                    dev[seed] = dev_table
         if tables:
-            arm_tables[name], arm_metrics[name] = tables, metrics
+            arm_tables[name], arm_metrics[name], arm_dev[name] = tables, metrics, dev
     if not arm_tables:
         return None
     ref, why = pick_reference(arm_tables, reference)
@@ -333,6 +396,16 @@ def audio_summary(arms: Mapping[str, Mapping[str, Any]], jobs: Sequence[Mapping[
         hard = wrong_in_every_seed(tables)
         stats["wrong_in_every_seed"] = hard.to_dict(orient="records")
         stats["criteria"] = exit_criteria(stats, thresholds)
+        # the seed's operating point: a threshold chosen on each seed's dev split for NONSPEECH >= target
+        ops = {seed: operating_point(arm_dev[name][seed]["logit"], arm_dev[name][seed]["target"], t["logit"], t["target"],
+                                     float(thresholds["nonspeech_accuracy_min"]))
+               for seed, t in tables.items() if seed in arm_dev[name]}
+        stats["operating_point"] = ops
+        if ops:
+            op_stats = {**stats, **{k: float(np.mean([o[k] for o in ops.values()])) for k in ("speech_accuracy", "nonspeech_accuracy")}}
+            bal_op = [o["balanced_accuracy"] for o in ops.values()]
+            op_stats["balanced_accuracy_std"] = float(np.std(bal_op, ddof=1)) if len(bal_op) >= 2 else None
+            stats["criteria_operating_point"] = exit_criteria(op_stats, thresholds)
         result["arms"][name] = stats
 
         md.append(f"#### {name}\n")
@@ -341,9 +414,20 @@ def audio_summary(arms: Mapping[str, Mapping[str, Any]], jobs: Sequence[Mapping[
                   f"{fmt(boot['balanced_accuracy']['ci_high'])}]); SPEECH CI [{fmt(boot['speech_accuracy']['ci_low'])}, "
                   f"{fmt(boot['speech_accuracy']['ci_high'])}], NONSPEECH CI [{fmt(boot['nonspeech_accuracy']['ci_low'])}, "
                   f"{fmt(boot['nonspeech_accuracy']['ci_high'])}].\n")
-        md.append(markdown_table(["criterion", "value", "threshold", "verdict"],
-                                 [[r["criterion"], "-" if r["value"] is None else r["value"], r["threshold"], r["verdict"]]
-                                  for r in stats["criteria"]]))
+        def criteria_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
+            return [[r["criterion"], "-" if r["value"] is None else r["value"], r["threshold"], r["verdict"]] for r in rows]
+
+        md.append("Exit criteria at the argmax (logit > 0):\n")
+        md.append(markdown_table(["criterion", "value", "threshold", "verdict"], criteria_rows(stats["criteria"])))
+        if ops:
+            md.append(f"\nAt the operating point chosen on dev for NONSPEECH >= {fmt(float(thresholds['nonspeech_accuracy_min']))} "
+                      "(threshold per seed; SPEECH and NONSPEECH on test at it; AUROC is threshold-free):\n")
+            md.append(markdown_table(["seed", "threshold", "dev NONSPEECH", "dev SPEECH", "test SPEECH", "test NONSPEECH",
+                                      "test AUROC"],
+                                     [[s, o["threshold"], o["dev_nonspeech_accuracy"], o["dev_speech_accuracy"],
+                                       o["speech_accuracy"], o["nonspeech_accuracy"], o["auroc"]] for s, o in ops.items()]))
+            md.append("\nExit criteria at the operating point:\n")
+            md.append(markdown_table(["criterion", "value", "threshold", "verdict"], criteria_rows(stats["criteria_operating_point"])))
         if stats["mcnemar"]:
             md.append(f"\nExact McNemar against the reference arm `{ref}` "
                       "(b = reference right only, c = this arm right only):\n")

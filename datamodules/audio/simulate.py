@@ -3,10 +3,13 @@
 Nothing is downloaded. Speech comes from the eSpeak NG library and voice data that ship inside the
 ``espeakng-loader`` wheel, called through its C API with ctypes (about a millisecond an utterance).
 A speaker (one group) is a voice variant x pitch x rate; each of its clips says a few words from the
-word list. Non-speech sources (one group each) are noise colours, tones, chords, click trains and
-silence, each with its own fixed parameters. Every clip's foreground (speech or source) is mixed into
-a background noise at an SNR drawn from ``snr_db`` (low ones included), and the mixture is scaled to a
-random level, so loudness tells nothing about the label. eSpeak NG itself adds a little random
+word list. Non-speech sources (one group each) cycle through ``source_kinds``, each with its own fixed
+parameters: the stress set (conf/data/audio_stress.yaml, the v1 default) has noise colours, tones,
+chords, click trains and silence; the realistic kinds (``REALISTIC_KINDS``, conf/data/audio.yaml) are
+music-like note sequences with harmonics, rain, wind, engine, fan, bird-like chirps, bark-like calls,
+impacts and noise as one kind among nine. Every clip's foreground (speech or source) is mixed into a
+background noise at an SNR drawn from ``snr_db`` (``speech_snr_db`` for speech when given), and the
+mixture is scaled to a random level, so loudness tells nothing about the label. eSpeak NG itself adds a little random
 variation (two calls with the same settings differ by a few milliseconds), so clips are not
 bit-identical between two generations; the cache keeps one generation per settings hash.
 
@@ -33,14 +36,18 @@ from tqdm.auto import tqdm
 
 from analysis.group_splits import group_split
 from datamodules.simulation import SimConfig
-from rigor.cache import build_once
+from rigor.cache import build_once, content_hash
 
 SIM_VERSION = 1
 MANIFEST_NAME = "manifest.parquet"
 AUDIO_NAME = "audio.npy"
 COMPLETE_NAME = "COMPLETE"
 LABEL_NAMES = ("NONSPEECH", "SPEECH")  # label 1 = SPEECH
-SOURCE_KINDS = ("white", "pink", "brown", "tone", "chord", "clicks", "silence")
+SOURCE_KINDS = ("white", "pink", "brown", "tone", "chord", "clicks", "silence")  # v1: the stress set
+# non-speech as a real corpus has it: music, environmental and mechanical textures, animal calls, impacts;
+# noise is one kind among nine
+REALISTIC_KINDS = ("music", "rain", "wind", "engine", "fan", "birdsong", "bark", "impacts", "noise")
+ALL_KINDS = SOURCE_KINDS + REALISTIC_KINDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,8 +76,16 @@ class AudioSimConfig(SimConfig):
                               "four", "five", "seven", "hello", "okay", "water", "music", "open", "close")
     words_per_clip: tuple[int, int] = (2, 4)
     seed: int = 1234
+    source_kinds: tuple[str, ...] = SOURCE_KINDS   # cycled over the sources
+    speech_snr_db: tuple[float, ...] = ()          # SNRs of speech clips; empty = snr_db
 
     hash_version = ("version", SIM_VERSION)  # a class attribute, not a field
+
+    def content_hash(self) -> str:
+        """As SimConfig's, but fields added after v1 enter only when set, so the v1 caches keep their names."""
+        key, version = self.hash_version
+        fields = {k: v for k, v in self.to_dict().items() if k not in _LATER_DEFAULTS or v != _LATER_DEFAULTS[k]}
+        return content_hash({key: version, **fields}, length=12)
 
     def _validate(self) -> None:
         bad = self._bad
@@ -90,10 +105,17 @@ class AudioSimConfig(SimConfig):
                 raise bad(name, "expected [low, high]")
         if not 0.0 <= self.test_fraction < 1.0:
             raise bad("test_fraction", "expected a fraction in [0, 1)")
+        unknown = [k for k in self.source_kinds if k not in ALL_KINDS]
+        if not self.source_kinds or unknown:
+            raise bad("source_kinds", f"unknown kind(s) {unknown}; expected some of {list(ALL_KINDS)}")
 
     @property
     def n_clips(self) -> int:
         return self.n_speakers * self.clips_per_speaker + self.n_sources * self.clips_per_source
+
+
+# fields added after v1 and their defaults (which reproduce v1's data and hash)
+_LATER_DEFAULTS: dict[str, Any] = {"source_kinds": SOURCE_KINDS, "speech_snr_db": ()}
 
 
 def as_config(cfg: AudioSimConfig | Mapping[str, Any] | None) -> AudioSimConfig:
@@ -192,7 +214,126 @@ def _source_params(rng: np.random.Generator, kind: str) -> dict[str, Any]:
         return {"rate_hz": float(rng.uniform(2, 25)), "decay_ms": float(rng.uniform(1, 10))}
     if kind in ("white", "pink", "brown"):
         return {"band_lo": float(rng.uniform(0, 2000)), "band_hi": float(rng.uniform(3000, 8000))}
+    if kind == "noise":  # one colour and band per source
+        return {"colour": str(rng.choice(["white", "pink", "brown"])), "band_lo": float(rng.uniform(0, 1000)),
+                "band_hi": float(rng.uniform(2000, 8000))}
+    if kind == "music":  # notes of a pentatonic scale, harmonic timbre, plucked or sustained
+        return {"root": float(rng.uniform(80, 500)), "notes_per_s": float(rng.uniform(1.5, 8)),
+                "n_harmonics": int(rng.integers(2, 9)), "rolloff": float(rng.uniform(0.3, 0.85)),
+                "decay_s": float(rng.uniform(0.05, 1.0)), "voices": int(rng.integers(1, 3))}
+    if kind == "rain":
+        return {"drops_per_s": float(rng.uniform(100, 2000)), "drop_ms": float(rng.uniform(0.5, 4)),
+                "highpass": float(rng.uniform(300, 2500)), "bed": float(rng.uniform(0.1, 0.6))}
+    if kind == "wind":
+        return {"lowpass": float(rng.uniform(150, 1200)), "gust_hz": float(rng.uniform(0.2, 2.0)),
+                "depth": float(rng.uniform(0.3, 0.9))}
+    if kind == "engine":  # firing-rate harmonics, amplitude-modulated at the firing rate
+        return {"f0": float(rng.uniform(20, 120)), "n_harmonics": int(rng.integers(8, 40)),
+                "am": float(rng.uniform(0.1, 0.7)), "noise": float(rng.uniform(0.05, 0.5))}
+    if kind == "fan":
+        return {"blade_hz": float(rng.uniform(40, 400)), "lowpass": float(rng.uniform(800, 6000)),
+                "tone": float(rng.uniform(0.1, 1.0))}
+    if kind == "birdsong":  # FM chirps in 1.5-8 kHz
+        return {"f_lo": float(rng.uniform(1500, 4000)), "f_hi": float(rng.uniform(4000, 8000)),
+                "chirps_per_s": float(rng.uniform(2, 15)), "chirp_ms": float(rng.uniform(20, 150)),
+                "up": bool(rng.random() < 0.5)}
+    if kind == "bark":  # harmonic bursts with a noisy onset
+        return {"f0": float(rng.uniform(250, 900)), "calls_per_s": float(rng.uniform(0.7, 4)),
+                "call_ms": float(rng.uniform(80, 300)), "noise": float(rng.uniform(0.1, 0.6))}
+    if kind == "impacts":  # damped resonances at irregular times (knocks, steps, dishes)
+        return {"rate_hz": float(rng.uniform(0.7, 8)), "modes": [float(v) for v in rng.uniform(150, 5000, 3)],
+                "decay_ms": float(rng.uniform(5, 120))}
     return {}
+
+
+def _band(x: np.ndarray, sr: int, lo: float = 0.0, hi: float | None = None, floor: float = 0.0) -> np.ndarray:
+    """x with its spectrum outside [lo, hi] Hz scaled by floor (a brick-wall band-pass)."""
+    spec = np.fft.rfft(x)
+    f = np.fft.rfftfreq(x.size, 1 / sr)
+    spec[(f < lo) | (f > (hi if hi is not None else sr))] *= floor
+    return np.fft.irfft(spec, x.size)
+
+
+def _events(rng: np.random.Generator, n: int, sr: int, rate_hz: float) -> np.ndarray:
+    """Onset samples of a Poisson process of rate_hz over n samples (at least one)."""
+    count = max(1, int(rng.poisson(rate_hz * n / sr)))
+    return np.sort(rng.integers(0, n, count))
+
+
+def _add_at(x: np.ndarray, event: np.ndarray, start: int) -> None:
+    stop = min(x.size, start + event.size)
+    x[start:stop] += event[: stop - start]
+
+
+def _realistic_clip(rng: np.random.Generator, kind: str, p: Mapping[str, Any], n: int, sr: int) -> np.ndarray:
+    """One event of a realistic non-speech kind (REALISTIC_KINDS), not yet normalised."""
+    t = np.arange(n) / sr
+    if kind == "noise":
+        return _band(coloured_noise(rng, n, p["colour"]), sr, p["band_lo"], p["band_hi"], 0.1)
+    if kind == "music":
+        x = np.zeros(n)
+        steps = np.array([0, 2, 4, 7, 9, 12, 14, 16])  # a pentatonic scale over two octaves
+        note = max(1, int(sr / p["notes_per_s"]))
+        for _ in range(p["voices"]):
+            for start in range(0, n, note):
+                f = p["root"] * 2 ** (rng.choice(steps) / 12)
+                tt = np.arange(min(note, n - start)) / sr
+                env = np.exp(-tt / p["decay_s"]) * np.minimum(1.0, tt / 0.005)
+                tone = sum(p["rolloff"] ** (k - 1) * np.sin(2 * np.pi * k * f * tt) for k in range(1, p["n_harmonics"] + 1)
+                           if k * f < sr / 2)
+                x[start : start + tt.size] += env * tone
+        return x
+    if kind == "rain":
+        x = np.zeros(n)
+        width = max(2, int(sr * p["drop_ms"] / 1000))
+        for s in _events(rng, n, sr, p["drops_per_s"]):
+            _add_at(x, rng.standard_normal(width) * np.exp(-np.arange(width) / (width / 4)) * rng.uniform(0.2, 1.0), int(s))
+        x = x / max(_rms(x), 1e-12) + p["bed"] * coloured_noise(rng, n, "pink")
+        return _band(x, sr, p["highpass"], None, 0.05)
+    if kind == "wind":
+        gust = 1.0 + p["depth"] * np.sin(2 * np.pi * p["gust_hz"] * t + rng.uniform(0, 2 * np.pi))
+        return gust * _band(coloured_noise(rng, n, "pink"), sr, 0.0, p["lowpass"], 0.02)
+    if kind == "engine":
+        phase = rng.uniform(0, 2 * np.pi, p["n_harmonics"])
+        x = sum(np.sin(2 * np.pi * k * p["f0"] * t + phase[k - 1]) / k for k in range(1, p["n_harmonics"] + 1)
+                if k * p["f0"] < sr / 2)
+        x = x * (1.0 + p["am"] * np.sin(2 * np.pi * p["f0"] / 2 * t))
+        return x / max(_rms(x), 1e-12) + p["noise"] * coloured_noise(rng, n, "brown")
+    if kind == "fan":
+        hum = sum(np.sin(2 * np.pi * k * p["blade_hz"] * t + rng.uniform(0, 2 * np.pi)) / k for k in (1, 2, 3))
+        return _band(coloured_noise(rng, n, "white"), sr, 0.0, p["lowpass"], 0.05) + p["tone"] * hum
+    if kind == "birdsong":
+        x = np.zeros(n)
+        m = max(8, int(sr * p["chirp_ms"] / 1000))
+        tt = np.arange(m) / sr
+        for s in _events(rng, n, sr, p["chirps_per_s"]):
+            lo, hi = (p["f_lo"], p["f_hi"]) if p["up"] else (p["f_hi"], p["f_lo"])
+            f = lo + (hi - lo) * tt / tt[-1] + rng.uniform(-200, 200)
+            chirp = np.sin(2 * np.pi * np.cumsum(f) / sr) * np.hanning(m)
+            _add_at(x, chirp * rng.uniform(0.4, 1.0), int(s))
+        return x
+    if kind == "bark":
+        x = np.zeros(n)
+        m = max(8, int(sr * p["call_ms"] / 1000))
+        tt = np.arange(m) / sr
+        for s in _events(rng, n, sr, p["calls_per_s"]):
+            f0 = p["f0"] * rng.uniform(0.85, 1.15) * (1 - 0.3 * tt / tt[-1])  # falling pitch
+            phase = 2 * np.pi * np.cumsum(f0) / sr
+            call = sum(np.sin(k * phase) / k for k in range(1, 12))
+            env = np.exp(-tt / (tt[-1] / 3)) * np.minimum(1.0, tt / 0.003)
+            _add_at(x, env * (call + p["noise"] * 3 * rng.standard_normal(m)), int(s))
+        return x
+    if kind == "impacts":
+        x = np.zeros(n)
+        m = int(sr * p["decay_ms"] * 6 / 1000) + 1
+        tt = np.arange(m) / sr
+        ring = sum(np.sin(2 * np.pi * f * tt) for f in p["modes"]) * np.exp(-tt / (p["decay_ms"] / 1000))
+        for s in _events(rng, n, sr, p["rate_hz"]):
+            hit = ring * rng.uniform(0.3, 1.0)
+            hit[: min(m, 40)] += rng.standard_normal(min(m, 40)) * np.linspace(1, 0, min(m, 40))  # the click of the hit
+            _add_at(x, hit, int(s))
+        return x
+    raise ValueError(f"unknown non-speech source kind {kind!r}; expected one of {ALL_KINDS}")
 
 
 def _source_clip(rng: np.random.Generator, kind: str, params: Mapping[str, Any], n: int, sr: int) -> np.ndarray:
@@ -219,7 +360,7 @@ def _source_clip(rng: np.random.Generator, kind: str, params: Mapping[str, Any],
         x[int(rng.integers(0, period)) :: period] = 1.0
         x = np.convolve(x, kernel * rng.standard_normal(kernel.size), mode="same")
     else:
-        raise ValueError(f"unknown non-speech source kind {kind!r}; expected one of {SOURCE_KINDS}")
+        x = _realistic_clip(rng, kind, params, n, sr)
     return (x / max(_rms(x), 1e-12)).astype(np.float32)
 
 
@@ -265,7 +406,7 @@ def _groups(cfg: AudioSimConfig) -> list[dict[str, Any]]:
             "n": cfg.clips_per_speaker,
         })
     for k in range(cfg.n_sources):
-        kind = SOURCE_KINDS[k % len(SOURCE_KINDS)]
+        kind = cfg.source_kinds[k % len(cfg.source_kinds)]
         out.append({"group": f"src_{kind}_{k:03d}", "label": 0, "kind": kind, "params": _source_params(rng, kind),
                     "n": cfg.clips_per_source})
     return out
@@ -294,7 +435,7 @@ def simulate_audio_dataset(out_dir: str | Path, cfg: AudioSimConfig | Mapping[st
     for g in groups:
         for _ in range(g["n"]):
             rng = np.random.default_rng([cfg.seed, 1, i])
-            snr = float(rng.choice(cfg.snr_db))
+            snr = float(rng.choice(cfg.speech_snr_db if g["label"] == 1 and cfg.speech_snr_db else cfg.snr_db))
             if g["label"] == 1:
                 k = int(rng.integers(cfg.words_per_clip[0], cfg.words_per_clip[1] + 1))
                 text = " ".join(rng.choice(cfg.words, size=k))

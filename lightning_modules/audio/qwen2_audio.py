@@ -1,4 +1,4 @@
-"""Qwen2-Audio answering SPEECH or NONSPEECH, with LoRA on the language model only.
+"""Qwen2-Audio answering SPEECH or NONSPEECH, with LoRA on named target sets (the language model by default).
 
 The model is ``transformers.Qwen2AudioForConditionalGeneration`` with its ``Qwen2AudioProcessor``
 (Whisper log-mel features + tokenizer). The answer is read from the language-model logits of the two
@@ -13,9 +13,10 @@ of it varies at a syllable rate), saved with ``save_pretrained`` into a cache an
 loaded back through the same ``from_pretrained`` path. LoRA then adapts that frozen base, as it adapts
 a pretrained model in the seed.
 
-LoRA targets are a regex over full module names (peft matches a string with ``re.fullmatch``), limited
-to the language model's decoder layers: a plain list such as ``["q_proj", "v_proj"]`` matches name
-suffixes and would also adapt the audio encoder's attention.
+LoRA targets are a regex over full module names (peft matches a string with ``re.fullmatch``), naming
+the language model's decoder layers (and, for the ``encoder_attention`` diagnostic, the audio encoder's
+layers): a plain list such as ``["q_proj", "v_proj"]`` matches name suffixes and would also adapt the
+audio encoder's attention.
 """
 
 from __future__ import annotations
@@ -41,19 +42,25 @@ TINY_VERSION = 5
 # LoRA target sets: projections of the language model's decoder layers only.
 _ATTN = r"self_attn\.(?:q_proj|k_proj|v_proj|o_proj)"
 _MLP = r"mlp\.(?:gate_proj|up_proj|down_proj)"
+_ENCODER_ATTN = r"(?:.*\.)?audio_tower\.layers\.\d+\.self_attn\.(?:q_proj|k_proj|v_proj|out_proj)"
 
 
 def lora_target_regex(targets: str) -> str:
-    """The peft ``target_modules`` regex of a target set, restricted to the language model.
+    """The peft ``target_modules`` regex of a target set, matched against full module paths.
 
-    ``attention`` = q, k, v, o projections; ``attention_mlp`` adds gate, up and down. The optional
+    ``attention`` = q, k, v, o projections of the language model (the seed's LORA-2a); ``attention_mlp``
+    adds its gate, up and down (LORA-2b); ``encoder_attention`` = the audio encoder's q, k, v, out
+    projections plus the language model's attention (a diagnostic arm, not the seed's). The optional
     ``model.`` segment covers both transformers layouts (``model.language_model.layers.N`` and the older
     ``language_model.model.layers.N``).
     """
-    parts = {"attention": _ATTN, "attention_mlp": f"(?:{_ATTN}|{_MLP})"}
+    parts = {"attention": _ATTN, "attention_mlp": f"(?:{_ATTN}|{_MLP})", "encoder_attention": _ATTN}
     if targets not in parts:
         raise ValueError(f"model.net.lora.targets: unknown target set {targets!r}; expected one of {sorted(parts)}")
-    return rf"(?:.*\.)?language_model\.(?:model\.)?layers\.\d+\.{parts[targets]}"
+    lm = rf"(?:.*\.)?language_model\.(?:model\.)?layers\.\d+\.{parts[targets]}"
+    if targets == "encoder_attention":  # the diagnostic arm: can the encoder learn a cue the pretext never taught?
+        return rf"(?:{_ENCODER_ATTN}|{lm})"
+    return lm
 
 
 # --- the tiny embedded model -------------------------------------------------------------------------
@@ -334,7 +341,7 @@ class Qwen2AudioAnswer(nn.Module):
         answers: ``[negative, positive]`` answer words, index = label (NONSPEECH, SPEECH).
         answer_prefix: Text between the prompt and the answer (e.g. a space for Qwen's tokenizer).
         prompt: The question; contains one ``<|AUDIO|>``.
-        lora: ``{targets: attention | attention_mlp, r, alpha, dropout}``; None = no adapter (zero-shot).
+        lora: ``{targets: attention | attention_mlp | encoder_attention, r, alpha, dropout}``; None = no adapter (zero-shot).
         dtype: See load_base.
     """
 

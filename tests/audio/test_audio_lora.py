@@ -73,6 +73,23 @@ def test_attention_mlp_adds_gate_up_down(base_dir) -> None:
     assert not any("audio_tower" in n for n in adapted)
 
 
+def test_encoder_attention_adapts_exactly_the_encoder_and_lm_attention(base_dir) -> None:
+    net = Qwen2AudioAnswer(base_dir, ANSWERS, PROMPT, _lora("encoder_attention"))
+    adapted = set(net.adapted_modules())
+    encoder = {n for n in adapted if ".audio_tower." in n}
+    lm = adapted - encoder
+    assert len(encoder) == TINY["encoder_layers"] * 4 and len(lm) == TINY["num_layers"] * 4
+    assert {n.rsplit(".", 1)[1] for n in encoder} == {"q_proj", "k_proj", "v_proj", "out_proj"}
+    assert all(".self_attn." in n for n in adapted) and all(".language_model.layers." in n for n in lm)
+    # nothing else: not the encoder's MLP (fc1, fc2), the projector or the LM's MLP
+    assert not any(k in n for n in adapted for k in ("fc1", "fc2", "multi_modal_projector", "mlp"))
+    # and the regex, by hand
+    rx = lora_target_regex("encoder_attention")
+    assert re.fullmatch(rx, "model.audio_tower.layers.1.self_attn.out_proj")
+    assert re.fullmatch(rx, "audio_tower.layers.0.self_attn.q_proj") and re.fullmatch(rx, "model.language_model.layers.0.self_attn.o_proj")
+    assert not re.fullmatch(rx, "model.audio_tower.layers.0.fc1") and not re.fullmatch(rx, "model.language_model.layers.0.mlp.up_proj")
+
+
 def test_plain_name_list_would_adapt_the_audio_encoder(base_dir) -> None:
     """Why targets are a regex: peft's list form matches suffixes and hits the encoder's q/k/v too."""
     from peft import LoraConfig, get_peft_model

@@ -142,3 +142,35 @@ def test_real_clips_go_through_the_same_format(tmp_path) -> None:
         import_audio_clips(tmp_path / "bad.csv", tmp_path / "out2", progress=False)
     with pytest.raises(ValueError, match="column 'label' has 'MAYBE'"):
         normalise_labels(["SPEECH", "MAYBE"], "x.csv")
+
+
+def test_the_stress_set_keeps_the_old_default_hash_and_the_new_default_is_realistic() -> None:
+    import yaml
+
+    from datamodules.audio.simulate import REALISTIC_KINDS, as_config
+    from tests.conftest import ROOT
+
+    def sim(name: str) -> dict:
+        cfg = yaml.safe_load((ROOT / "conf" / "data" / f"{name}.yaml").read_text())["simulation"]
+        return {**cfg, "test_fraction": 0.2}  # ${data.test_fraction}
+
+    # conf/data/audio_stress.yaml is the pre-issue-23 default: same cache, same recorded results
+    assert config_hash(as_config(sim("audio_stress"))) == "363c3f3f04b1"
+    new = as_config(sim("audio"))
+    assert new.source_kinds == REALISTIC_KINDS and min(new.speech_snr_db) >= 0
+    assert round(0.2 * new.n_sources) >= 30  # group_split holds out round(fraction x groups) sources
+
+
+def test_realistic_kinds_and_speech_snrs(tmp_path) -> None:
+    from datamodules.audio.simulate import REALISTIC_KINDS
+
+    cfg = {**TINY, "n_sources": 9, "source_kinds": list(REALISTIC_KINDS), "snr_db": [0, 20], "speech_snr_db": [30]}
+    frame = pd.read_parquet(ensure_audio_dataset(tmp_path, cfg, progress=False))
+    audio = np.load(tmp_path / next(p.name for p in tmp_path.iterdir() if p.is_dir()) / AUDIO_NAME)
+    assert set(frame.loc[frame.label == 0, "kind"]) == set(REALISTIC_KINDS)
+    assert (frame.snr_db[frame.label == 1] == 30).all() and frame.snr_db[frame.label == 0].isin([0, 20]).all()
+    assert np.isfinite(audio).all() and (np.sqrt((audio.astype(np.float64) ** 2).mean(axis=1)) > 1e-3).all()
+    with pytest.raises(ValueError, match="data.simulation.source_kinds"):
+        from datamodules.audio.simulate import as_config
+
+        as_config({"source_kinds": ["music", "violin"]})

@@ -13,7 +13,9 @@ from sklearn.metrics import balanced_accuracy_score, brier_score_loss, recall_sc
 from analysis.audio.summary import (
     audio_metrics,
     audio_summary,
+    choose_threshold,
     exit_criteria,
+    operating_point,
     pooled_bootstrap_ci,
     snr_accuracy,
     snr_key,
@@ -146,3 +148,52 @@ def test_summary_plugin_mcnemar_matches_binomial_and_lists_hard_clips(tmp_path) 
     out = audio_summary(arms, [*jobs, zero], THRESHOLDS, reference="experiment=audio_lora_attn", n_boot=100)
     assert out["result"]["reference"] == "experiment=audio_lora_attn"
     assert set(out["result"]["arms"]["experiment=audio_lora_attn model.net.lora=null train=False"]["mcnemar"]) == {42}
+
+
+def test_choose_threshold_hand_worked_ties_and_unmeetable_targets() -> None:
+    # dev: NONSPEECH logits -3, -1, -1, 0, 2; SPEECH logits 0, 0.5, 3
+    logits = np.array([-3.0, -1.0, -1.0, 0.0, 2.0, 0.0, 0.5, 3.0])
+    y = np.array([0, 0, 0, 0, 0, 1, 1, 1])
+    # 80%: k = 4 -> the 4th smallest NONSPEECH logit, 0; the SPEECH clip tied at 0 is called NONSPEECH
+    assert choose_threshold(logits, y, 0.8) == {"threshold": 0.0, "nonspeech_accuracy": 0.8,
+                                                "speech_accuracy": pytest.approx(2 / 3)}
+    # 40%: k = 2 -> -1; its tie with the 3rd NONSPEECH logit rejects 3 of 5 (above the target)
+    assert choose_threshold(logits, y, 0.4)["threshold"] == -1.0
+    assert choose_threshold(logits, y, 0.4)["nonspeech_accuracy"] == 0.6
+    # 100%: the largest NONSPEECH logit; only the SPEECH clip above it survives
+    assert choose_threshold(logits, y, 1.0) == {"threshold": 2.0, "nonspeech_accuracy": 1.0, "speech_accuracy": pytest.approx(1 / 3)}
+    # 0.95 x 60 is 57.000000000000007 in floating point: k must be 57, not 58
+    many = np.arange(60.0)
+    assert choose_threshold(many, np.zeros(60), 0.95)["threshold"] == 56.0
+    for bad in (0.0, 1.01):
+        with pytest.raises(ValueError, match="cannot be met"):
+            choose_threshold(logits, y, bad)
+    with pytest.raises(ValueError, match="no NONSPEECH clips"):
+        choose_threshold(np.array([1.0, 2.0]), np.array([1, 1]), 0.95)
+    # on test: the dev threshold (0) applied, strict > for SPEECH; AUROC ignores the threshold
+    op = operating_point(logits, y, np.array([-1.0, 0.0, 1.0, 0.0, 2.0]), np.array([0, 0, 0, 1, 1]), 0.8)
+    assert op["threshold"] == 0.0 and op["nonspeech_accuracy"] == pytest.approx(2 / 3) and op["speech_accuracy"] == 0.5
+    assert op["auroc"] == pytest.approx(((0.5 + 1 + 0) + (1 + 1 + 1)) / 6)
+
+
+def test_summary_reports_the_operating_point_from_the_dev_predictions(tmp_path) -> None:
+    y = np.array([1] * 10 + [0] * 10)
+    test_logits = np.where(y == 1, 2.0, np.linspace(-2.0, 1.5, 20))  # NONSPEECH logits spread up to 1.5
+    jobs, dirs = [], []
+    for seed in (1, 2):
+        job = _write_job(tmp_path, f"op_{seed}", seed, test_logits, y, 0.8)
+        dev_logits = np.concatenate([np.full(10, 3.0), np.linspace(-1.0, 1.0, 10)])  # 95% of 10 -> k = 10 -> 1.0
+        frame = pd.DataFrame({"sample_id": [f"dev_{i:03d}" for i in range(20)], "target": y})
+        write_predictions(tmp_path / f"op_{seed}" / "predictions_val.csv", prediction_table("binary", dev_logits, frame, "val"),
+                          {"kind": "binary", "split": "val"})
+        jobs.append(job)
+        dirs.append(job["job_dir"])
+    out = audio_summary({"experiment=audio_smoke": {"job_dirs": dirs, "n_completed": 2}}, jobs, THRESHOLDS, n_boot=50)
+    arm = out["result"]["arms"]["experiment=audio_smoke"]
+    op = arm["operating_point"][1]
+    nonspeech_test = np.linspace(-2.0, 1.5, 20)[10:]
+    assert op["threshold"] == 1.0 and op["nonspeech_accuracy"] == pytest.approx(np.mean(nonspeech_test <= 1.0))
+    assert op["speech_accuracy"] == 1.0 and op["auroc"] == 1.0
+    rows = {r["criterion"]: r for r in arm["criteria_operating_point"]}
+    assert rows["NONSPEECH accuracy (mean)"]["value"] == pytest.approx(np.mean(nonspeech_test <= 1.0))
+    assert "operating point" in out["markdown"] and "at the argmax" in out["markdown"]
