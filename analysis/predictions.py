@@ -9,8 +9,13 @@ has ``sample_id``, ``split`` and, by output kind:
 - regression: per target ``t``: ``t`` (truth), ``t_mean`` and, with uncertainty, ``t_std``; optional
   ``t_mc_mean``, ``t_mc_std``;
 
-then every metadata column of the split. The sidecar records ``kind``, ``split`` and ``target_names``
-(and whatever the writer adds: checkpoint, temperature, thresholds, metrics). The split is recorded in
+then every metadata column of the split. Unlabelled data (a survey's cutouts, a challenge's maps) has no
+truth column: the ``target`` (or per-target ``t``) column is left out and the sidecar says
+``labelled: false``. The sidecar is built by ``prediction_record`` (one schema, ``SCHEMA_VERSION``):
+``schema_version, kind, split, labelled, target_names, data`` (the data's identity), ``temperature``,
+``temperature_fitted_on``, ``thresholds``, ``label_scaler``, plus whatever the writer adds (checkpoint,
+metrics, a family's numbers such as ``wl_score``/``mcmc``). Every file is written by ``PredictionsWriter``
+(``write_predictions`` for a whole table), which streams rows in and renames the finished file into place. The split is recorded in
 the content (the ``split`` column and the sidecar), so renaming a test file does not make it a
 validation file. Every problem raises a ValueError that names the file and the column, so a bad file
 fails before any number is computed from it.
@@ -19,6 +24,7 @@ fails before any number is computed from it.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +59,7 @@ class Predictions:
         mc_mean: Regression MC-Dropout means (N, T) or None.
         sidecar: The sidecar JSON (empty when there is none).
         metadata: Every other column, unchanged.
+        labelled: False for a file of unlabelled data (no truth columns; ``targets`` is empty).
     """
 
     path: Path
@@ -71,9 +78,10 @@ class Predictions:
     mc_mean: np.ndarray | None = None
     sidecar: dict[str, Any] = field(default_factory=dict)
     metadata: pd.DataFrame = field(default_factory=pd.DataFrame)
+    labelled: bool = True
 
     def __len__(self) -> int:
-        return int(self.targets.shape[0])
+        return int(self.sample_id.shape[0])
 
     @property
     def is_binary(self) -> bool:
@@ -161,6 +169,7 @@ def prediction_table(
     target_names: Sequence[str] = (),
     probs: np.ndarray | None = None,
     mc: tuple[np.ndarray, np.ndarray] | None = None,
+    labelled: bool | None = None,
 ) -> pd.DataFrame:
     """A predictions table for one split, in the contract's column order.
 
@@ -173,26 +182,32 @@ def prediction_table(
         target_names: Regression targets.
         probs: Calibrated probabilities (classification; ``prob`` / ``prob_k`` columns) or None.
         mc: MC-Dropout (mean, std) as ``lightning_modules.mc_dropout.summarize`` gives them, or None.
+        labelled: Whether the frame holds the truth; None: it does when it has a truth column. An
+            unlabelled table has no ``target`` / ``t`` columns.
     """
     frame = frame.reset_index(drop=True)
     n = len(frame)
     if len(outputs) != n:
         raise ValueError(f"{split}: {len(outputs)} predictions for {n} samples")
     truth = ["target"] if kind in ("binary", "multiclass") else list(target_names)
-    missing = [c for c in ["sample_id", *truth] if c not in frame.columns]
+    if labelled is None:  # decided by the data: a frame without any truth column is unlabelled
+        labelled = any(c in frame.columns for c in truth)
+    missing = [c for c in ["sample_id", *(truth if labelled else [])] if c not in frame.columns]
     if missing:
         raise ValueError(f"{split}: the split frame lacks {missing} (the datamodule's split_frame must hold them)")
     columns: dict[str, Any] = {"sample_id": frame["sample_id"].astype(str), "split": [split] * n}
     predicted = output_columns(kind, outputs, target_names)
     if kind == "regression":
         for t in target_names:
-            columns[t] = frame[t]
+            if labelled:
+                columns[t] = frame[t]
             columns.update({k: v for k, v in predicted.items() if k in (f"{t}_mean", f"{t}_std")})
             if mc is not None:
                 j = list(target_names).index(t)
                 columns[f"{t}_mc_mean"], columns[f"{t}_mc_std"] = mc[0][:, j], mc[1][:, j]
     else:
-        columns["target"] = frame["target"]
+        if labelled:
+            columns["target"] = frame["target"]
         columns.update(predicted)
         if probs is not None:
             columns.update({k.replace("logit", "prob"): v for k, v in output_columns(kind, _logit_like(kind, probs)).items()})
@@ -214,18 +229,121 @@ def _logit_like(kind: str, probs: np.ndarray) -> np.ndarray:
     return probs
 
 
-def write_predictions(path: str | Path, table: pd.DataFrame, record: Mapping[str, Any]) -> Path:
-    """Write the CSV and its sidecar JSON (``kind``, ``split``, ``target_names`` and the rest of `record`)."""
-    from rigor.jsonio import write_json
+#: Version of the sidecar schema. 1: the keys each writer chose (files before 2027-01); 2: prediction_record.
+SCHEMA_VERSION = 2
 
-    for key in ("kind", "split"):
-        if key not in record:
-            raise ValueError(f"write_predictions: the record needs {key!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path, index=False)
-    write_json(sidecar_path(path), {"target_names": [], **record, "csv": path.name})
-    return path
+
+def prediction_record(
+    kind: str,
+    split: str,
+    target_names: Sequence[str] = (),
+    *,
+    labelled: bool = True,
+    data: Mapping[str, Any] | None = None,
+    temperature: float | None = None,
+    temperature_fitted_on: str | None = None,
+    thresholds: Mapping[str, Any] | None = None,
+    label_scaler: Mapping[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The sidecar of a predictions file: the one schema every writer uses (pure; nothing is written).
+
+    Args:
+        kind: ``binary``, ``multiclass`` or ``regression``.
+        split: The split the rows come from (recorded in the content, see the module docstring).
+        target_names: Regression targets (empty for classification).
+        labelled: False for data without truth (no truth columns in the CSV).
+        data: The data's identity: ``name`` and ``manifest``/``manifest_sha256`` or ``config_hash``
+            (tasks/predict.py data_identity); None: the run's own data.
+        temperature: The temperature applied to the ``prob`` columns, or None.
+        temperature_fitted_on: The split (and file) the temperature was fitted on.
+        thresholds: The family's thresholds in force.
+        label_scaler: Regression: per target ``{loc, scale}`` of the standardised labels, where there is one.
+        **extra: The writer's own keys (checkpoint, metrics, a family's numbers); they may not replace a
+            common key.
+
+    Returns:
+        The record, ``schema_version`` first.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"prediction_record: unknown kind {kind!r}; expected one of {KINDS}")
+    record: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION, "kind": kind, "split": str(split), "labelled": bool(labelled),
+        "target_names": [str(t) for t in target_names], "data": dict(data) if data is not None else None,
+        "temperature": None if temperature is None else float(temperature),
+        "temperature_fitted_on": temperature_fitted_on,
+        "thresholds": dict(thresholds) if thresholds is not None else None,
+        "label_scaler": dict(label_scaler) if label_scaler is not None else None,
+    }
+    clash = sorted(set(extra) & set(record))
+    if clash:
+        raise ValueError(f"prediction_record: {clash} are common keys; pass them as arguments")
+    return {**record, **extra}
+
+
+def top_candidates(current: pd.DataFrame | None, batch: pd.DataFrame, k: int, score: str) -> pd.DataFrame:
+    """The `k` rows with the highest `score` among `current` and `batch` (a running top-k; pure).
+
+    Memory stays O(k) however many batches stream through. Ties keep the earlier row (stable).
+    """
+    if score not in batch.columns:
+        raise ValueError(f"top_candidates: no column {score!r}; found {list(batch.columns)}")
+    both = batch if current is None or current.empty else pd.concat([current, batch], ignore_index=True)
+    return both.sort_values(score, ascending=False, kind="stable").head(int(k)).reset_index(drop=True)
+
+
+class PredictionsWriter:
+    """The one writer of predictions files: append tables (a batch or a whole split), then close.
+
+    Rows go to ``<name>.csv.partial`` and the finished file is renamed into place by ``close``, so a crash
+    never leaves a half-written predictions file for a reader. Usage::
+
+        writer = PredictionsWriter(path)
+        for table in batches:
+            writer.append(table)
+        writer.close(prediction_record(...))
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.columns: list[str] | None = None
+        self.n = 0
+
+    def append(self, table: pd.DataFrame) -> PredictionsWriter:
+        """Append rows; every table must have the first one's columns, in order."""
+        if self.columns is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.columns = [str(c) for c in table.columns]
+            table.to_csv(self.partial, index=False)
+        else:
+            if [str(c) for c in table.columns] != self.columns:
+                raise ValueError(f"{self.path}: rows with columns {list(table.columns)} after {self.columns}")
+            table.to_csv(self.partial, index=False, header=False, mode="a")
+        self.n += len(table)
+        return self
+
+    def close(self, record: Mapping[str, Any]) -> Path:
+        """Write the sidecar and move the CSV into place; returns the CSV's path."""
+        from rigor.jsonio import write_json
+
+        for key in ("kind", "split"):
+            if key not in record:
+                raise ValueError(f"write_predictions: the record needs {key!r}")
+        if self.columns is None:
+            raise ValueError(f"{self.path}: no rows were written")
+        full = prediction_record(record["kind"], record["split"], record.get("target_names") or ())
+        full.update(record)  # a caller's record fills the schema; the defaults keep every common key present
+        full["schema_version"] = SCHEMA_VERSION
+        full["n"] = int(record.get("n", self.n))
+        os.replace(self.partial, self.path)
+        write_json(sidecar_path(self.path), {**full, "csv": self.path.name})
+        return self.path
+
+
+def write_predictions(path: str | Path, table: pd.DataFrame, record: Mapping[str, Any]) -> Path:
+    """Write a whole table and its sidecar (PredictionsWriter; `record` best built by prediction_record)."""
+    return PredictionsWriter(path).append(table).close(record)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -375,15 +493,21 @@ def read_predictions(path: str | Path, kind: str | Iterable[str] | None = None) 
     return result
 
 
+def _unlabelled(sidecar: Mapping[str, Any]) -> bool:
+    return sidecar.get("labelled") is False
+
+
 def _read_classification(result: Predictions, frame: pd.DataFrame, columns: list[str], path: Path) -> set[str]:
-    if "target" not in columns:
+    if "target" not in columns and _unlabelled(result.sidecar):
+        result.labelled = False
+    elif "target" not in columns:
         raise ValueError(f"{path}: missing column 'target' (class labels); found {columns}")
     logit_cols = _logit_columns(columns, path)
     binary = logit_cols == ["logit"]
     n_classes = 2 if binary else len(logit_cols)
     logits = np.column_stack([_numeric_column(frame, c, path) for c in logit_cols])
     result.logits = logits[:, 0] if binary else logits
-    result.targets = _targets(frame, path, n_classes)
+    result.targets = _targets(frame, path, n_classes) if result.labelled else np.empty(0, dtype=np.int64)
     used = {"target", *logit_cols}
     prob_cols = ["prob"] if binary else [f"prob_{k}" for k in range(n_classes)]
     used |= {c for c in prob_cols if c in columns}
@@ -409,7 +533,8 @@ def _read_classification(result: Predictions, frame: pd.DataFrame, columns: list
 
 def _read_regression(result: Predictions, frame: pd.DataFrame, columns: list[str], path: Path) -> set[str]:
     names = _regression_names(columns, result.sidecar)
-    missing = [c for t in names for c in (t, f"{t}_mean") if c not in columns]
+    result.labelled = not (_unlabelled(result.sidecar) and not any(t in columns for t in names))
+    missing = [c for t in names for c in ((t, f"{t}_mean") if result.labelled else (f"{t}_mean",)) if c not in columns]
     if missing:
         raise ValueError(f"{path}: regression targets {names} need columns {missing}")
     with_std = [f"{t}_std" in columns for t in names]
@@ -417,9 +542,10 @@ def _read_regression(result: Predictions, frame: pd.DataFrame, columns: list[str
         raise ValueError(f"{path}: {[f'{t}_std' for t, w in zip(names, with_std) if not w]} missing: either every target "
                          "has a _std column (regression with uncertainty) or none does (point regression)")
     result.target_names = tuple(names)
-    result.targets = np.column_stack([_numeric_column(frame, t, path) for t in names])
+    result.targets = (np.column_stack([_numeric_column(frame, t, path) for t in names]) if result.labelled
+                      else np.empty((0, len(names))))
     result.means = np.column_stack([_numeric_column(frame, f"{t}_mean", path) for t in names])
-    used = {*names, *(f"{t}_mean" for t in names)}
+    used = {*(names if result.labelled else []), *(f"{t}_mean" for t in names)}
     if all(with_std):
         stds = np.column_stack([_numeric_column(frame, f"{t}_std", path) for t in names])
         if (stds <= 0).any():

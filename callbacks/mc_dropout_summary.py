@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from analysis.calibration import mc_triage, probabilities_from_logits
-from analysis.predictions import prediction_table, write_predictions
+from analysis.predictions import prediction_record, prediction_table, write_predictions
 from callbacks.base import RigorCallback, split_outputs
 from callbacks.temperature_scaling import read_temperature, require_fitter_first
 from lightning_modules.mc_dropout import MCDropout, summarize
@@ -88,10 +88,11 @@ class MCDropoutSummary(RigorCallback):
             probs = probabilities_from_logits(test.outputs, temperature)
             table = prediction_table("multiclass", test.outputs, frame, "test", probs=probs, mc=(mc_mean, mc_std))
             write_predictions(Path(trainer.default_root_dir) / "predictions_test.csv", table,
-                              {"kind": "multiclass", "split": "test", "temperature": temperature, "temperature_split": fit["split"],
-                               "temperature_method": fit["method"],
-                               "mc_n_passes": self.n_passes,
-                               "thresholds": {f"mc_{k}": v for k, v in self.triage.items()}, "written_by": "callbacks.mc_dropout_summary"})
+                              prediction_record("multiclass", "test", temperature=temperature, temperature_fitted_on=fit["split"],
+                                                thresholds={f"mc_{k}": v for k, v in self.triage.items()},
+                                                temperature_split=fit["split"],  # the key readers knew before schema 2
+                                                temperature_method=fit["method"], mc_n_passes=self.n_passes,
+                                                written_by="callbacks.mc_dropout_summary"))
 
     def summary(self) -> dict[str, Any]:
         return dict(self.results)

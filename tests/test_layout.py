@@ -63,7 +63,7 @@ def test_every_family_subpackage_is_a_family():
 
 def test_family_configs_are_named_after_their_family():
     fams = families()
-    shared_tasks = {"predict", "calibrate", "compare", "summarize", "power"}
+    shared_tasks = {"predict", "calibrate", "compare", "summarize", "power", "score_sweep"}
     for group in (*FAMILY_GROUPS, "task"):
         for path in sorted((ROOT / "conf" / group).glob("*.yaml")):
             if group == "task" and path.stem in shared_tasks:

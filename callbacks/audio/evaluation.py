@@ -16,7 +16,7 @@ import lightning as L
 
 from analysis.audio.summary import snr_accuracy, snr_key
 from analysis.calibration import probabilities_from_logits
-from analysis.predictions import prediction_table, write_predictions
+from analysis.predictions import prediction_record, prediction_table, write_predictions
 from callbacks.base import RigorCallback, split_outputs
 from callbacks.temperature_scaling import read_temperature, require_fitter_first
 
@@ -57,9 +57,8 @@ class AudioEvaluation(RigorCallback):
             if self.write and trainer.is_global_zero:
                 table = prediction_table("binary", logits, frame, split, probs=probabilities_from_logits(logits, temperature))
                 write_predictions(Path(trainer.default_root_dir) / f"predictions_{split}.csv", table,
-                                  {"kind": "binary", "split": split, "temperature": temperature,
-                                   "temperature_fitted_on": fit_split, "temperature_method": fit["method"],
-                                   "target_names": []})
+                                  prediction_record("binary", split, temperature=temperature, temperature_fitted_on=fit_split,
+                                                    temperature_method=fit["method"]))
         self.results = out
 
     def summary(self) -> dict[str, Any]:

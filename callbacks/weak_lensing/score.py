@@ -39,7 +39,7 @@ from analysis.weak_lensing.bounds import data_bounds
 from analysis.weak_lensing.fisher import expected_score, wl_fisher, with_gaussian_prior
 from analysis.weak_lensing.mcmc import MCMC_SETTINGS, summary_posteriors
 from analysis.weak_lensing.power_spectrum import log_bins, log_cl_summary
-from analysis.predictions import prediction_table, write_predictions
+from analysis.predictions import prediction_record, prediction_table, write_predictions
 from analysis.weak_lensing.score import wl_metrics
 from callbacks.base import RigorCallback, split_outputs
 
@@ -138,9 +138,9 @@ class WLScore(RigorCallback):
         frame = dm.split_frame(split).iloc[index]
         table = prediction_table("regression", outputs, frame, split, pl_module.target_names)
         name = f"predictions_{split}{'_' + suffix if suffix else ''}.csv"
-        return write_predictions(run_dir / name, table, {"kind": "regression", "split": split,
-                                                         "target_names": list(pl_module.target_names),
-                                                         **self._run_record(dm, pl_module.target_names), **(extra or {})})
+        run = self._run_record(dm, pl_module.target_names)
+        return write_predictions(run_dir / name, table, prediction_record(
+            "regression", split, pl_module.target_names, label_scaler=run.pop("label_scaler"), **run, **(extra or {})))
 
     def _run_record(self, dm: Any, names: Sequence[str]) -> dict[str, Any]:
         """The run's numbers for the sidecar: the evaluate tasks read them, so a file scores as the run did."""

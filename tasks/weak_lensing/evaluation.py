@@ -31,7 +31,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from analysis.weak_lensing.mcmc import MCMC_SETTINGS, summary_posteriors
-from analysis.predictions import prediction_table, read_predictions, write_predictions
+from analysis.predictions import prediction_record, prediction_table, read_predictions, write_predictions
 from analysis.weak_lensing.score import per_map_frame, wl_metrics
 from rigor.jsonio import write_json
 
@@ -175,9 +175,10 @@ def run_wl_mcmc(cfg: DictConfig) -> dict[str, Any]:
     table = prediction_table("regression", np.stack([mean, std], axis=-1),
                              pd.concat([frame[["sample_id", *names]], meta], axis=1), str(test.recorded_split or "test"), names)
     # the output's sidecar carries the settings on, so task=weak_lensing_score on it gives this report's numbers
-    csv = write_predictions(out / f"{test_path.stem}_mcmc.csv", table, {"kind": "regression", "split": str(test.recorded_split or "test"),
-                            "target_names": names, "method": "cnn_mcmc", "wl_score": score, **_scaler_record(names, loc, scale),
-                            "mcmc": m, "diagnostics": diag, "warnings": warns, "val": str(val_path), "test": str(test_path)})
+    csv = write_predictions(out / f"{test_path.stem}_mcmc.csv", table, prediction_record(
+        "regression", str(test.recorded_split or "test"), names, **_scaler_record(names, loc, scale), method="cnn_mcmc",
+        wl_score=score, mcmc=m, diagnostics=diag, warnings=warns, val=str(val_path), test=str(test_path),
+        data=test.sidecar.get("data")))
     report = {"predictions": str(csv), **{f"mcmc_{k}": v for k, v in metrics.items()}, **diag, "wall_time_s": round(wall, 2),
               "warnings": warns}
     write_json(out / f"{test_path.stem}_mcmc_score.json", report)

@@ -34,17 +34,27 @@ class DictDataset(Dataset):
 
 
 class ToyDataModule(BaseDataModule):
-    """y_a = x . w + noise, y_b = aux . v + noise (noise grows with |x_0|); binary: y_a > 0."""
+    """y_a = x . w + noise, y_b = aux . v + noise (noise grows with |x_0|); binary: y_a > 0.
 
-    def __init__(self, task: str, n: dict[str, int], batch_size: int, seed: int = 0, num_workers: int = 0) -> None:
+    ``data_seed`` draws another data set from the same law (the weights w, v stay those of seed 0, so a
+    model trained on one scores on another); ``labelled: false`` leaves the truth out of the frames and
+    gives NaN targets (unlabelled data, as a survey's cutouts); ``n_features`` other than 4 makes a data set
+    whose inputs do not fit the model (for the shape check of evaluate.py's predict).
+    """
+
+    def __init__(self, task: str, n: dict[str, int], batch_size: int, seed: int = 0, num_workers: int = 0,
+                 data_seed: int = 0, labelled: bool = True, n_features: int = 4) -> None:
         super().__init__(batch_size, num_workers, seed)
         self.task, self.n = task, dict(n)
+        self.data_seed, self.labelled, self.n_features = int(data_seed), bool(labelled), int(n_features)
 
     def setup(self, stage: str | None = None) -> None:
         if self.frames:
             return
         rng = np.random.default_rng(0)
         w, v = rng.normal(size=4), rng.normal(size=3)
+        if self.data_seed:  # the default keeps the exact stream of seed 0 (existing runs and tests)
+            rng = np.random.default_rng([self.data_seed, 1])
         for split in SPLITS:
             n = self.n[split]
             x = rng.normal(size=(n, 4)).astype(np.float32)
@@ -53,12 +63,17 @@ class ToyDataModule(BaseDataModule):
             a = x @ w + scale * rng.normal(size=n)
             b = aux @ v + scale * rng.normal(size=n)
             ids = [f"{split}{i:04d}" for i in range(n)]
+            if self.n_features != 4:
+                x = rng.normal(size=(n, self.n_features)).astype(np.float32)
             if self.task == "regression":
                 target = np.stack([a, b], 1).astype(np.float32)
                 self.frames[split] = pd.DataFrame({"sample_id": ids, "a": a, "b": b, "group": np.arange(n) % 5})
             else:
                 target = (a > 0).astype(np.float32)
                 self.frames[split] = pd.DataFrame({"sample_id": ids, "target": target.astype(int), "group": np.arange(n) % 5})
+            if not self.labelled:
+                self.frames[split] = self.frames[split].drop(columns=["target", "a", "b"], errors="ignore")
+                target = np.full_like(target, np.nan)
             self.datasets[split] = DictDataset(x, aux, target)
 
 

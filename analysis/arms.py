@@ -1,0 +1,142 @@
+"""Arms scored on one test set: paired statistics per seed and across seeds (pure functions, no files).
+
+Every arm's seeds were scored on the same samples (evaluate.py task=score_sweep), so arm B is compared
+with the reference arm A sample by sample:
+
+- per seed s (a seed both arms ran): exact McNemar on the correctness of the two models
+  (analysis.significance.paired_comparison, which refuses different samples or targets) and a paired
+  bootstrap CI of metric(B_s) - metric(A_s); Holm over the per-seed McNemar p-values; the MDD of that seed's
+  comparison is mdd_normal of the paired bootstrap SE (analysis.power.paired_bootstrap_se);
+- across seeds: the paired t-test (scipy ``ttest_rel``) of the per-seed metric values, Holm over the table
+  (every arm against the reference, every metric), and the MDD of the paired t-test at the seeds at hand
+  (analysis.power.mdd_paired of the per-seed differences' variance) beside every "not resolved".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from analysis.power import mdd_normal, mdd_note, mdd_paired, metric_value, paired_bootstrap_se
+from analysis.significance import align_samples, paired_comparison
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values (statsmodels' ``multipletests(method="holm")``); NaN stays NaN."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method="holm")[1]
+    return out.tolist()
+
+
+def _verdict(p_holm: float, mdd: float, alpha: float) -> str:
+    if math.isfinite(p_holm) and p_holm < alpha:
+        return "resolved"
+    return f"not resolved; MDD {mdd:.4g}" if math.isfinite(mdd) else "not resolved; MDD inf (fewer than 2 seeds)"
+
+
+def compare_arms(runs: Sequence[Mapping[str, Any]], reference: str | None = None, metrics: Sequence[str] = ("accuracy",),
+                 alpha: float = 0.05, power: float = 0.8, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Every arm against the reference arm, paired by sample and by seed.
+
+    Args:
+        runs: One per scored job: ``arm``, ``seed``, ``ids`` (N,), ``targets`` (N,) int, ``scores`` ((N,)
+            p(class 1) or (N, C) probabilities), and optionally ``label`` (for messages).
+        reference: The reference arm (default: the first arm in sorted order).
+        metrics: analysis.power.metric_value metrics (``accuracy``, ``balanced_accuracy``, ``auroc``).
+        alpha, power: Of the tests and the MDDs.
+        n_boot, seed: Of the paired bootstraps.
+
+    Returns:
+        ``reference``, ``arms``, ``per_seed`` rows (arm, seed, n, McNemar b/c/p, p_holm, and per metric a, b,
+        diff, ci_low, ci_high, mdd), ``across_seeds`` rows (arm, metric, n_seeds, mean_a, mean_b, mean_diff,
+        sd_diff, t, p, p_holm, mdd, verdict, seeds) and ``notes``.
+
+    Raises:
+        ValueError: No runs, an unknown reference, or two runs of a comparison on different samples/targets.
+    """
+    if not runs:
+        raise ValueError("compare_arms: no scored runs")
+    by_arm: dict[str, dict[Any, Mapping[str, Any]]] = {}
+    for run in runs:
+        seeds = by_arm.setdefault(str(run["arm"]), {})
+        if run["seed"] in seeds:
+            raise ValueError(f"arm {run['arm']!r}: two runs with seed {run['seed']} "
+                             f"({seeds[run['seed']].get('label')} and {run.get('label')})")
+        seeds[run["seed"]] = run
+    arms = sorted(by_arm)
+    reference = arms[0] if reference is None else reference
+    if reference not in by_arm:
+        raise ValueError(f"compare_arms: reference arm {reference!r} is not among {arms}")
+    per_seed: list[dict[str, Any]] = []
+    across: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for arm in arms:
+        if arm == reference:
+            continue
+        shared = sorted(set(by_arm[arm]) & set(by_arm[reference]), key=str)
+        unpaired = sorted(set(by_arm[arm]) ^ set(by_arm[reference]), key=str)
+        if unpaired:
+            notes.append(f"{arm} vs {reference}: seeds {unpaired} ran in only one of the two arms; left out of the pairing")
+        values: dict[str, list[tuple[float, float]]] = {m: [] for m in metrics}
+        for s in shared:
+            a, b = by_arm[reference][s], by_arm[arm][s]
+            names = (str(a.get("label", f"{reference} seed {s}")), str(b.get("label", f"{arm} seed {s}")))
+            result = paired_comparison(a["ids"], a["targets"], a["scores"], b["ids"], b["targets"], b["scores"],
+                                       metrics=tuple(metrics), n_boot=n_boot, seed=seed, alpha=alpha, names=names)
+            row: dict[str, Any] = {"arm": arm, "reference": reference, "seed": s, "n": result["n"],
+                                   "mcnemar_b": result["mcnemar"]["b"], "mcnemar_c": result["mcnemar"]["c"],
+                                   "mcnemar_p": result["mcnemar"]["p"]}
+            for m in metrics:
+                boot = result["bootstrap"][m]
+                se = paired_bootstrap_se(result["targets"], result["scores_a"], result["scores_b"], m, n_boot, seed)["se_diff"]
+                row.update({f"{m}_a": boot["a"], f"{m}_b": boot["b"], f"{m}_diff": boot["diff"], f"{m}_ci_low": boot["ci_low"],
+                            f"{m}_ci_high": boot["ci_high"], f"{m}_mdd": mdd_normal(se, alpha, power) if math.isfinite(se) else math.inf})
+                values[m].append((boot["a"], boot["b"]))
+            per_seed.append(row)
+        for m in metrics:
+            pairs = np.asarray(values[m], dtype=float).reshape(-1, 2)
+            n = len(pairs)
+            diffs = pairs[:, 1] - pairs[:, 0]
+            var = float(np.var(diffs, ddof=1)) if n > 1 else math.nan
+            if n > 1 and var > 0:
+                test = stats.ttest_rel(pairs[:, 1], pairs[:, 0])
+                t, p = float(test.statistic), float(test.pvalue)
+            else:
+                t, p = math.nan, math.nan
+            across.append({"arm": arm, "reference": reference, "metric": m, "n_seeds": n, "seeds": shared,
+                           "mean_a": float(pairs[:, 0].mean()) if n else math.nan,
+                           "mean_b": float(pairs[:, 1].mean()) if n else math.nan,
+                           "mean_diff": float(diffs.mean()) if n else math.nan, "sd_diff": math.sqrt(var) if n > 1 else math.nan,
+                           "t": t, "p": p, "mdd": mdd_paired(var, n, alpha, power) if n > 1 else math.inf,
+                           "mdd_note": mdd_note(n, n, var if n > 1 else None)})
+    for row, p in zip(per_seed, holm([r["mcnemar_p"] for r in per_seed])):
+        row["mcnemar_p_holm"] = p
+    for row, p in zip(across, holm([r["p"] for r in across])):
+        row["p_holm"] = p
+        row["verdict"] = _verdict(p, row["mdd"], alpha)
+    return {"reference": reference, "arms": arms, "metrics": list(metrics), "alpha": alpha, "power": power,
+            "per_seed": per_seed, "across_seeds": across, "notes": notes}
+
+
+def binary_or_class_scores(kind: str, logits: np.ndarray, probs: np.ndarray | None) -> np.ndarray:
+    """The scores compare_arms pairs: calibrated probabilities where the file has them, else the softmax/sigmoid."""
+    if probs is not None:
+        return np.asarray(probs, dtype=float)
+    logits = np.asarray(logits, dtype=float)
+    if kind == "binary":
+        return 1.0 / (1.0 + np.exp(-logits))
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+__all__ = ["align_samples", "binary_or_class_scores", "compare_arms", "holm", "metric_value"]

@@ -1,0 +1,175 @@
+"""Issue 20 items 1-2 on the toy family: predict on other (and unlabelled) data, and arms on one test set.
+
+The numbers of task=score_sweep's summary are recomputed here from the predictions files it wrote, with
+scipy (ttest_rel), statsmodels (exact McNemar, Holm, the paired t-test's power) and numpy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats
+from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestPower
+
+from analysis.predictions import (
+    SCHEMA_VERSION,
+    PredictionsWriter,
+    prediction_record,
+    prediction_table,
+    read_predictions,
+    top_candidates,
+    write_predictions,
+)
+from analysis.power import mdd_paired
+from tests.conftest import ROOT, TOY_SEARCH
+
+ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+
+
+def _run(script: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True, timeout=600, env=ENV)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} {args} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+# --- the writer and the schema (no training) ---------------------------------------------------------
+
+
+def test_streamed_file_equals_the_whole_table_and_unlabelled_reads(tmp_path):
+    frame = pd.DataFrame({"sample_id": [f"s{i}" for i in range(10)], "target": np.arange(10) % 2, "meta": np.arange(10)})
+    logits = np.linspace(-2, 2, 10)
+    record = prediction_record("binary", "test", temperature=1.5, temperature_fitted_on="val", data={"name": "x"})
+    whole = write_predictions(tmp_path / "a" / "predictions_test.csv", prediction_table("binary", logits, frame, "test"), record)
+    writer = PredictionsWriter(tmp_path / "b" / "predictions_test.csv")
+    for lo in range(0, 10, 3):  # batch by batch
+        writer.append(prediction_table("binary", logits[lo:lo + 3], frame.iloc[lo:lo + 3], "test"))
+    assert not (tmp_path / "b" / "predictions_test.csv").exists()  # only the .partial until close
+    streamed = writer.close(record)
+    assert whole.read_text() == streamed.read_text()
+    side = json.loads(whole.with_suffix(".json").read_text())
+    assert side["schema_version"] == SCHEMA_VERSION and side["labelled"] is True and side["n"] == 10
+    for key in ("kind", "split", "data", "target_names", "temperature", "temperature_fitted_on", "thresholds", "label_scaler"):
+        assert key in side
+    # unlabelled: no target column, read back as such; a labelled file without 'target' is still refused
+    table = prediction_table("binary", logits, frame.drop(columns=["target"]), "test")
+    assert "target" not in table.columns
+    path = write_predictions(tmp_path / "u" / "predictions_test.csv", table, prediction_record("binary", "test", labelled=False))
+    pred = read_predictions(path)
+    assert not pred.labelled and len(pred) == 10 and pred.targets.size == 0
+    path.with_suffix(".json").unlink()
+    with pytest.raises(ValueError, match="missing column 'target'"):
+        read_predictions(path)
+    # the running top-k keeps the k best however the rows arrive
+    top = None
+    for lo in range(0, 10, 4):
+        top = top_candidates(top, table.iloc[lo:lo + 4], 3, "logit")
+    assert top["sample_id"].tolist() == ["s9", "s8", "s7"]
+    with pytest.raises(ValueError, match="common keys"):
+        prediction_record("binary", "test", schema_version=3)
+
+
+# --- end to end on the toy family -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def toy_sweep(tmp_path_factory) -> Path:
+    sweep = tmp_path_factory.mktemp("toy_arms") / "sweep"
+    _run("train.py", "-m", TOY_SEARCH, "experiment=toy_binary", "cpu_threads=1", "trainer.max_epochs=2",
+         "seed=1,2", "model.hidden=16,32", f"hydra.sweep.dir={sweep}")
+    return sweep
+
+
+def test_predict_on_other_and_unlabelled_data(toy_sweep):
+    job = toy_sweep / "0"
+    ckpt = f"ckpt_path={job}/checkpoints/best.ckpt"
+    _run("evaluate.py", TOY_SEARCH, ckpt, "trainer=cpu")  # the run's own data: <run>/predictions_test.csv as before
+    own = (job / "predictions_test.csv").read_text()
+    _run("evaluate.py", TOY_SEARCH, ckpt, "trainer=cpu", 'data_overrides=["data.data_seed=7"]')
+    _run("evaluate.py", TOY_SEARCH, ckpt, "trainer=cpu", 'data_overrides=["data.data_seed=7","data.labelled=false"]', "top_k=5")
+    assert (job / "predictions_test.csv").read_text() == own  # the run's own file is untouched
+    dirs = sorted((job / "predictions").iterdir())
+    assert len(dirs) == 2  # one directory per data set
+    sides = {d: json.loads((d / "predictions_test.json").read_text()) for d in dirs}
+    labelled = next(d for d, s in sides.items() if s["labelled"])
+    unlabelled = next(d for d, s in sides.items() if not s["labelled"])
+    assert sides[labelled]["data"]["config"]["data_seed"] == 7 and sides[labelled]["data"]["name"] == labelled.name
+    assert "target" not in pd.read_csv(unlabelled / "predictions_test.csv").columns
+    cand = pd.read_csv(unlabelled / "candidates.csv")
+    pred = pd.read_csv(unlabelled / "predictions_test.csv")
+    assert cand["rank"].tolist() == [1, 2, 3, 4, 5]
+    assert cand["sample_id"].tolist() == pred.sort_values("prob", ascending=False, kind="stable")["sample_id"].head(5).tolist()
+    # another data seed gives other inputs (same ids): the labelled file's logits differ from the run's own
+    assert not np.allclose(pd.read_csv(labelled / "predictions_test.csv")["logit"], pd.read_csv(job / "predictions_test.csv")["logit"])
+    # inputs that do not fit: refused before any forward pass, naming key, expected and found shape
+    proc = _run("evaluate.py", TOY_SEARCH, ckpt, "trainer=cpu", 'data_overrides=["data.n_features=5"]', check=False)
+    assert proc.returncode != 0
+    assert "input 'x': expected {'shape': (4,)" in proc.stderr and "found {'shape': (5,)" in proc.stderr
+    assert len(list((job / "predictions").iterdir())) == 2
+
+
+def test_score_sweep_compares_arms_paired(toy_sweep):
+    _run("evaluate.py", TOY_SEARCH, "task=score_sweep", f"sweep_dir={toy_sweep}", "trainer=cpu",
+         'data_overrides=["data.data_seed=7"]', "n_bootstrap=300", "metrics=[accuracy,auroc]")
+    [out] = list((toy_sweep / "scores").iterdir())
+    result = json.loads((out / "arms.json").read_text())
+    files = {(j["job_dir"], j["seed"]): j["predictions"] for j in result["jobs"]}
+    assert len(files) == 4 and all(Path(p).parent.parent == Path(j) / "predictions" for (j, _), p in files.items())
+    assert len({Path(p).parent.name for p in files.values()}) == 1  # every job scored on the same data
+
+    def job_arm(job_dir: str) -> str:
+        overrides = yaml.safe_load((Path(job_dir) / ".hydra" / "overrides.yaml").read_text())
+        hidden = [o for o in overrides if o.startswith("model.hidden")]
+        return hidden[0]
+
+    frames = {(job_arm(j), s): pd.read_csv(p, dtype={"sample_id": str}).set_index("sample_id") for (j, s), p in files.items()}
+    ref, other = "model.hidden=16", "model.hidden=32"
+    acc = {k: float(((f["logit"] > 0).astype(int) == f["target"]).mean()) for k, f in frames.items()}
+    mc_p = []
+    for row in result["per_seed"]:
+        s = row["seed"]
+        a, b = frames[(ref, s)], frames[(other, s)].loc[frames[(ref, s)].index]
+        ca, cb = (a["logit"] > 0).astype(int) == a["target"], (b["logit"] > 0).astype(int) == b["target"]
+        table = [[int((ca & cb).sum()), int((ca & ~cb).sum())], [int((~ca & cb).sum()), int((~ca & ~cb).sum())]]
+        assert (row["mcnemar_b"], row["mcnemar_c"]) == (table[0][1], table[1][0])
+        expected_p = 1.0 if table[0][1] + table[1][0] == 0 else mcnemar(table, exact=True).pvalue
+        assert row["mcnemar_p"] == pytest.approx(expected_p)
+        assert row["accuracy_diff"] == pytest.approx(acc[(other, s)] - acc[(ref, s)])
+        mc_p.append(expected_p)
+    assert [r["mcnemar_p_holm"] for r in result["per_seed"]] == pytest.approx(list(multipletests(mc_p, method="holm")[1]))
+    rows = {r["metric"]: r for r in result["across_seeds"]}
+    seeds = sorted({s for _, s in frames})
+    a = np.array([acc[(ref, s)] for s in seeds])
+    b = np.array([acc[(other, s)] for s in seeds])
+    test = stats.ttest_rel(b, a)
+    row = rows["accuracy"]
+    assert row["n_seeds"] == 2 and row["mean_diff"] == pytest.approx(float(np.mean(b - a)))
+    if np.var(b - a) > 0:
+        assert row["t"] == pytest.approx(test.statistic) and row["p"] == pytest.approx(test.pvalue)
+        # the summary's MDD is analysis.power.mdd_paired's (checked against statsmodels in
+        # test_mdd_paired_matches_statsmodels_at_two_seeds below, which fails today at n = 2)
+        assert row["mdd"] == pytest.approx(mdd_paired(float(np.var(b - a, ddof=1)), 2))
+    ps = [r["p"] for r in result["across_seeds"]]
+    finite = [p for p in ps if np.isfinite(p)]
+    assert [r["p_holm"] for r in result["across_seeds"] if np.isfinite(r["p"])] == pytest.approx(
+        list(multipletests(finite, method="holm")[1]))
+    for r in result["across_seeds"]:
+        assert r["verdict"] == "resolved" or r["verdict"].startswith("not resolved; MDD")
+    assert "## Across seeds" in (out / "arms.md").read_text()
+
+
+@pytest.mark.xfail(strict=True, reason="analysis.power.power_paired's quadrature is inaccurate at df = 1 (two seeds): "
+                   "it gives MDD 9.58 sd where statsmodels and a simulation give 11.55 sd (power at 9.58 sd is 0.71)")
+def test_mdd_paired_matches_statsmodels_at_two_seeds():
+    effect = TTestPower().solve_power(nobs=2, alpha=0.05, power=0.8, alternative="two-sided")
+    assert mdd_paired(1.0, 2) == pytest.approx(effect, rel=1e-3)
