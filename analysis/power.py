@@ -65,8 +65,11 @@ def _chi2_nodes(df: int, nodes: int = _NODES) -> tuple[np.ndarray, np.ndarray]:
 
 def _nct_two_sided(tc: float, df: float, nc: float) -> float:
     """P(|T| > tc) for T ~ nct(df, nc); scipy's nct returns NaN far in the tail, where the normal limit is exact."""
-    p = float(stats.nct.sf(tc, df, nc) + stats.nct.cdf(-tc, df, nc))
-    return p if math.isfinite(p) else float(stats.norm.sf(tc - nc) + stats.norm.cdf(-tc - nc))
+    # each tail on its own: at df = 1 the far tail is NaN while the near one is finite and far from normal
+    upper, lower = float(stats.nct.sf(tc, df, nc)), float(stats.nct.cdf(-tc, df, nc))
+    upper = upper if math.isfinite(upper) else float(stats.norm.sf(tc - nc))
+    lower = lower if math.isfinite(lower) else float(stats.norm.cdf(-tc - nc))
+    return upper + lower
 
 
 def power_welch(delta: float, var_a: float, var_b: float, n_a: int, n_b: int, alpha: float = 0.05) -> float:
