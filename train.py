@@ -342,7 +342,9 @@ def main(cfg: DictConfig) -> float | None:
         term.uninstall()
         close_loggers()
     if record:
-        _record(job, state="completed", end=now(), exit_reason="")
+        # a search trial its pruner stopped (callbacks/pruning.py): finished, not failed
+        pruned = f"pruned after epoch {metrics.get('pruned_epoch')}" if metrics.get("pruned") else ""
+        _record(job, state="pruned" if pruned else "completed", end=now(), exit_reason=pruned)
     return sweep_value(cfg, metrics)
 
 

@@ -58,6 +58,8 @@ from rigor.sweeps import completed_metrics, failed_before, read_config, read_ove
 #                                                               run_mode, ...) wrapped by rigor.config
 #   hydra.core.utils run_job, setup_globals, configure_log      undocumented helpers every launcher plugin uses
 #   HydraContext.config_loader.load_sweep_config(cfg, overrides), Singleton.get_state()   (idem)
+#   hydra.core.plugins.Plugins.instance().instantiate_launcher(hydra_context=, task_function=, config=)
+#                                                               how a sweeper gets the configured launcher (rigor.search)
 # hydra-ray-launcher 1.2.2:
 #   ray_launcher.RayLauncher                                    subclassed; its ray_cfg (.init, .remote)
 #   _launcher_util._run_job(hydra_context=, sweep_config=, task_function=, singleton_state=)   run in a Ray worker
@@ -134,6 +136,13 @@ def submitit_slurm_signal() -> signal.Signals:
     from submitit.slurm.slurm import SlurmJobEnvironment
 
     return signal.Signals[f"SIG{SlurmJobEnvironment.USR_SIG}"]
+
+
+def instantiate_launcher(*, hydra_context: HydraContext, task_function: Any, config: DictConfig) -> Any:
+    """The launcher ``hydra/launcher`` names, set up, as Hydra's own sweepers get it (rigor.search's sweeper)."""
+    from hydra.core.plugins import Plugins
+
+    return Plugins.instance().instantiate_launcher(hydra_context=hydra_context, task_function=task_function, config=config)
 
 
 # =================================================================================================
@@ -449,6 +458,22 @@ class RayLauncher(SweepDirLock, PluginRayLauncher):
     """
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        results = self.submit(job_overrides, initial_job_idx)
+        while self.running():
+            results.update(self.wait_next())
+        return [results[i] for i in sorted(results)]
+
+    def running(self) -> int:
+        """How many submitted jobs have not been collected by ``wait_next``."""
+        return len(self.__dict__.get("_pending", {}))
+
+    def submit(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> dict[int, JobReturn]:
+        """Start a batch's jobs as Ray tasks without waiting for them (rigor.search: a freed slot takes the next trial).
+
+        Returns:
+            The results of the jobs that are not launched (completed earlier, or kept failed); collect the
+            launched ones with ``wait_next``.
+        """
         import ray
 
         setup_globals()
@@ -457,8 +482,7 @@ class RayLauncher(SweepDirLock, PluginRayLauncher):
         jobs, results = plan_jobs(self.hydra_context, self.config, job_overrides, initial_job_idx,
                                   job_id=lambda idx: f"job_id_for_{idx}")
         if not jobs:
-            return [results[i] for i in sorted(results)]
-        ledger = Ledger(self.config.hydra.sweep.dir)
+            return results
         if not ray.is_initialized():
             options = ray_init_options(ray_launcher_config(self).init)
             log.info("starting Ray: ray.init(%s)", options)
@@ -470,21 +494,31 @@ class RayLauncher(SweepDirLock, PluginRayLauncher):
         task = ray.remote(**remote)(_run_job_in_worker)
         log.info("Ray launcher: %d jobs (ray.remote %s), sweep dir %s", len(jobs), remote, self.config.hydra.sweep.dir)
         state = Singleton.get_state()
-        pending = {}
+        pending = self.__dict__.setdefault("_pending", {})
         for job in jobs:
             log.info("\t#%d : %s", job.idx, " ".join(filter_overrides(job.overrides)))
             ref = task.remote(hydra_context=self.hydra_context, sweep_config=job.config, task_function=self.task_function,
                               singleton_state=state)
             pending[ref] = job
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                job = pending.pop(ref)
-                try:
-                    results[job.idx] = ray.get(ref)
-                except Exception as err:  # RayTaskError, WorkerCrashedError, OutOfMemoryError, ...: this job only
-                    results[job.idx] = record_lost_job(ledger, job, err, "Ray")
-        return [results[i] for i in sorted(results)]
+        return results
+
+    def wait_next(self) -> dict[int, JobReturn]:
+        """Wait for the first submitted job to finish (``ray.wait``); its result (a failed one for a job that raised
+        or whose worker died)."""
+        import ray
+
+        assert self.config is not None
+        pending = self.__dict__.setdefault("_pending", {})
+        ledger = Ledger(self.config.hydra.sweep.dir)
+        results: dict[int, JobReturn] = {}
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            job = pending.pop(ref)
+            try:
+                results[job.idx] = ray.get(ref)
+            except Exception as err:  # RayTaskError, WorkerCrashedError, OutOfMemoryError, ...: this job only
+                results[job.idx] = record_lost_job(ledger, job, err, "Ray")
+        return results
 
 
 # --- submitit (SLURM) -----------------------------------------------------------------------------

@@ -5,7 +5,8 @@ on every change, so jobs running in parallel processes never write the same file
 human-readable table ``<sweep dir>/ledger.csv`` is rebuilt from those files under an fcntl lock.
 
 States: ``queued`` (the launcher has it), ``running`` (train.py started it), ``completed``, ``failed``,
-``terminated`` (SIGTERM; resumable from last.ckpt). A ``running`` row whose process is gone (same host,
+``terminated`` (SIGTERM; resumable from last.ckpt), ``pruned`` (a search trial its pruner stopped early: finished,
+not failed; rigor/search.py). A ``running`` row whose process is gone (same host,
 pid no longer alive: killed by the OS, or the whole sweep process died) reads as ``stale``. Launchers write
 the queued rows and the failures a job cannot write itself (a Ray worker killed by the OS); train.py
 writes the rest.
@@ -27,7 +28,7 @@ from typing import Any, Iterator
 
 from rigor.overrides import override_key
 
-STATES = ("queued", "running", "completed", "failed", "terminated", "stale")
+STATES = ("queued", "running", "completed", "failed", "terminated", "stale", "pruned")
 COLUMNS = ("job", "state", "overrides", "start", "end", "exit_reason", "metrics", "attempts", "host", "pid", "updated")
 LEDGER_DIR = ".ledger"
 TABLE = "ledger.csv"

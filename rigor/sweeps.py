@@ -138,7 +138,8 @@ def read_job(job_dir: str | Path) -> dict[str, Any]:
 
     Returns:
         ``job_dir``, ``overrides``, ``metrics`` (the parsed metrics.json or None), ``status`` ("completed"
-        when metrics.json exists and its status, if given, is "completed"; otherwise its status; with
+        when metrics.json exists and its status, if given, is "completed"; "pruned" for a search trial its
+        pruner stopped; otherwise its status; with
         failure.json, its status ("terminated" after SIGTERM) or "failed"; else "unfinished"),
         ``experiment``, ``failure`` (failure.json content or None), ``error`` (a problem reading the job)
         and ``config`` (``.hydra/config.yaml`` as an unresolved DictConfig, or None).
@@ -158,6 +159,8 @@ def read_job(job_dir: str | Path) -> dict[str, Any]:
     if metrics is not None:
         # A metrics.json is written at the end of a run; an explicit status overrides that.
         status = str(metrics.get("status", "completed"))
+        if status == "completed" and metrics.get("pruned"):
+            status = "pruned"  # a search trial its pruner stopped (rigor/search.py): finished, but not a full run
     else:
         # train.py's failure.json says "terminated" for a SIGTERM (requeue it), "failed" otherwise
         recorded = failure.get("status") if isinstance(failure, Mapping) else None

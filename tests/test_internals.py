@@ -43,6 +43,9 @@ def test_hydra_core_internals():
     assert {"hydra_context", "task_function", "config", "job_dir_key", "job_subdir_key"} <= set(params(run_job))
     assert params(configure_log)[:2] == ["log_config", "verbose_config"] and callable(setup_globals)
     assert callable(filter_overrides) and callable(Singleton.get_state)
+    from hydra.core.plugins import Plugins  # rigor.search's sweeper gets its launcher as Hydra's sweepers do
+
+    assert params(Plugins.instantiate_launcher)[1:] == ["hydra_context", "task_function", "config"]
     assert {"overrides", "cfg", "hydra_cfg", "working_dir", "task_name", "status"} <= {f.name for f in fields(JobReturn)}
     assert isinstance(getattr(JobReturn, "return_value", None), property)  # the setter rigor's results use
 

@@ -1,14 +1,19 @@
-"""Rigor's launchers, where Hydra looks for plugins (it instantiates launchers only from hydra_plugins.*).
+"""Rigor's launchers and search sweeper, where Hydra looks for plugins (it instantiates launchers only from hydra_plugins.*).
 
 The code lives in rigor/launchers.py; these subclasses only give it names Hydra accepts (the plugin classes
 they extend come from rigor/launchers.py's block of Hydra and plugin internals).
 """
 
 from rigor import launchers as _launchers
+from rigor import search as _search
 
 
 class BasicLauncher(_launchers.BasicLauncher):
     """rigor.launchers.BasicLauncher (conf/hydra/launcher/basic.yaml)."""
+
+
+class SearchSweeper(_search.SearchSweeper):
+    """rigor.search.SearchSweeper: an Optuna study through Rigor's launchers (conf/hydra/sweeper/search.yaml)."""
 
 
 class RayLauncher(_launchers.RayLauncher):
