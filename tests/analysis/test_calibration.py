@@ -265,3 +265,110 @@ def test_mc_triage_multiclass_and_thresholds():
     std = np.array([0.2, 0.5, 0.3])
     assert triage_labels(mean, std, **SEED_000).tolist() == ["auto_approve", "review", "spot_check"]
     assert mc_triage(mean, std, review_std=0.6, auto_conf=0.90, auto_std=0.31)["auto_approve"] == 2
+
+
+# --- edges, empty inputs and the reports no other test reaches (issue 27) ------------------------------
+
+def test_probability_of_exactly_one_half_is_class_one_with_confidence_one_half():
+    from analysis.calibration import top_label
+
+    conf, pred = top_label(np.array([0.5, np.nextafter(0.5, 0), 0.0, 1.0]))
+    assert pred.tolist() == [1, 0, 0, 1]
+    assert conf.tolist() == [0.5, 1 - np.nextafter(0.5, 0), 1.0, 1.0]
+    assert accuracy(np.array([0.5, 0.5]), np.array([1, 0])) == 0.5
+    # (N, 1) is binary; probabilities exactly 0 and 1 are allowed, anything outside is refused
+    assert brier(np.array([[0.0], [1.0]]), np.array([0, 1])) == 0.0
+    for bad in (np.array([1.0 + 1e-12]), np.array([-1e-12]), np.array([np.nan]), np.zeros((2, 2, 2))):
+        with pytest.raises(ValueError):
+            top_label(bad)
+
+
+def test_empty_inputs_give_nan_not_zero():
+    empty, none = np.zeros(0), np.zeros(0, int)
+    assert math.isnan(ece(empty, none)) and math.isnan(adaptive_ece(empty, none)) and math.isnan(accuracy(empty, none))
+    counts = mc_triage(empty, empty, **SEED_000)
+    assert counts["n"] == 0 and counts["review"] == 0
+    assert all(math.isnan(counts[f"frac_{k}"]) for k in ("review", "spot_check", "auto_approve"))
+    with pytest.raises(ValueError, match="zero samples"):
+        fit_temperature(empty, none)
+
+
+def test_targets_and_shapes_are_checked():
+    with pytest.raises(ValueError, match=r"targets must have shape \(2,\)"):
+        ece(np.array([0.2, 0.7]), np.array([0, 1, 1]))
+    with pytest.raises(ValueError, match="integer class labels"):
+        brier(np.array([0.2, 0.7]), np.array([0.0, 0.5]))
+    with pytest.raises(ValueError, match=r"std must have shape \(2,\)"):
+        triage_labels(np.array([0.2, 0.7]), np.array([0.1]), **SEED_000)
+    with pytest.raises(ValueError, match="n_bins"):
+        reliability_bins(np.array([0.2]), np.array([0]), n_bins=0)
+    with pytest.raises(ValueError, match="1-D"):
+        probabilities_from_logits(np.zeros((2, 2, 2)))
+
+
+def test_nll_clips_a_zero_probability_at_eps():
+    # p(true) = 0 would be -log 0 = inf; clipped at 1e-12 it is 12 ln 10 = 27.631...
+    assert nll(np.array([0.0, 1.0]), np.array([1, 1])) == pytest.approx(12 * math.log(10) / 2, rel=1e-12)
+    assert nll(np.array([1.0]), np.array([0]), eps=1e-3) == pytest.approx(3 * math.log(10), rel=1e-12)
+    assert nll(np.array([[0.25, 0.75]]), np.array([1])) == pytest.approx(-math.log(0.75), rel=1e-12)
+    # (N, 1) logits are binary: -log sigmoid(2) and -log(1 - sigmoid(-1))
+    z = np.array([[2.0], [-1.0]])
+    expected = (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(-1.0))) / 2
+    assert nll_from_logits(z, np.array([1, 0])) == pytest.approx(expected, rel=1e-12)
+
+
+def test_calibration_report_before_and_after_a_temperature_hand_worked():
+    from analysis.calibration import calibration_report
+
+    logits = np.array([2.0, -1.0, 0.0, 3.0])
+    y = np.array([1, 1, 0, 0])
+    for t in (1.0, 2.0):
+        p = 1 / (1 + np.exp(-logits / t))
+        conf, pred = np.maximum(p, 1 - p), (p >= 0.5).astype(int)  # p = 0.5 at logit 0: predicted 1, wrong
+        correct = (pred == y).astype(float)
+        report = calibration_report(logits, y, temperature=t, n_bins=5)
+        assert report["ece"] == pytest.approx(reference_ece(conf, correct, 5), abs=1e-12)
+        expected_adaptive = sum(len(g) / 4 * abs(correct[g].mean() - conf[g].mean())
+                                for g in np.array_split(np.argsort(conf, kind="stable"), 5) if len(g))
+        assert report["adaptive_ece"] == pytest.approx(expected_adaptive, abs=1e-12)
+        assert report["brier"] == pytest.approx(np.mean((p - y) ** 2), abs=1e-12)
+        assert report["nll"] == pytest.approx(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)), abs=1e-12)
+        assert report["accuracy"] == 0.25  # only logit 2 (target 1) is right
+    assert calibration_report(logits, y, 2.0)["nll"] < calibration_report(logits, y, 1.0)["nll"]
+
+
+def test_fit_temperature_ece_grid_picks_the_smallest_best_temperature():
+    from analysis.calibration import fit_temperature_ece_grid
+
+    logits = np.array([2.0, -2.0, 1.0, -1.0])
+    y = np.array([1, 0, 0, 0])
+    grid = np.array([0.5, 1.0, 2.0, 4.0])
+    expected = [ece(probabilities_from_logits(logits, t), y) for t in grid]
+    t, value = fit_temperature_ece_grid(logits, y, grid)
+    best = min(expected)
+    assert value == pytest.approx(best, abs=1e-12)
+    assert t == grid[expected.index(best)]
+    # ties: every temperature gives the same ECE (all logits 0) -> the smallest
+    assert fit_temperature_ece_grid(np.zeros(4), y, np.array([3.0, 1.5, 0.7]))[0] == 3.0
+    assert fit_temperature_ece_grid(np.zeros(4), y, np.array([0.7, 1.5, 3.0]))[0] == 0.7
+    # default grid 0.5, 0.501, ..., 3.0
+    t_default, _ = fit_temperature_ece_grid(logits, y, n_bins=5)
+    assert 0.5 <= t_default <= 3.0 and round(t_default * 1000) == t_default * 1000
+    for bad in (np.array([]), np.array([1.0, 0.0]), np.array([1.0, np.inf])):
+        with pytest.raises(ValueError, match="grid"):
+            fit_temperature_ece_grid(logits, y, bad)
+
+
+def test_adaptive_ece_of_one_sample_and_of_tied_confidences():
+    # one sample: |correct - confidence|
+    assert adaptive_ece(np.array([0.8]), np.array([0])) == pytest.approx(0.8, abs=1e-12)
+    assert adaptive_ece(np.array([[0.3, 0.7]]), np.array([1])) == pytest.approx(0.3, abs=1e-12)
+    # many tied confidences: groups are cut from the samples in input order within a tie (a stable sort), so the
+    # number does not depend on the sorting algorithm
+    rng = np.random.default_rng(12)
+    p = rng.choice([0.55, 0.65, 0.8, 0.95], size=3000)
+    y = rng.integers(0, 2, 3000)
+    conf, correct = np.maximum(p, 1 - p), ((p >= 0.5) == y).astype(float)
+    order = sorted(range(3000), key=lambda i: conf[i])  # Python's sort is stable
+    expected = sum(len(g) / 3000 * abs(correct[g].mean() - conf[g].mean()) for g in np.array_split(np.array(order), 15))
+    assert adaptive_ece(p, y) == pytest.approx(expected, abs=1e-12)

@@ -111,3 +111,70 @@ def test_stratified_metrics_completeness_hand_worked_and_one_class_bins():
     assert (rows[1]["n_pos"], rows[1]["n_neg"]) == (3, 0)
     with pytest.raises(ValueError, match="negatives"):
         stratified_metrics(y, s, host, [16, 18], negatives="bin")
+
+
+# --- edges, ties and the gates (issue 27) ----------------------------------------------------------------
+
+def test_a_value_on_a_stratum_edge_belongs_to_the_bin_above():
+    from analysis.metrics import bin_label
+
+    y = np.array([0, 0, 1, 1, 1, 1])
+    s = np.array([0.2, 0.4, 0.3, 0.9, 0.5, 0.1])
+    theta = np.array([np.nan, np.nan, 0.5, 1.0, 2.0, 1.9999])
+    rows = stratified_metrics(y, s, theta, [0.5, 1.0, 2.0], threshold=0.4)
+    # 0.5 is in [0.5, 1.0); 1.0 in [1.0, 2.0), not [0.5, 1.0); 2.0 (the last edge) in no bin
+    assert [r["n_pos"] for r in rows] == [1, 2]
+    assert rows[0]["auroc"] == pytest.approx(0.5)  # 0.3 beats 0.2, loses to 0.4
+    assert rows[1]["auroc"] == pytest.approx(0.5)  # 0.9 beats both; 0.1 neither
+    # a score exactly at the threshold is not detected (strictly above)
+    assert (rows[0]["n_detected"], rows[1]["n_detected"]) == (0, 1)
+    assert rows[1]["completeness"] == 0.5
+    assert [r["label"] for r in rows] == ["0.50-1.00", "1.00-2.00"]
+    assert bin_label(0.125, 10) == "0.12-10.00"
+    assert (rows[0]["low"], rows[0]["high"]) == (0.5, 1.0)
+
+
+def test_tied_scores_count_one_half_in_a_stratum():
+    y = np.array([0, 0, 1, 1])
+    s = np.array([0.5, 0.2, 0.5, 0.5])
+    rows = stratified_auroc(y, s, np.array([np.nan, np.nan, 0.1, 0.2]), [0.0, 1.0])
+    assert rows[0]["auroc"] == pytest.approx(0.75)  # each positive: ties 0.5 (1/2), beats 0.2 (1) -> 3/4
+    assert rows[0]["auroc"] == pytest.approx(roc_auc_score(y, s))
+
+
+def test_multiclass_auroc_nan_when_a_class_is_missing():
+    p = np.array([[0.7, 0.2, 0.1], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.8, 0.1]])
+    with pytest.warns(RuntimeWarning, match=r"only classes \[0, 1\] of 3"):
+        assert math.isnan(auroc(np.array([0, 1, 0, 1]), p))
+    y = np.array([0, 1, 2, 1])
+    p[2] = [0.1, 0.1, 0.8]
+    assert auroc(y, p) == pytest.approx(roc_auc_score(y, p, multi_class="ovr", labels=[0, 1, 2]))
+
+
+def test_spread_summary_skips_nan_bins():
+    rows = [{"auroc": 0.9}, {"auroc": float("nan")}, {"auroc": 0.6}, {"auroc": 0.75}]
+    assert spread_summary(rows) == {"min_auroc": 0.6, "spread": pytest.approx(0.3)}
+
+
+def test_gate_verdicts_on_their_edges():
+    from analysis.metrics import gate_verdict, gate_verdict_above
+
+    assert [gate_verdict(v, 0.55, 0.6) for v in (0.5, 0.55, 0.57, 0.6, 0.61)] == ["PASS", "WARN", "WARN", "WARN", "FAIL"]
+    assert gate_verdict(None, 0.55, 0.6) == "N/A" and gate_verdict(float("nan"), 0.55, 0.6) == "N/A"
+    assert [gate_verdict_above(v, 0.9, 0.8) for v in (0.95, 0.9, 0.85, 0.8, 0.79)] == ["PASS", "WARN", "WARN", "WARN", "FAIL"]
+    assert gate_verdict_above(None, 0.9, 0.8) == "N/A" and gate_verdict_above(float("nan"), 0.9, 0.8) == "N/A"
+
+
+def test_bin_spec_and_edges_are_checked():
+    from analysis.metrics import bin_spec, check_edges
+
+    assert bin_spec("strata.x", {"column": 3, "edges": ["0", 1]}) == {"column": "3", "edges": [0.0, 1.0]}
+    with pytest.raises(ValueError, match=r"strata.x: missing \['edges'\]; expected \{column, edges, negatives\}"):
+        bin_spec("strata.x", {"column": "a"}, ", negatives")
+    with pytest.raises(ValueError, match=r"strata.x.edges must increase"):
+        bin_spec("strata.x", {"column": "a", "edges": [1]})
+    with pytest.raises(ValueError, match="expected a list of numbers"):
+        check_edges(["a", 1])
+    with pytest.raises(ValueError, match="increase strictly"):
+        check_edges([0.0, 1.0, 1.0])
+    assert check_edges([0, 0.5]) == [0.0, 0.5]

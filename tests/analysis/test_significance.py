@@ -162,19 +162,9 @@ def test_accuracy_ci_matches_scipy_bootstrap(stratify):
     assert res["diff"] == pytest.approx(diff(y, pa, pb))
 
 
-def test_auroc_ci_matches_scipy_bootstrap():
-    y, pa, pb = two_models(200, 9)
-
-    def diff(yy, a, b):
-        if np.unique(yy).size < 2:
-            return np.nan
-        return roc_auc_score(yy, b) - roc_auc_score(yy, a)
-
-    low, high = _scipy_ci(y, pa, pb, diff, vectorized=False, n=800)
-    res = paired_bootstrap_ci(y, pa, pb, "auroc", n_boot=4000, stratify=False)
-    # the CI is ~0.1 wide; the Monte Carlo error of scipy's 800-resample percentiles is ~0.003
-    assert res["ci_low"] == pytest.approx(low, abs=0.012)
-    assert res["ci_high"] == pytest.approx(high, abs=0.012)
+# The AUROC CI is compared with the same draws (test_auroc_ci_with_several_blocks_equals_the_same_draws_exactly,
+# test_unstratified_auroc_ci_equals_the_same_draws_...), to rounding; an AUROC comparison with scipy's bootstrap
+# (other draws) could only hold to its Monte Carlo error, wider than the changes it should catch.
 
 
 def test_count_path_agrees_with_index_path():
@@ -284,3 +274,234 @@ def test_paired_comparison_of_seed_columns():
     comp = paired_comparison(ids, targets, ca, ids, targets, cb, correct=True, n_boot=200)
     assert [(m["b"], m["c"]) for m in comp["mcnemar"]] == [(1, 1), (1, 1)]
     assert comp["bootstrap"]["accuracy"]["diff"] == pytest.approx(5 / 8 - 5 / 8)
+
+
+# --- the same random draws: the CI is checked to the last digit (issue 27) ---------------------------
+# The comparisons with scipy above are distributional (another bootstrap, other draws), so they need a
+# tolerance wider than small changes of the interval (a 96.7% interval printed as 95% passes them). The
+# tests below redraw paired_bootstrap_ci's own resamples from the same seed, in the documented way, and
+# compute the metric on them independently, so the interval must agree to rounding.
+
+def _percentile_ci(diffs: np.ndarray, alpha: float) -> tuple[float, float]:
+    """The percentile interval written out: the order statistics at alpha/2 and 1 - alpha/2.
+
+    Args:
+        diffs: Bootstrap differences (all finite).
+        alpha: 1 - confidence level.
+
+    Returns:
+        (low, high) by numpy's default (linear) percentile rule.
+    """
+    return float(np.quantile(diffs, alpha / 2)), float(np.quantile(diffs, 1 - alpha / 2))
+
+
+def _redraw_indices(y: np.ndarray, size: int, rng: np.random.Generator, stratify: bool) -> np.ndarray:
+    """Resample indices as documented: per class (in label order) its own slots, or N draws from all.
+
+    Args:
+        y: (N,) integer labels.
+        size: Number of resamples.
+        rng: The generator, advanced exactly as paired_bootstrap_ci advances it.
+        stratify: Class-stratified or plain resampling.
+
+    Returns:
+        (size, N) indices.
+    """
+    if not stratify:
+        return rng.integers(0, y.size, size=(size, y.size))
+    idx = np.empty((size, y.size), dtype=np.int64)
+    for k in sorted(set(y.tolist())):
+        members = np.flatnonzero(y == k)
+        idx[:, members] = members[rng.integers(0, members.size, size=(size, members.size))]
+    return idx
+
+
+def _rank_auroc(y_rows: np.ndarray, s_rows: np.ndarray) -> np.ndarray:
+    """Binary AUROC of each row by the Mann-Whitney rank sum (average ranks for ties); NaN for one class.
+
+    Args:
+        y_rows: (B, N) 0/1 labels of each resample.
+        s_rows: (B, N) scores of each resample.
+    """
+    ranks = stats.rankdata(s_rows, axis=1)
+    n_pos = y_rows.sum(axis=1).astype(float)
+    n_neg = y_rows.shape[1] - n_pos
+    u = np.sum(ranks * y_rows, axis=1) - n_pos * (n_pos + 1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
+
+
+def test_auroc_ci_with_several_blocks_equals_the_same_draws_exactly():
+    """N = 2001 needs blocks of 1999 resamples: 2100 resamples are drawn in two blocks (1999, then 101)."""
+    y, pa, pb = two_models(2001, 21)
+    pa, pb = np.round(pa, 2), np.round(pb, 2)  # ties, counted one half
+    n_boot, seed = 2100, 5
+    res = paired_bootstrap_ci(y, pa, pb, "auroc", n_boot=n_boot, seed=seed)
+    rng = np.random.default_rng(seed)
+    block = 4_000_000 // y.size
+    assert block == 1999 and n_boot > block  # the loop really runs twice, the last block short
+    diffs = []
+    for start in range(0, n_boot, block):
+        idx = _redraw_indices(y, min(block, n_boot - start), rng, True)
+        diffs.append(_rank_auroc(y[idx], pb[idx]) - _rank_auroc(y[idx], pa[idx]))
+    diffs = np.concatenate(diffs)
+    low, high = _percentile_ci(diffs, 0.05)
+    assert res["n_valid"] == n_boot
+    assert (res["ci_low"], res["ci_high"]) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
+    assert res["diff"] == pytest.approx(roc_auc_score(y, pb) - roc_auc_score(y, pa), abs=1e-12)
+    # a 96.7% interval (percentiles alpha/3) or a 90% one is a different interval, far beyond rounding
+    wider = _percentile_ci(diffs, 0.05 / 1.5)
+    assert abs(wider[0] - low) > 1e-4 and abs(wider[1] - high) > 1e-4
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.2])
+def test_unstratified_auroc_ci_equals_the_same_draws_and_drops_one_class_resamples(alpha):
+    y = np.array([1] * 4 + [0] * 26)
+    rng = np.random.default_rng(2)
+    pa, pb = rng.random(30), np.round(rng.random(30) + 0.3 * y, 1)
+    with pytest.warns(RuntimeWarning, match=r"of 3000 resamples gave an undefined auroc"):
+        res = paired_bootstrap_ci(y, pa, pb, "auroc", n_boot=3000, seed=4, alpha=alpha, stratify=False)
+    idx = _redraw_indices(y, 3000, np.random.default_rng(4), False)
+    diffs = _rank_auroc(y[idx], pb[idx]) - _rank_auroc(y[idx], pa[idx])
+    valid = np.isfinite(diffs)
+    assert 0 < res["n_valid"] == valid.sum() < 3000 and res["alpha"] == alpha
+    low, high = _percentile_ci(diffs[valid], alpha)
+    assert (res["ci_low"], res["ci_high"]) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
+
+
+def _redraw_correct_counts(y, ca, cb, n_boot, rng, stratify):
+    """The count path's draws: per class a multinomial over (A right?, B right?) = 2a + b, or one over all.
+
+    Returns:
+        (right_a, right_b, totals), each (n_boot, K).
+    """
+    classes = sorted(set(y.tolist()))
+    cat = 2 * ca.astype(int) + cb.astype(int)
+    freq = np.array([[np.sum(cat[y == k] == j) for j in range(4)] for k in classes])
+    if stratify:
+        d = np.stack([rng.multinomial(f.sum(), f / f.sum(), size=n_boot) for f in freq], axis=1)
+    else:
+        d = rng.multinomial(freq.sum(), freq.ravel() / freq.sum(), size=n_boot).reshape(n_boot, len(classes), 4)
+    return d[..., 2] + d[..., 3], d[..., 1] + d[..., 3], d.sum(axis=-1)
+
+
+@pytest.mark.parametrize("stratify", [True, False])
+def test_accuracy_and_balanced_accuracy_cis_on_imbalanced_classes_equal_the_same_draws(stratify):
+    """90% of one class: accuracy and balanced accuracy differ, and each arm's CI is its own metric's."""
+    rng = np.random.default_rng(6)
+    y = (rng.random(400) < 0.1).astype(int)
+    # A is right on most negatives and few positives; B is the other way round
+    pa = np.where(y == 1, rng.random(400) * 0.9, rng.random(400) * 0.55)
+    pb = np.where(y == 1, 0.3 + rng.random(400) * 0.7, rng.random(400) * 0.8)
+    ca, cb = (pa >= 0.5) == y, (pb >= 0.5) == y
+    n_k = np.array([np.sum(y == 0), np.sum(y == 1)])
+    for metric in ("accuracy", "balanced_accuracy"):
+        res = paired_bootstrap_ci(y, pa, pb, metric, n_boot=3000, seed=9, alpha=0.1, stratify=stratify)
+        ra, rb, tot = _redraw_correct_counts(y, ca, cb, 3000, np.random.default_rng(9), stratify)
+        if metric == "accuracy":
+            a, b = ca.mean(), cb.mean()
+            diffs = (rb.sum(1) - ra.sum(1)) / y.size
+        else:
+            a = np.mean([ca[y == k].mean() for k in (0, 1)])
+            b = np.mean([cb[y == k].mean() for k in (0, 1)])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                diffs = np.mean(rb / tot, axis=1) - np.mean(ra / tot, axis=1)
+        assert (res["a"], res["b"], res["diff"]) == pytest.approx((a, b, b - a), abs=1e-12)
+        valid = np.isfinite(diffs)
+        assert res["n_valid"] == valid.sum() == 3000
+        low, high = _percentile_ci(diffs[valid], 0.1)
+        assert (res["ci_low"], res["ci_high"]) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
+    assert n_k[1] < n_k[0] / 5
+    bal = paired_bootstrap_ci(y, pa, pb, "balanced_accuracy", n_boot=10)
+    acc = paired_bootstrap_ci(y, pa, pb, "accuracy", n_boot=10)
+    assert abs(bal["diff"] - acc["diff"]) > 0.1  # the two metrics really differ on these data
+
+
+def test_balanced_accuracy_resample_that_loses_a_class_is_dropped():
+    y = np.array([0] * 12 + [1])
+    p = np.where(y == 1, 0.9, 0.2)
+    with pytest.warns(RuntimeWarning, match="undefined balanced_accuracy"):
+        res = paired_bootstrap_ci(y, p, 1 - p, "balanced_accuracy", n_boot=500, seed=0, stratify=False)
+    # P(the one positive is drawn at least once in 13 draws) = 1 - (12/13)^13 ~ 0.647
+    assert 0.55 < res["n_valid"] / 500 < 0.75
+    assert (res["a"], res["b"]) == (1.0, 0.0)
+    assert res["ci_low"] == res["ci_high"] == -1.0
+
+
+def test_callable_metric_ci_equals_the_same_draws():
+    y, pa, pb = two_models(120, 13, classes=3)
+
+    def top1(yy, p):
+        return float(np.mean(p.argmax(1) == yy))
+
+    res = paired_bootstrap_ci(y, pa, pb, top1, n_boot=400, seed=8, alpha=0.1)
+    idx = _redraw_indices(y, 400, np.random.default_rng(8), True)
+    diffs = np.mean(pb[idx].argmax(2) == y[idx], axis=1) - np.mean(pa[idx].argmax(2) == y[idx], axis=1)
+    low, high = _percentile_ci(diffs, 0.1)
+    assert (res["ci_low"], res["ci_high"]) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
+    assert res["n_boot"] == 400 and res["n_valid"] == 400
+
+
+def test_all_resamples_undefined_gives_nan_bounds():
+    y = np.array([0, 1])
+    with pytest.warns(RuntimeWarning, match="2 of 2 resamples"):
+        res = paired_bootstrap_ci(y, np.array([0.2, 0.9]), np.array([0.1, 0.8]), lambda yy, p: float("nan"), n_boot=2)
+    assert res["n_valid"] == 0 and np.isnan(res["ci_low"]) and np.isnan(res["ci_high"])
+
+
+def test_probability_of_exactly_one_half_is_class_one():
+    from analysis.significance import predictions_from_scores
+
+    assert predictions_from_scores(np.array([0.0, 0.5, np.nextafter(0.5, 0), 1.0])).tolist() == [0, 1, 0, 1]
+    res = paired_bootstrap_ci(np.array([1, 0, 1, 0]), np.array([0.5, 0.5, 0.9, 0.1]), np.array([0.49, 0.5, 0.9, 0.1]),
+                              "accuracy", n_boot=20)
+    assert (res["a"], res["b"]) == (0.75, 0.5)
+    with pytest.raises(ValueError, match="logits"):
+        predictions_from_scores(np.array([0.5, 1.0 + 1e-12]))
+    with pytest.raises(ValueError, match="logits"):
+        predictions_from_scores(np.array([-1e-12, 0.5]))
+
+
+def test_bootstrap_rejects_bad_shapes_alpha_and_empty_input():
+    y = np.array([0, 1, 0, 1])
+    with pytest.raises(ValueError, match="same shape"):
+        paired_bootstrap_ci(y, np.zeros(4), np.zeros(3), n_boot=5)
+    with pytest.raises(ValueError, match="zero samples"):
+        paired_bootstrap_ci(np.array([], int), np.zeros(0), np.zeros(0), n_boot=5)
+    for alpha in (0.0, 1.0):
+        with pytest.raises(ValueError, match="alpha"):
+            paired_bootstrap_ci(y, np.zeros(4), np.zeros(4), n_boot=5, alpha=alpha)
+    # an (N, 1) column is the binary case
+    col = paired_bootstrap_ci(y, np.array([[0.2], [0.7], [0.6], [0.9]]), np.array([[0.6], [0.8], [0.3], [0.4]]), n_boot=5)
+    assert (col["a"], col["b"]) == (0.75, 0.5)
+
+
+def test_per_class_accuracy_default_class_count_and_mcnemar_shape_check():
+    assert per_class_accuracy(np.array([0, 0, 2]), np.array([0, 1, 2])) == {0: 0.5, 1: pytest.approx(np.nan, nan_ok=True), 2: 1.0}
+    assert list(per_class_accuracy(np.array([0, 1]), np.array([0, 3]))) == [0, 1, 2, 3]  # predictions count too
+    with pytest.raises(ValueError, match="same length"):
+        mcnemar_exact(np.ones(3, bool), np.ones(4, bool))
+    with pytest.raises(ValueError, match="same length"):
+        mcnemar_exact(np.ones((2, 2), bool), np.ones((2, 2), bool))
+    assert mcnemar_exact(np.array([True, True, False]), np.array([False, False, False]))["n"] == 3
+
+
+def test_paired_comparison_passes_seed_alpha_and_metrics_through():
+    y, pa, pb = two_models(150, 14)
+    ids = np.arange(150)
+    comp = paired_comparison(ids, y, pa, ids, y, pb, metrics=("auroc", "accuracy"), n_boot=300, seed=6, alpha=0.2)
+    for m in ("auroc", "accuracy"):
+        assert comp["bootstrap"][m] == paired_bootstrap_ci(y, pa, pb, m, n_boot=300, seed=6, alpha=0.2)
+    assert list(comp["bootstrap"]) == ["auroc", "accuracy"]
+    assert paired_comparison(ids, y, pa, ids, y, pb, n_boot=0)["bootstrap"] == {}
+    # correctness (N,): accuracy is the mean correctness, bootstrapped by index draws with the same seed
+    ca, cb = (pa >= 0.5) == y, (pb >= 0.5) == y
+    comp = paired_comparison(ids, y, ca, ids, y, cb, correct=True, n_boot=300, seed=6, alpha=0.2)
+    idx = _redraw_indices(y, 300, np.random.default_rng(6), True)
+    low, high = _percentile_ci(cb[idx].mean(1) - ca[idx].mean(1), 0.2)
+    acc = comp["bootstrap"]["accuracy"]
+    assert (acc["a"], acc["b"]) == pytest.approx((ca.mean(), cb.mean()))
+    assert (acc["ci_low"], acc["ci_high"]) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
+    assert comp["mcnemar"] == mcnemar_exact(ca, cb)
+    with pytest.raises(ValueError, match="differ in shape"):
+        paired_comparison(ids, y, pa, ids, y, np.column_stack([1 - pb, pb]))

@@ -170,3 +170,78 @@ def test_bad_input_is_refused():
         tpr0(np.array([0, 1]), np.array([0.1, np.nan]))
     with pytest.raises(ValueError, match="completeness"):
         purity_at_completeness(np.array([0, 1]), np.array([0.1, 0.2]), [1.5], [1e-3])
+
+
+# --- empty classes, ties at the threshold and the interval's percentiles (issue 27) ------------------------
+
+def test_empty_class_gives_nan_purity_rows_with_their_counts():
+    for y, n_pos, n_neg in ((np.zeros(5, int), 0, 5), (np.ones(3, int), 3, 0)):
+        with pytest.warns(RuntimeWarning, match=f"purity undefined: {n_pos} positives, {n_neg} negatives"):
+            rows = purity_at_completeness(y, np.linspace(0, 1, y.size), [0.5, 0.9], [1e-3], n_boot=20)
+        assert [(r["completeness"], r["prevalence"]) for r in rows] == [(0.5, 1e-3), (0.9, 1e-3)]
+        for r in rows:
+            assert all(math.isnan(r[k]) for k in ("purity", "ci_low", "ci_high", "tpr", "fpr"))
+            assert (r["n_pos"], r["n_neg"], r["n_fp"], r["n_boot_valid"]) == (n_pos, n_neg, 0, 0)
+    for c in (0.0, 1.0 + 1e-9):
+        with pytest.raises(ValueError, match="completeness"):
+            purity_at_completeness(np.array([0, 1]), np.array([0.1, 0.2]), [c], [1e-3])
+
+
+def test_operating_point_with_ties_on_the_completeness_threshold_hand_worked():
+    # positives 0.9, 0.7, 0.7, 0.2; negatives 0.1, 0.3, 0.7, 0.8. c = 0.5: the 2nd best positive (0.7) sets
+    # t = 0.7; flagged score >= 0.7: positives 0.9, 0.7, 0.7 (TPR 3/4, ties included), negatives 0.7, 0.8
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    s = np.array([0.9, 0.7, 0.7, 0.2, 0.1, 0.3, 0.7, 0.8])
+    rows = purity_at_completeness(y, s, [0.5, 1.0], [0.5, 0.1])
+    assert (rows[0]["tpr"], rows[0]["fpr"], rows[0]["n_fp"]) == (0.75, 0.5, 2)
+    assert rows[0]["purity"] == pytest.approx(0.75 * 0.5 / (0.75 * 0.5 + 0.5 * 0.5))
+    assert rows[1]["purity"] == pytest.approx(0.75 * 0.1 / (0.75 * 0.1 + 0.5 * 0.9))
+    # c = 1: t = 0.2 (the worst positive); negatives >= 0.2: 0.3, 0.7, 0.8
+    assert (rows[2]["tpr"], rows[2]["fpr"], rows[2]["n_fp"]) == (1.0, 0.75, 3)
+    # c = 0.25 * 4 = 1 exactly: the best positive alone (0.9), no negative above it -> unresolved
+    with pytest.warns(RuntimeWarning, match=r"no false positive among 4 negatives"):
+        (row,) = purity_at_completeness(y, s, [0.25], [0.5])
+    assert (row["tpr"], row["n_fp"]) == (0.25, 0) and math.isnan(row["purity"])
+
+
+def test_score_exactly_at_the_fpr_threshold_is_not_flagged():
+    # 10 negatives 0.0..0.9: FPR 0.1 lets one through, threshold = 2nd highest negative = 0.8
+    neg = np.arange(10) / 10
+    assert threshold_at_fpr(neg, 0.1) == 0.8 and threshold_at_fpr(neg, 0.2) == 0.7
+    y = np.r_[np.ones(4, int), np.zeros(10, int)]
+    s = np.r_[0.8, 0.81, 0.9, 0.5, neg]
+    assert tpr_at_fpr(y, s, 0.1) == 0.5  # 0.8 ties the threshold: not counted
+    assert tpr_at_fp_count(y, s, 1) == 0.5 and tpr0(y, s) == 0.0  # 0.9 ties the top negative
+    from analysis.lens.search_metrics import allowed_fp, threshold_for_fp
+
+    assert allowed_fp(1000, 1e-3) == 1 and allowed_fp(999, 1e-3) == 0 and allowed_fp(10, 0.25) == 2
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match="FPR must be in"):
+            allowed_fp(10, bad)
+    with pytest.raises(ValueError, match="max_fp"):
+        threshold_for_fp(neg, -1)
+    assert math.isnan(threshold_for_fp(neg, 10)) and threshold_for_fp(neg, 9) == 0.0
+    with pytest.warns(RuntimeWarning, match=r"FPR=0.05 unresolved: 10 negatives \(needs at least 20\)"):
+        assert math.isnan(tpr_at_fpr(y, s, 0.05))
+    with pytest.warns(RuntimeWarning, match="no positives"):
+        assert math.isnan(tpr_at_fpr(np.zeros(10, int), neg, 0.1))
+    with pytest.warns(RuntimeWarning, match=r"at most 9 false positive\(s\) undefined: 4 positives, 9 negatives \(needs at least 10\)"):
+        assert math.isnan(tpr10(y[:-1], s[:-1]))
+
+
+def test_purity_ci_percentiles_follow_alpha():
+    y, s = _data(40, 200, seed=9, decimals=2)
+    wide = purity_at_completeness(y, s, [0.5], [1e-2], n_boot=300, seed=3, alpha=0.05)[0]
+    narrow = purity_at_completeness(y, s, [0.5], [1e-2], n_boot=300, seed=3, alpha=0.5)[0]
+    assert wide["n_boot_valid"] == narrow["n_boot_valid"] > 290
+    # the same draws: the 50% interval is inside the 95% one, strictly on both sides here
+    assert wide["ci_low"] < narrow["ci_low"] < narrow["ci_high"] < wide["ci_high"]
+    from analysis.lens.search_metrics import _purity_ci
+
+    values = np.array([0.1, 0.2, 0.3, 0.4, np.nan])  # the unresolved one ranks above all
+    assert _purity_ci(values, 0.4) == (0.1, 0.4, 4)  # inverted cdf: the ceil(0.2 * 5)-th and ceil(0.8 * 5)-th
+    low, high, n = _purity_ci(values, 0.2)
+    assert (low, n) == (0.1, 4) and math.isnan(high)
+    both = purity(np.array([0.5, 0.5]), np.array([0.0, 0.25]), 0.5)
+    assert math.isnan(both[0]) and both[1] == pytest.approx(2 / 3)
+    assert purity(0.5, 0.25, 0.2) == pytest.approx(0.1 / (0.1 + 0.2))
