@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)  # inverse L2 strengths tried on val
 
@@ -76,5 +77,69 @@ def main(overrides: Sequence[str]) -> dict[str, Any]:
     return res
 
 
+def compare_arms(sweep_dir: str | Path, probe_dir: str | Path | None = None, pairs: Sequence[tuple[str, str]] = (),
+                 delta: float = 0.01) -> list[dict[str, Any]]:
+    """Paired accuracy comparisons of a sweep's arms (and the probe) on the same test images, with their MDD.
+
+    Args:
+        sweep_dir: A multirun directory whose jobs hold ``metrics.json`` (``experiment``, ``seed``) and
+            ``predictions_test.csv``.
+        probe_dir: A directory with the probe's ``predictions_test.csv`` (one fit; it pairs with every seed), or None.
+        pairs: (arm, reference) experiment names; ``probe`` names the probe.
+        delta: The difference to size for (``seeds_needed``), in accuracy units.
+
+    Returns:
+        Per pair: per-seed accuracy differences, discordant counts b (reference right only) and c, the mean
+        difference, the paired-t p over seeds, the MDD of that paired t at the seeds run (``mdd_paired``),
+        the seeds needed for ``delta``, and ``sample_sd``: the test-sample part of one seed's difference,
+        sqrt(b + c - (c - b)^2 / n) / n (what a larger test set would shrink).
+    """
+    from scipy.stats import ttest_rel
+
+    from analysis.power import mdd_paired, seeds_needed
+    from analysis.predictions import read_predictions
+
+    correct: dict[str, dict[int, pd.Series]] = {}
+    for metrics_path in sorted(Path(sweep_dir).glob("*/metrics.json")):
+        m = json.loads(metrics_path.read_text())
+        if m.get("status") != "completed":
+            continue
+        pred = read_predictions(metrics_path.parent / "predictions_test.csv", kind="multiclass")
+        ok = pd.Series(pred.logits.argmax(axis=1) == pred.targets, index=pred.sample_id)
+        correct.setdefault(str(m["experiment"]), {})[int(m["seed"])] = ok
+    if probe_dir is not None:
+        pred = read_predictions(Path(probe_dir) / "predictions_test.csv", kind="multiclass")
+        probe = pd.Series(pred.logits.argmax(axis=1) == pred.targets, index=pred.sample_id)
+        seeds = sorted({s for arm in correct.values() for s in arm})
+        correct["probe"] = {s: probe for s in seeds}  # deterministic: the same fit against every seed
+    out = []
+    for arm, ref in pairs:
+        seeds = sorted(set(correct.get(arm, {})) & set(correct.get(ref, {})))
+        if not seeds:
+            continue
+        rows = []
+        for s in seeds:
+            a, r = correct[arm][s], correct[ref][s].reindex(correct[arm][s].index)
+            if r.isna().any():
+                raise ValueError(f"{arm} and {ref}, seed {s}: different test images")
+            r = r.astype(bool)
+            b, c, n = int((r & ~a).sum()), int((~r & a).sum()), len(a)
+            rows.append({"seed": s, "acc": float(a.mean()), "acc_ref": float(r.mean()), "diff": (c - b) / n, "b": b, "c": c,
+                         "sample_sd": float(np.sqrt(max(b + c - (c - b) ** 2 / n, 0.0)) / n)})
+        diffs = np.array([r["diff"] for r in rows])
+        var = float(diffs.var(ddof=1)) if len(diffs) > 1 else float("nan")
+        p = float(ttest_rel([r["acc"] for r in rows], [r["acc_ref"] for r in rows]).pvalue) if len(rows) > 1 else float("nan")
+        out.append({"arm": arm, "reference": ref, "seeds": rows, "mean_diff": float(diffs.mean()), "paired_t_p": p,
+                    "sd_diff": float(np.sqrt(var)) if len(diffs) > 1 else float("nan"),
+                    "mdd": mdd_paired(var, len(rows)) if len(rows) > 1 and var > 0 else float("nan"),
+                    "seeds_needed": seeds_needed(delta, var, paired=True) if len(rows) > 1 and var > 0 else None,
+                    "sample_sd": float(np.mean([r["sample_sd"] for r in rows]))})
+    return out
+
+
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1:]), indent=1))
+    if sys.argv[1:2] == ["compare"]:  # python -m analysis.clip_subtask.probe compare <sweep> <probe dir> arm:ref ...
+        pairs = [tuple(p.split(":")) for p in sys.argv[4:]]
+        print(json.dumps(compare_arms(sys.argv[2], sys.argv[3], pairs), indent=1))
+    else:
+        print(json.dumps(main(sys.argv[1:]), indent=1))

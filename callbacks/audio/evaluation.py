@@ -3,8 +3,8 @@
 After testing the best checkpoint: reads the temperature that callbacks.temperature_scaling fitted on
 the dev split (Rigor's ``val``; read_temperature, so that callback must be listed first), writes
 ``predictions_<fit split>.csv`` and ``predictions_test.csv`` (binary: ``logit``, calibrated ``prob``,
-and the clip's group, SNR, duration) into the run directory, and reports the SPEECH accuracy per SNR
-and the leakage audit's counts. Temperature, ECE and Brier before/after are temperature_scaling's.
+and the clip's group, SNR, duration) into the run directory, and reports the SPEECH accuracy per SNR,
+the leakage audit's counts and the operating point chosen on dev for the NONSPEECH target. Temperature, ECE and Brier before/after are temperature_scaling's.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import lightning as L
 
-from analysis.audio.summary import snr_accuracy, snr_key
+from analysis.audio.summary import operating_point, snr_accuracy, snr_key
 from analysis.calibration import probabilities_from_logits
 from analysis.predictions import prediction_record, prediction_table, write_predictions
 from callbacks.base import RigorCallback, split_outputs
@@ -26,10 +26,14 @@ class AudioEvaluation(RigorCallback):
 
     Args:
         write_predictions: Write predictions_<split>.csv for the temperature's fit split and test.
+        nonspeech_min: The seed's NONSPEECH target; the operating point (``op_threshold`` chosen on the fit
+            split, ``op_speech_accuracy`` / ``op_nonspeech_accuracy`` / ``op_balanced_accuracy`` on test) go
+            into metrics.json, beside the module's ``test_auroc``.
     """
 
-    def __init__(self, write_predictions: bool = True) -> None:
+    def __init__(self, write_predictions: bool = True, nonspeech_min: float = 0.95) -> None:
         self.write = write_predictions
+        self.nonspeech_min = float(nonspeech_min)
         self.results: dict[str, Any] = {}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -48,6 +52,13 @@ class AudioEvaluation(RigorCallback):
         splits = {fit_split: (fitted.index, fitted.outputs)}
         if len(test["index"]):
             splits["test"] = (test["index"].numpy(), test["outputs"].numpy())
+        if "test" in splits:  # the seed's operating point: threshold from dev for NONSPEECH >= target (analysis.audio.summary)
+            dev_frame = dm.split_frame(fit_split).iloc[fitted.index].reset_index(drop=True)
+            test_frame = dm.split_frame("test").iloc[splits["test"][0]].reset_index(drop=True)
+            op = operating_point(fitted.outputs, dev_frame["target"].to_numpy(), splits["test"][1],
+                                 test_frame["target"].to_numpy(), self.nonspeech_min)
+            op.pop("auroc")  # test_auroc is the module's own metric
+            out.update({f"op_{k}": v for k, v in op.items()})
         for split, (index, logits) in splits.items():
             frame = dm.split_frame(split).iloc[index].reset_index(drop=True)
             if split == "test" and "snr_db" in frame.columns:

@@ -35,7 +35,8 @@ def test_audio_arms_summary_and_predict(tmp_path: Path) -> None:
         metrics = json.loads((job / "metrics.json").read_text())
         assert metrics["status"] == "completed" and metrics["audit_shared_groups"] == 0
         for key in ("test_speech_accuracy", "test_nonspeech_accuracy", "test_balanced_accuracy", "temperature",
-                    "test_ece_calibrated", "test_brier_calibrated"):
+                    "test_ece_calibrated", "test_brier_calibrated", "test_auroc", "op_threshold", "op_speech_accuracy",
+                    "op_nonspeech_accuracy", "op_dev_nonspeech_accuracy"):
             assert isinstance(metrics[key], float), key
         per_class = (metrics["test_speech_accuracy"] + metrics["test_nonspeech_accuracy"]) / 2
         assert metrics["test_balanced_accuracy"] == pytest.approx(per_class)
@@ -55,6 +56,7 @@ def test_audio_arms_summary_and_predict(tmp_path: Path) -> None:
     summary = (sweep / "summary.md").read_text()
     assert "Seed 003 exit criteria" in summary and "PASS" in summary and "FAIL" in summary
     assert "Exact McNemar" in summary and "Clips wrong in every seed" in summary
+    assert "At the operating point chosen on dev" in summary and "Exit criteria at the operating point" in summary
 
     # evaluate.py rebuilds the run from its config and the adapter-only checkpoint: the same logits
     job = jobs[0]
