@@ -402,7 +402,8 @@ def audio_summary(arms: Mapping[str, Mapping[str, Any]], jobs: Sequence[Mapping[
                for seed, t in tables.items() if seed in arm_dev[name]}
         stats["operating_point"] = ops
         if ops:
-            op_stats = {**stats, **{k: float(np.mean([o[k] for o in ops.values()])) for k in ("speech_accuracy", "nonspeech_accuracy")}}
+            op_stats = {**stats, **{k: float(np.mean([o[k] for o in ops.values()]))
+                                    for k in ("speech_accuracy", "nonspeech_accuracy")}}
             bal_op = [o["balanced_accuracy"] for o in ops.values()]
             op_stats["balanced_accuracy_std"] = float(np.std(bal_op, ddof=1)) if len(bal_op) >= 2 else None
             stats["criteria_operating_point"] = exit_criteria(op_stats, thresholds)
@@ -420,14 +421,16 @@ def audio_summary(arms: Mapping[str, Mapping[str, Any]], jobs: Sequence[Mapping[
         md.append("Exit criteria at the argmax (logit > 0):\n")
         md.append(markdown_table(["criterion", "value", "threshold", "verdict"], criteria_rows(stats["criteria"])))
         if ops:
-            md.append(f"\nAt the operating point chosen on dev for NONSPEECH >= {fmt(float(thresholds['nonspeech_accuracy_min']))} "
+            target = fmt(float(thresholds["nonspeech_accuracy_min"]))
+            md.append(f"\nAt the operating point chosen on dev for NONSPEECH >= {target} "
                       "(threshold per seed; SPEECH and NONSPEECH on test at it; AUROC is threshold-free):\n")
             md.append(markdown_table(["seed", "threshold", "dev NONSPEECH", "dev SPEECH", "test SPEECH", "test NONSPEECH",
                                       "test AUROC"],
                                      [[s, o["threshold"], o["dev_nonspeech_accuracy"], o["dev_speech_accuracy"],
                                        o["speech_accuracy"], o["nonspeech_accuracy"], o["auroc"]] for s, o in ops.items()]))
             md.append("\nExit criteria at the operating point:\n")
-            md.append(markdown_table(["criterion", "value", "threshold", "verdict"], criteria_rows(stats["criteria_operating_point"])))
+            md.append(markdown_table(["criterion", "value", "threshold", "verdict"],
+                                     criteria_rows(stats["criteria_operating_point"])))
         if stats["mcnemar"]:
             md.append(f"\nExact McNemar against the reference arm `{ref}` "
                       "(b = reference right only, c = this arm right only):\n")

@@ -4,7 +4,8 @@ After testing the best checkpoint: reads the temperature that callbacks.temperat
 the dev split (Rigor's ``val``; read_temperature, so that callback must be listed first), writes
 ``predictions_<fit split>.csv`` and ``predictions_test.csv`` (binary: ``logit``, calibrated ``prob``,
 and the clip's group, SNR, duration) into the run directory, and reports the SPEECH accuracy per SNR,
-the leakage audit's counts and the operating point chosen on dev for the NONSPEECH target. Temperature, ECE and Brier before/after are temperature_scaling's.
+the leakage audit's counts and the operating point chosen on dev for the NONSPEECH target. Temperature,
+ECE and Brier before/after are temperature_scaling's.
 """
 
 from __future__ import annotations

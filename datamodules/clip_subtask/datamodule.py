@@ -184,7 +184,8 @@ class ClipSubtaskDataModule(BaseDataModule):
                     "test": (test_x, test_y, np.arange(len(test_y)))}
         if self.source == "images":
             if not self.root:
-                raise ValueError("data.root: a manifest (path, label[, split]) or an image folder is required for data.source=images")
+                raise ValueError("data.root: a manifest (path, label[, split]) or an image folder is required for "
+                                 "data.source=images")
             images, labels, given, self._user_digest = load_user_images(self.root, self.class_names, self.image_size)
             if given is not None:  # the user's own splits
                 where = np.asarray(given)

@@ -6,7 +6,8 @@ registered from a config dict (``open_clip.add_model_config``); it is trained co
 short run, either on the training images with captions "a photo of the digit seven" (open_clip's
 ``ClipLoss``; ``pretrain.objective: captions``, label-supervised) or SimCLR-style on two augmented views
 of each image of another digit set, without labels or text (``objective: simclr``, ``images:
-<digit set>``: images outside the downstream splits, conf/data/clip_subtask_ssl.yaml), and saved as a local weights file, which the family then loads frozen through
+<digit set>``: images outside the downstream splits, conf/data/clip_subtask_ssl.yaml), and saved as a
+local weights file, which the family then loads frozen through
 ``open_clip.create_model_and_transforms(name, pretrained=<file>)``, the path real weights take.
 
 Captions are tokenised by a word-level tokenizer over the caption vocabulary: open_clip's BPE

@@ -161,7 +161,8 @@ def test_choose_threshold_hand_worked_ties_and_unmeetable_targets() -> None:
     assert choose_threshold(logits, y, 0.4)["threshold"] == -1.0
     assert choose_threshold(logits, y, 0.4)["nonspeech_accuracy"] == 0.6
     # 100%: the largest NONSPEECH logit; only the SPEECH clip above it survives
-    assert choose_threshold(logits, y, 1.0) == {"threshold": 2.0, "nonspeech_accuracy": 1.0, "speech_accuracy": pytest.approx(1 / 3)}
+    assert choose_threshold(logits, y, 1.0) == {"threshold": 2.0, "nonspeech_accuracy": 1.0,
+                                                "speech_accuracy": pytest.approx(1 / 3)}
     # 0.95 x 60 is 57.000000000000007 in floating point: k must be 57, not 58
     many = np.arange(60.0)
     assert choose_threshold(many, np.zeros(60), 0.95)["threshold"] == 56.0
