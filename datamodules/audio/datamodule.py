@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,41 @@ class TensorDictDataset(Dataset):
         return item
 
 
+class StreamingClipDataset(Dataset):
+    """Clips read from the memory-mapped ``audio.npy`` and encoded one at a time (``data.streaming: true``).
+
+    Memory stays flat in the number of clips: nothing but the current batch's features is held (the
+    real processor pads every clip to 30 s, about 1.5 MB of features a clip). Items equal the in-memory
+    dataset's rows: ``input_ids`` and ``attention_mask`` are right-padded to the split's longest prompt.
+
+    Args:
+        load: ``load(i)`` -> the i-th clip of the split (cut at its length, resampled when configured).
+        encode: ``encode(clip)`` -> the processor inputs of one clip, each with a leading batch dimension of 1.
+        targets: (N,) labels.
+        length: Tokens of the split's longest prompt.
+        pad_id: The tokenizer's padding id.
+    """
+
+    def __init__(self, load: Callable[[int], np.ndarray], encode: Callable[[np.ndarray], Mapping[str, torch.Tensor]],
+                 targets: np.ndarray, length: int, pad_id: int) -> None:
+        self.load, self.encode, self.length, self.pad_id = load, encode, int(length), int(pad_id)
+        self.targets = torch.tensor(np.array(targets), dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        inputs = self.encode(self.load(i))
+        item = {k: inputs[k][0] for k in INPUT_KEYS}
+        short = self.length - item["input_ids"].shape[0]
+        if short > 0:  # right padding, as the processor pads a whole split
+            item["input_ids"] = torch.nn.functional.pad(item["input_ids"], (0, short), value=self.pad_id)
+            item["attention_mask"] = torch.nn.functional.pad(item["attention_mask"], (0, short), value=0)
+        item["target"] = self.targets[i]
+        item["index"] = torch.as_tensor(i, dtype=torch.long)
+        return item
+
+
 def assign_splits(frame: pd.DataFrame, test_fraction: float, dev_fraction: float, dev_seed: int,
                   resplit_seed: int | None, source: str) -> pd.Series:
     """train / val (dev) / test of every row, by whole groups.
@@ -148,13 +183,15 @@ class AudioDataModule(BaseDataModule):
         resample: Clips whose manifest ``sample_rate`` differs from the processor's are refused (false) or
             resampled to it (true, logged). A manifest without the column is taken to be at the processor's rate.
         batch_size, num_workers, seed: As in BaseDataModule.
+        streaming: Read and encode clips per item from the memory map (StreamingClipDataset: flat memory, for
+            large real sets) instead of encoding every split up front.
     """
 
     def __init__(self, manifest_path: str | None = None, cache_dir: str = "data", simulation: Mapping[str, Any] | None = None,
                  dev_fraction: float = 0.2, dev_seed: int = 42, test_fraction: float = 0.2, resplit_seed: int | None = None,
                  processor_path: str | None = None, tiny: Mapping[str, Any] | None = None,
                  answers: Sequence[str] = ("NONSPEECH", "SPEECH"), prompt: str = "", resample: bool = False,
-                 batch_size: int = 16, num_workers: int = 0, seed: int = 0) -> None:
+                 batch_size: int = 16, num_workers: int = 0, seed: int = 0, streaming: bool = False) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if not 0.0 < dev_fraction < 1.0:
             raise ValueError(f"data.dev_fraction must lie in (0, 1), got {dev_fraction}")
@@ -170,6 +207,7 @@ class AudioDataModule(BaseDataModule):
         self.answers = list(answers)
         self.prompt = prompt
         self.resample = bool(resample)
+        self.streaming = bool(streaming)
         self.audit: dict[str, int] = {}
         self._manifest: pd.DataFrame | None = None
 
@@ -297,6 +335,34 @@ class AudioDataModule(BaseDataModule):
         digest.update(np.ascontiguousarray(self.audio("train")).tobytes())
         return digest.hexdigest()[:16]
 
+    def streaming_dataset(self, split: str, processor: Any, sample_rate: int) -> StreamingClipDataset:
+        """The split's clips read and encoded per item from the memory map (flat memory)."""
+        from lightning_modules.audio.qwen2_audio import encode_prompts
+
+        frame = self.manifest()
+        part = frame.loc[frame["split"] == split]
+        array = np.load(self.resolved_manifest().parent / AUDIO_NAME, mmap_mode="r")
+        rows, lengths = part["row"].to_numpy(), part["num_samples"].to_numpy()
+        rates = getattr(self, "_rates", None)
+        ids = part["sample_id"].astype(str).to_numpy()
+
+        def load(i: int) -> np.ndarray:
+            r = int(rows[i])
+            if rates is not None and rates[r] != self._target:
+                clip = _resample(np.asarray(array[r, : int(self._raw_lengths[r])], dtype=np.float32), int(rates[r]), self._target)
+            else:
+                clip = np.asarray(array[r, : int(lengths[i])], dtype=np.float32)
+            if not np.isfinite(clip).all():
+                raise ValueError(f"{self.resolved_manifest().parent / AUDIO_NAME}: clip {ids[i]} (row {r}) holds NaN or inf samples")
+            return clip[: int(lengths[i])]
+
+        def encode(clip: np.ndarray) -> Mapping[str, torch.Tensor]:
+            return encode_prompts(processor, [clip], self.prompt, sample_rate)
+
+        # the longest prompt belongs to the longest clip (audio tokens grow with the clip's length)
+        longest = encode(load(int(np.argmax(lengths))))["input_ids"].shape[1] if len(lengths) else 0
+        return StreamingClipDataset(load, encode, part["label"].to_numpy(), longest, int(processor.tokenizer.pad_token_id))
+
     # --- model inputs -------------------------------------------------------------------------------
     def processor(self) -> Any:
         from lightning_modules.audio.qwen2_audio import build_processor
@@ -319,8 +385,11 @@ class AudioDataModule(BaseDataModule):
         sample_rate = int(processor.feature_extractor.sampling_rate)
         for split in ("train", "val", "test"):
             part = frame[frame["split"] == split].reset_index(drop=True)
-            inputs = encode_prompts(processor, self.clips(split), self.prompt, sample_rate)
-            self.datasets[split] = TensorDictDataset({k: inputs[k] for k in INPUT_KEYS}, part["label"].to_numpy())
+            if self.streaming:
+                self.datasets[split] = self.streaming_dataset(split, processor, sample_rate)
+            else:
+                inputs = encode_prompts(processor, self.clips(split), self.prompt, sample_rate)
+                self.datasets[split] = TensorDictDataset({k: inputs[k] for k in INPUT_KEYS}, part["label"].to_numpy())
             out = pd.DataFrame({"sample_id": part["sample_id"].astype(str), "target": part["label"],
                                 "label_name": [LABEL_NAMES[v] for v in part["label"]]})
             meta = [c for c in ("group", "snr_db", "duration", "kind", "split") if c in part.columns]

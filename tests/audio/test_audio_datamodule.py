@@ -196,3 +196,34 @@ def test_the_tiny_base_key_follows_the_clips_content(sim_dir, tmp_path) -> None:
     after = _dm(sim_dir, manifest_path=str(path)).data_key()
     assert before != after
     assert _dm(sim_dir, manifest_path=str(path)).data_key() == after  # stable
+
+
+def test_streaming_items_equal_the_in_memory_rows(sim_dir, tmp_path) -> None:
+    """data.streaming reads and encodes clip by clip, right-padding prompts to the split's longest."""
+    import torch
+    from scipy.io import wavfile
+
+    from datamodules.audio.simulate import import_audio_clips
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(12):  # clips of different lengths: prompts of different lengths to pad
+        n = int(16000 * (0.4 + 0.05 * i))
+        wavfile.write(tmp_path / f"c{i}.wav", 16000, (rng.standard_normal(n) * 2000).astype(np.int16))
+        rows.append({"audio_path": f"c{i}.wav", "label": "SPEECH" if i % 2 else "NONSPEECH", "group": f"g{i}",
+                     "split": "test" if i >= 8 else "train"})
+    pd.DataFrame(rows).to_csv(tmp_path / "meta.csv", index=False)
+    manifest = import_audio_clips(tmp_path / "meta.csv", tmp_path / "clips", progress=False)
+    for kw in ({"manifest_path": str(manifest), "dev_fraction": 0.25},):
+        memory, stream = _dm(sim_dir, **kw), _dm(sim_dir, streaming=True, **kw)
+        memory.setup("fit")
+        stream.setup("fit")
+        for split in ("train", "val", "test"):
+            assert len(stream.datasets[split]) == len(memory.datasets[split])
+            for i in range(len(memory.datasets[split])):
+                a, b = memory.datasets[split][i], stream.datasets[split][i]
+                assert set(a) == set(b)
+                for k in a:
+                    assert torch.equal(a[k], b[k]), (split, i, k)
+        batch = next(iter(stream.train_dataloader()))
+        assert batch["input_ids"].shape[0] == 4
