@@ -206,6 +206,8 @@ ALLOWED_TARGETS: tuple[str, ...] = (
     "lightning.pytorch.Trainer",
     "lightning.pytorch.callbacks",      # EarlyStopping, ...
     "lightning.pytorch.loggers",
+    "optuna.samplers",                  # a search's sampler and pruner (conf/hydra/sweeper, conf/hparams_search)
+    "optuna.pruners",
 )
 EXTRA_TARGETS_ENV = "RIGOR_EXTRA_TARGETS"
 _DOTTED = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+")  # no private or dunder part
