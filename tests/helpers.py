@@ -121,3 +121,35 @@ def metric_differences(a: dict, b: dict, ignore: tuple[str, ...] = ("wall_time_s
         if not same:
             differ.append((key, va, vb))
     return differ
+
+
+def run_script(script: str, *args: str, check: bool = True):
+    """Run train.py or evaluate.py in a subprocess at the repository root, offline; fail with its output unless ok."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    proc = subprocess.run([sys.executable, script, *args], cwd=root, capture_output=True, text=True, timeout=600, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} {args} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def signal_after_first_last_ckpt(cmd: list[str], run: Path, signum: int):
+    """Start `cmd`, send `signum` a second after the run's first last.ckpt appears; (returncode, stdout, stderr)."""
+    import os
+    import subprocess
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(cmd, cwd=root, env={**os.environ, "WANDB_MODE": "offline"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (run / "checkpoints" / "last.ckpt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    time.sleep(1.0)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, out, err

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +12,12 @@ from sklearn.metrics import roc_auc_score
 from statsmodels.stats.contingency_tables import mcnemar
 
 from analysis.calibration import fit_temperature
+from tests.helpers import run_script
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
-ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 
-
-def _run(script: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True, timeout=600, env=ENV)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{script} {args} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    return proc
+_run = run_script  # tests/helpers.py
 
 
 @pytest.fixture(scope="module")

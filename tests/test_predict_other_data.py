@@ -7,9 +7,6 @@ scipy (ttest_rel), statsmodels (exact McNemar, Holm, the paired t-test's power) 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,16 +28,11 @@ from analysis.predictions import (
     write_predictions,
 )
 from analysis.power import mdd_paired
-from tests.conftest import ROOT, TOY_SEARCH
+from tests.helpers import run_script
+from tests.conftest import TOY_SEARCH
 
-ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 
-
-def _run(script: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True, timeout=600, env=ENV)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{script} {args} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    return proc
+_run = run_script  # tests/helpers.py
 
 
 # --- the writer and the schema (no training) ---------------------------------------------------------

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from omegaconf import open_dict
 from lightning_modules.base import NonFiniteLossError
 from lightning_modules.metrics import DefinedBinaryAUROC
 from rigor.guard import ResumeConfigError, SplitError, check_resume, check_splits, config_diff, relevant_config, safe_load
+from tests.helpers import signal_after_first_last_ckpt
 from tests.conftest import ROOT, TOY_SEARCH, compose, train_in_process
 
 
@@ -173,14 +173,8 @@ def test_sigterm_keeps_last_ckpt_exits_non_zero_and_resumes(tmp_path):
     # 60 toy epochs (a tenth of a second each): the signal lands mid-training, a second after the first last.ckpt
     cmd = [sys.executable, "train.py", *toy_family("trainer.max_epochs=60", "callbacks.early_stopping=null",
                                                    "data.batch_size=16", f"hydra.run.dir={run}")]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while not (run / "checkpoints" / "last.ckpt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.5)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 143, err[-2000:]
+    returncode, out, err = signal_after_first_last_ckpt(cmd, run, signal.SIGTERM)
+    assert returncode == 143, err[-2000:]
     failure = json.loads((run / "failure.json").read_text())
     assert failure["status"] == "terminated" and "SIGTERM" in failure["error"] and "last.ckpt holds the end of epoch" in failure["error"]
     assert not (run / "metrics.json").exists()
@@ -451,15 +445,8 @@ def test_ctrl_c_stops_like_sigterm_with_status_interrupted(tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "train.py", *toy_family("trainer.max_epochs=60", "callbacks.early_stopping=null",
                                                    "data.batch_size=16", f"hydra.run.dir={run}")]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "WANDB_MODE": "offline"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while not (run / "checkpoints" / "last.ckpt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.5)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err[-2000:]
+    returncode, out, err = signal_after_first_last_ckpt(cmd, run, signal.SIGINT)
+    assert returncode == 130, err[-2000:]
     failure = json.loads((run / "failure.json").read_text())
     assert failure["status"] == "interrupted" and "SIGINT" in failure["error"]
     assert "last.ckpt holds the end of epoch" in failure["error"] and "run the same command again to resume" in failure["error"]
