@@ -59,7 +59,7 @@ def adamw(lr: float = 1e-3, **kwargs: float):
 
 def kill_after_first_last_ckpt_and_resume(args: list[str], run_dir: Path, straight_dir: Path,
                                           timeout: float = 300.0) -> tuple[dict, dict]:
-    """Run train.py straight; run it again, SIGKILL it once last.ckpt appears, restart it; both metrics.json.
+    """Run train.py straight (in this process); again in a subprocess, SIGKILLed once last.ckpt appears, and restarted.
 
     The exact-resume check of every family (issue 21 item 1): a run killed with -9 after its first last.ckpt
     and started again ends with the uninterrupted run's metrics. The kill lands wherever the run is (in
@@ -92,7 +92,10 @@ def kill_after_first_last_ckpt_and_resume(args: list[str], run_dir: Path, straig
         out, err = proc.communicate(timeout=timeout)
         assert proc.returncode == 0, (err or out)[-4000:]
 
-    finish(start(straight_dir))
+    # the uninterrupted run needs no process of its own (and no 5 s of imports)
+    from tests.conftest import train_in_process
+
+    train_in_process(list(args), straight_dir)
     proc = subprocess.Popen([sys.executable, "train.py", *args, f"hydra.run.dir={run_dir}"], cwd=root, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -123,12 +126,70 @@ def metric_differences(a: dict, b: dict, ignore: tuple[str, ...] = ("wall_time_s
     return differ
 
 
-def run_script(script: str, *args: str, check: bool = True):
-    """Run train.py or evaluate.py in a subprocess at the repository root, offline; fail with its output unless ok."""
+def evaluate_in_process(*args: str):
+    """evaluate.py with these command-line overrides, in this process; a CompletedProcess-like result.
+
+    What a subprocess gives a test, without the 5 s of imports per call: the task's log lines and prints in
+    ``stdout`` (Hydra's console handler writes there), tqdm and warnings in ``stderr``, and an exception as
+    returncode 1 with its traceback in ``stderr``, as ``python evaluate.py`` prints it. Command-line parsing
+    itself is checked by the tests that still start evaluate.py (tests/test_reliability.py).
+    """
+    import contextlib
+    import io
+    import logging
+    import subprocess
+    import traceback
+
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from hydra import compose, initialize_config_dir
+
+    from evaluate import evaluate  # registers the resolvers, as the script does
+
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("[%(name)s][%(levelname)s] - %(message)s"))
+    root_logger = logging.getLogger()
+    level = root_logger.level
+    root_logger.addHandler(handler)
+    root_logger.setLevel(logging.INFO)
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                # Hydra stays initialised while the task runs, as under @hydra.main (a task may compose configs)
+                with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"),
+                                           version_base="1.3"):
+                    cfg = compose(config_name="evaluate", overrides=list(args), return_hydra_config=True)
+                    HydraConfig.instance().set_config(cfg)
+                    with open_dict(cfg):
+                        del cfg["hydra"]  # as @hydra.main hands it over
+                    evaluate(cfg)
+            except Exception:  # noqa: BLE001 (the test reads the exit status and the message, as from a subprocess)
+                traceback.print_exc()
+                code = 1
+    finally:
+        root_logger.removeHandler(handler)
+        root_logger.setLevel(level)
+    return subprocess.CompletedProcess(["evaluate.py", *args], code, out.getvalue(), err.getvalue())
+
+
+def run_script(script: str, *args: str, check: bool = True, subprocess_only: bool = False):
+    """Run train.py or evaluate.py at the repository root, offline; fail with its output unless ok.
+
+    train.py runs in a subprocess; evaluate.py in this process (``evaluate_in_process``) unless
+    ``subprocess_only``.
+    """
     import os
     import subprocess
     import sys
 
+    if script == "evaluate.py" and not subprocess_only:
+        proc = evaluate_in_process(*args)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{script} {args} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+        return proc
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     proc = subprocess.run([sys.executable, script, *args], cwd=root, capture_output=True, text=True, timeout=600, env=env)

@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import Callback
 from rigor.launchers import Job, SweepLockError, comparable_overrides, completed_return, lock_sweep_dir
 from rigor.ledger import Ledger, job_fields
 from tests.conftest import ROOT, TOY_SEARCH
+from tests.helpers import run_script
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 #: metrics.json entries that differ between two runs of one config (where and how long it ran)
@@ -252,9 +253,7 @@ def test_a_sweep_that_died_resumes_skips_and_reruns(tmp_path, reference):
     done = (sweep / "0" / "metrics.json").stat()
 
     # mid-sweep, the summary lists what is unfinished, with the ledger's states
-    summary = subprocess.run([sys.executable, "evaluate.py", "task=summarize", f"sweep_dir={sweep}"], cwd=ROOT, env=ENV,
-                             capture_output=True, text=True, timeout=300)
-    assert summary.returncode == 0, summary.stderr[-3000:]
+    run_script("evaluate.py", "task=summarize", f"sweep_dir={sweep}")
     result = json.loads((sweep / "summary.json").read_text())
     assert result["states"] == {"completed": 1, "failed": 1, "stale": 1}
     assert {Path(r["job_dir"]).name: r["status"] for r in result["failed"]} == {"1": "failed", "2": "stale"}

@@ -6,9 +6,7 @@ same commands a user runs. Nothing in the core names its keys, targets or experi
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ import torch
 
 from analysis.predictions import read_predictions
 from tests.conftest import ROOT
+from tests.helpers import run_script
 
 pytestmark = pytest.mark.slow
 
@@ -24,11 +23,8 @@ SEARCH = f"hydra.searchpath=[file://{ROOT / 'tests' / 'toy_family' / 'conf'}]"
 
 
 def run(script: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
-    if proc.returncode != 0:
-        raise AssertionError(f"{script} {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
+    """train.py in a subprocess; evaluate.py in this process (tests/helpers.py)."""
+    return run_script(script, *args)
 
 
 def test_regression_with_uncertainty_trains_predicts_and_summarizes(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT, TOY_SEARCH
+from tests.conftest import ROOT, TOY_SEARCH, train_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -95,8 +95,12 @@ def test_two_seed_multirun_gives_two_runs_and_two_wandb_runs(tmp_path):
 
 def test_interrupted_run_resumes_to_the_same_metrics(tmp_path, toy_lens_manifest):
     common = ("trainer.max_epochs=4", "logger=csv", "callbacks.core_sensitivity.splits=[val]")
+    # the uninterrupted run in this process (it needs no process of its own); the crash and the resume are
+    # starts of train.py as a user makes them (failure.json is written by its main)
+    lens = (f"data.manifest_path={toy_lens_manifest}", "data.batch_size=32", "callbacks.shortcut_gates.every_n_epochs=1",
+            "callbacks.thetae_auroc.every_n_epochs=1")
     straight = tmp_path / "straight"
-    run_train(*common, f"hydra.run.dir={straight}", manifest=toy_lens_manifest)
+    train_in_process([*lens, *common], straight)
 
     resumed = tmp_path / "resumed"
     crash = ("+callbacks.crash._target_=tests.helpers.CrashAfterEpoch", "+callbacks.crash.epoch=1")

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT
+from tests.helpers import run_script
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -52,7 +53,7 @@ def test_audio_arms_summary_and_predict(tmp_path: Path) -> None:
 
     # the summary plugin: the exit-criteria table, McNemar between the arms, hard clips
     sweep = jobs[0].parent
-    run("evaluate.py", ["task=summarize", f"sweep_dir={sweep}"])
+    run_script("evaluate.py", "task=summarize", f"sweep_dir={sweep}")
     summary = (sweep / "summary.md").read_text()
     assert "Seed 003 exit criteria" in summary and "PASS" in summary and "FAIL" in summary
     assert "Exact McNemar" in summary and "Clips wrong in every seed" in summary
@@ -61,6 +62,6 @@ def test_audio_arms_summary_and_predict(tmp_path: Path) -> None:
     # evaluate.py rebuilds the run from its config and the adapter-only checkpoint: the same logits
     job = jobs[0]
     before = pd.read_csv(job / "predictions_test.csv")
-    run("evaluate.py", [f"ckpt_path={job}/checkpoints/best.ckpt", "split=test"])
+    run_script("evaluate.py", f"ckpt_path={job}/checkpoints/best.ckpt", "split=test")
     after = pd.read_csv(job / "predictions_test.csv")
     np.testing.assert_allclose(after["logit"].to_numpy(), before["logit"].to_numpy(), rtol=1e-5, atol=1e-5)

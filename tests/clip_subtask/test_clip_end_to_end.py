@@ -13,6 +13,7 @@ import pytest
 from statsmodels.stats.contingency_tables import mcnemar
 
 from tests.conftest import ROOT
+from tests.helpers import run_script
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
 # scikit-learn's 8 x 8 digits, a one-epoch tiny CLIP, two meta-learner epochs: seconds, the real pipeline
@@ -68,7 +69,7 @@ def test_both_arms_share_the_cache_and_the_summary_tests_b_against_a(tmp_path):
     assert correct_a.mean() == pytest.approx(a["test_accuracy"], abs=1e-6)
     assert (pred_a["mc_std"] > 0.35).sum() == a["mc_review"]
 
-    run("evaluate.py", ["task=summarize", f"sweep_dir={sweep}"])
+    run_script("evaluate.py", "task=summarize", f"sweep_dir={sweep}")
     summary = json.loads((sweep / "summary.json").read_text())
     section = json.dumps(summary)
     assert "clip_subtask" in section
@@ -87,7 +88,7 @@ def test_both_arms_share_the_cache_and_the_summary_tests_b_against_a(tmp_path):
     assert comp["per_seed"][0]["p"] == pytest.approx(min(expected_p, 1.0))
 
     # evaluate.py rebuilds the run from its config (heads from the checkpoint) with MC-Dropout
-    run("evaluate.py", [f"ckpt_path={dir_a}/checkpoints/best.ckpt", "split=test", "mc_dropout.enabled=true", "mc_dropout.n_passes=5"])
+    run_script("evaluate.py", f"ckpt_path={dir_a}/checkpoints/best.ckpt", "split=test", "mc_dropout.enabled=true", "mc_dropout.n_passes=5")
     again = pd.read_csv(dir_a / "predictions_test.csv")
     assert np.allclose(again[logits].to_numpy(), pred_a[logits].to_numpy(), atol=1e-5)
     assert "mc_std" in again.columns

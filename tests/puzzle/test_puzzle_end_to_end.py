@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import ROOT
+from tests.helpers import run_script
 
 TINY = ["data.cols=6", "data.rows=4", "data.piece_size=32", "trainer.max_epochs=2", "logger=csv",
         "callbacks.overfit_check.few_max_epochs=800"]
@@ -47,9 +48,7 @@ def test_puzzle_exp3_end_to_end(tmp_path):
     assert "val/top1" in logged and "val/top5" in logged and "train/loss_epoch" in logged
 
     # evaluate.py rebuilds the puzzle run from its config: multiclass predictions in the contract
-    proc = subprocess.run([sys.executable, "evaluate.py", f"ckpt_path={run_dir}/checkpoints/best.ckpt", "split=test"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_script("evaluate.py", f"ckpt_path={run_dir}/checkpoints/best.ckpt", "split=test")
     frame = pd.read_csv(run_dir / "predictions_test.csv")
     n_cells = 6 * 4
     assert list(frame.columns[: 3 + n_cells]) == ["sample_id", "split", "target", *[f"logit_{k}" for k in range(n_cells)]]
