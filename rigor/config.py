@@ -11,12 +11,14 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
+
+if TYPE_CHECKING:
+    from lightning.pytorch.callbacks import Callback
+    from lightning.pytorch.loggers import Logger
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +97,14 @@ def instantiate_dict(cfg: DictConfig | None, kind: type, what: str, **kwargs: An
 
 
 def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
+    from lightning.pytorch.callbacks import Callback  # here: the resolvers and config checks need no Lightning
+
     return instantiate_dict(cfg, Callback, "callbacks")
 
 
 def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
+    from lightning.pytorch.loggers import Logger
+
     return instantiate_dict(cfg, Logger, "logger")
 
 
