@@ -13,6 +13,22 @@ Inputs follow the kit: shape noise sigma = shape_noise / sqrt(2 n_g p^2) is adde
 a fresh draw per (seed, epoch, sample); val and test: one fixed draw per sample), then every map is
 standardised by one global mean and std of the training maps (noise included), masked pixels set to 0.
 Batches: ``kappa`` (1, H, W) float32, ``target`` (2,) = (Omega_m, S_8) in physical units, ``index``.
+
+Unlabelled maps (the kit's test set; evaluate.py task=predict or task=weak_lensing_submission, through
+``data_overrides``): ``maps_path`` names a .npy of maps, either (N, n_valid) flattened over a mask as the kit
+ships ``WIDE12H_bin2_2arcmin_kappa_noisy_test.npy`` (the mask: ``maps_mask_path``, e.g. the kit's
+``WIDE12H_bin2_2arcmin_mask.npy``; null: the run's own full-resolution mask) or (N, H, W). They become the
+``test`` split (train and val are empty), one row per map in file order (``sample_id`` ``map_<i>``,
+``map_index``), without truth columns, so ``labelled`` must be false. They are preprocessed as the run's
+evaluation maps: block-mean by ``maps_downsample`` (null: the run's own factor, ``challenge.downsample`` or
+1) over their mask, the run's mask applied (run pixels the maps do not cover count as masked), no noise
+added when ``maps_noisy`` (the kit's test maps carry it) else one fixed draw per map, then standardised
+with the run's training statistics: ``input_stats`` ({loc, scale}, as a checkpoint stores them, see
+``state_dict``) or, when null, the ones computed from the run's training maps, never from these maps. The
+run's data source (manifest, simulation or kit arrays) is still read for its mask and statistics. Maps
+whose shape after downsampling is not the model's input are refused at set-up, naming the key, the expected
+and the found shape. These keys are not in conf/data/weak_lensing*.yaml (a run's saved config, and so its
+resume check, stays as it was); data_overrides adds them.
 """
 
 from __future__ import annotations
@@ -77,6 +93,32 @@ class MapDataset(Dataset):
         return {"kappa": torch.from_numpy(x[None]), "target": torch.from_numpy(self.targets[i]), "index": torch.as_tensor(i, dtype=torch.long)}
 
 
+class UnlabelledMapDataset(MapDataset):
+    """MapDataset of maps on their own mask, standardised under the run's mask `model_mask` (the network's input)."""
+
+    def __init__(self, *args: Any, model_mask: np.ndarray, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.model_mask = np.asarray(model_mask, dtype=bool)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        keep = self.model_mask & self.mask
+        x = np.where(keep, (self.raw_map(i) - self.loc) / self.scale, 0.0).astype(np.float32)
+        return {"kappa": torch.from_numpy(x[None]), "target": torch.from_numpy(self.targets[i]), "index": torch.as_tensor(i, dtype=torch.long)}
+
+
+class _MaskedRows:
+    """Rows of (N, H, W) maps read as their valid pixels over `mask`, one map at a time (the array stays on disk)."""
+
+    def __init__(self, maps: np.ndarray, mask: np.ndarray) -> None:
+        self.maps, self.mask = maps, mask
+
+    def __len__(self) -> int:
+        return len(self.maps)
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        return np.asarray(self.maps[row], dtype=np.float64)[self.mask]
+
+
 def block_mask(mask: np.ndarray, ds: int) -> np.ndarray:
     """A block of ds x ds pixels is valid when at least half of it is."""
     if ds <= 1:
@@ -108,6 +150,9 @@ class WeakLensingDataModule(BaseDataModule):
         sim_workers: Processes used to simulate.
         pixel_arcmin: Pixel side of the kit's maps (full resolution) when reading challenge arrays.
         n_galaxies, shape_noise: The kit's noise model (30 arcmin^-2, 0.4).
+        maps_path, maps_mask_path, maps_downsample, maps_noisy: Unlabelled maps as the test split (module docstring).
+        labelled: False: split frames without the truth columns (required with maps_path).
+        input_stats: ``{loc, scale}`` of the input standardisation to use instead of the training maps' (null: computed).
         batch_size, num_workers, seed: See BaseDataModule.
     """
 
@@ -122,6 +167,12 @@ class WeakLensingDataModule(BaseDataModule):
         pixel_arcmin: float = 2.0,
         n_galaxies: float = 30.0,
         shape_noise: float = 0.4,
+        maps_path: str | None = None,
+        maps_mask_path: str | None = None,
+        maps_downsample: int | None = None,
+        maps_noisy: bool = True,
+        labelled: bool = True,
+        input_stats: Mapping[str, float] | None = None,
         batch_size: int = 4,
         num_workers: int = 0,
         seed: int = 42,
@@ -142,6 +193,22 @@ class WeakLensingDataModule(BaseDataModule):
         self.label_loc = np.zeros(len(TARGETS))
         self.label_scale = np.ones(len(TARGETS))
         self.mask: np.ndarray | None = None
+        self.maps_path = str(maps_path) if maps_path else None
+        self.maps_mask_path = str(maps_mask_path) if maps_mask_path else None
+        self.maps_downsample = None if maps_downsample is None else int(maps_downsample)
+        self.maps_noisy = bool(maps_noisy)
+        self.labelled = bool(labelled)
+        self.input_stats = dict(input_stats) if input_stats else None
+        self.input_stats_source = "computed"  # or "given": where input_loc/input_scale came from
+        self.restored_state: dict[str, Any] | None = None  # the statistics a checkpoint carried (load_state_dict)
+        if self.maps_path and self.labelled:
+            raise ValueError(f"data.maps_path={self.maps_path} holds maps without labels: set data.labelled=false")
+        if self.maps_downsample is not None and self.maps_downsample < 1:
+            raise ValueError(f"data.maps_downsample must be an integer >= 1, got {maps_downsample!r}")
+        if self.input_stats is not None:
+            missing = [k for k in ("loc", "scale") if k not in self.input_stats]
+            if missing or not float(self.input_stats.get("scale", 0)) > 0:
+                raise ValueError(f"data.input_stats must be {{loc: <float>, scale: <float > 0>}}, got {dict(self.input_stats)}")
 
     # --- sources -----------------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -253,7 +320,10 @@ class WeakLensingDataModule(BaseDataModule):
         if self.frames:
             return
         frame, pixels, mask, ds, pixel = self.load()
-        self.check_inputs(frame, pixels, mask, ds)  # at set-up, not as a NaN loss after an epoch
+        if self.maps_path:  # the run's data gives only mask and statistics (it was checked when the run trained on it)
+            self.check_inputs(frame.iloc[:0], pixels, mask, ds)
+        else:
+            self.check_inputs(frame, pixels, mask, ds)  # at set-up, not as a NaN loss after an epoch
         self.map_pixel_arcmin = pixel
         self.noise_sigma = noise_sigma(self.shape_noise, self.n_galaxies, pixel)
         self.mask = block_mask(mask, ds)
@@ -272,9 +342,14 @@ class WeakLensingDataModule(BaseDataModule):
         noise_var = 0.0 if train["noisy"].all() else self.noise_sigma**2
         self.input_loc = float(sample.mean())
         self.input_scale = float(np.sqrt(sample.var() + noise_var))
+        if self.input_stats is not None:  # the run's stored statistics (a checkpoint's), not recomputed
+            self.input_loc, self.input_scale = float(self.input_stats["loc"]), float(self.input_stats["scale"])
+            self.input_stats_source = "given"
         labels = train[list(TARGETS)].to_numpy(np.float64)
         self.label_loc, self.label_scale = labels.mean(axis=0), labels.std(axis=0)
         self.label_scale[self.label_scale == 0] = 1.0
+        if self.maps_path:
+            frame = frame.iloc[:0]  # the run's data gave mask and statistics; its maps are not predicted
         for i, split in enumerate(SPLITS):
             part = frame[frame["split"] == split].reset_index(drop=True)
             noisy = part["noisy"].to_numpy(bool)
@@ -282,8 +357,100 @@ class WeakLensingDataModule(BaseDataModule):
             self.datasets[split] = MapDataset(pixels, part["pixel_row"].to_numpy(), mask, part[list(TARGETS)].to_numpy(np.float32),
                                               fixed, self.input_loc, self.input_scale, self.seed, ds, salt=i)
             self.frames[split] = part.drop(columns=["split", "pixel_row"])
-            log.info("weak lensing %s: %d maps of %d cosmologies", split, len(part), part["cosmology_id"].nunique())
-        self._train_noisy = torch.from_numpy(frame.loc[frame["split"] == "train", "noisy"].to_numpy(bool))
+            if not self.labelled:
+                self.frames[split] = self.frames[split].drop(columns=list(TARGETS))
+            if not self.maps_path:
+                log.info("weak lensing %s: %d maps of %d cosmologies", split, len(part), part["cosmology_id"].nunique())
+        self._train_noisy = torch.from_numpy(np.array(frame.loc[frame["split"] == "train", "noisy"], dtype=bool))
+        if self.maps_path:
+            self.datasets["test"], self.frames["test"] = self._unlabelled_maps(mask, ds)
+            log.info("weak lensing test: %d unlabelled maps from %s", len(self.frames["test"]), self.maps_path)
+
+    # --- unlabelled maps (the kit's test set) ------------------------------------------------------
+    def _unlabelled_maps(self, run_mask: np.ndarray, run_ds: int) -> tuple[Dataset, pd.DataFrame]:
+        """The maps of ``maps_path`` as a dataset preprocessed like the run's evaluation maps, and their frame.
+
+        Raises:
+            FileNotFoundError: naming data.maps_path / data.maps_mask_path.
+            ValueError: maps whose shape does not fit the mask or, downsampled, the model's input (naming the key,
+                the expected and the found shape); NaN/inf pixels (naming the map indices).
+        """
+        path = Path(self.maps_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"data.maps_path: {path} does not exist")
+        if self.maps_mask_path:
+            if not Path(self.maps_mask_path).is_file():
+                raise FileNotFoundError(f"data.maps_mask_path: {self.maps_mask_path} does not exist")
+            own_mask = np.load(self.maps_mask_path).astype(bool)
+            if own_mask.ndim != 2:
+                raise ValueError(f"data.maps_mask_path: {self.maps_mask_path} must be an (H, W) mask, found shape {list(own_mask.shape)}")
+        else:
+            own_mask = run_mask  # the run's own full-resolution mask
+        maps = np.load(path, mmap_mode="r")
+        expected_in = tuple(self.mask.shape)  # the model's input (data.map_shape, checked against the run's data)
+        ds = run_ds if self.maps_downsample is None else self.maps_downsample
+        ds_key = "data.maps_downsample" if self.maps_downsample is not None else f"the run's downsample factor (data.maps_downsample unset: {ds})"
+        mask_key = "data.maps_mask_path" if self.maps_mask_path else "the run's mask (data.maps_mask_path unset)"
+        if maps.ndim == 2:
+            if maps.shape[1] != int(own_mask.sum()):
+                raise ValueError(f"data.maps_path: {path} holds maps flattened over a mask, shape {list(maps.shape)}; expected "
+                                 f"[N, {int(own_mask.sum())}] (the valid pixels of {mask_key}, {list(own_mask.shape)}), found "
+                                 f"[N, {maps.shape[1]}]; give the maps' own mask as data.maps_mask_path")
+            pixels: Any = maps
+        elif maps.ndim == 3:
+            if tuple(maps.shape[1:]) != tuple(own_mask.shape):
+                if self.maps_mask_path:
+                    raise ValueError(f"data.maps_path: {path} holds maps of shape {list(maps.shape[1:])} but data.maps_mask_path "
+                                     f"is {list(own_mask.shape)}")
+                own_mask = np.ones(maps.shape[1:], dtype=bool)  # no mask of their own: every pixel, then the run's mask
+            pixels = _MaskedRows(maps, own_mask)
+        else:
+            raise ValueError(f"data.maps_path: {path} must hold (N, H, W) maps or (N, n_valid) pixels, found shape {list(maps.shape)}")
+        h, w = own_mask.shape
+        found = (h // ds, w // ds) if h % ds == 0 and w % ds == 0 else None
+        if found != expected_in:
+            raise ValueError(f"data.maps_path: {path}: the model takes maps of {list(expected_in)} (data.map_shape), so with "
+                             f"{ds_key} the maps must be {[expected_in[0] * ds, expected_in[1] * ds]}; found {[h, w]}"
+                             + (f" (downsampled: {list(found)})" if found else f" (not divisible by {ds})")
+                             + "; set data.maps_downsample to the factor between them")
+        n = len(maps)
+        if n == 0:
+            raise ValueError(f"data.maps_path: {path} holds no maps")
+        bad: list[int] = []
+        for start in range(0, n, 256):
+            chunk = np.asarray(maps[start : start + 256], dtype=np.float64).reshape(min(256, n - start), -1)
+            bad.extend((start + np.flatnonzero(~np.isfinite(chunk).all(axis=1))).tolist())
+        if bad:
+            raise ValueError(f"data.maps_path: {path}: {len(bad)} map(s) hold NaN/inf pixels, e.g. map index {bad[:5]}")
+        model_mask = self.mask
+        covered = block_mask(own_mask, ds)
+        uncovered = int((model_mask & ~covered).sum())
+        if uncovered:
+            log.warning("data.maps_path: %d of the run's %d valid pixels are outside the maps' mask; they are set as masked",
+                        uncovered, int(model_mask.sum()))
+        fixed = np.full(n, 0.0 if self.maps_noisy else self.noise_sigma)
+        dataset = UnlabelledMapDataset(pixels, np.arange(n), own_mask, np.zeros((n, len(TARGETS)), np.float32), fixed,
+                                       self.input_loc, self.input_scale, self.seed, ds, salt=len(SPLITS), model_mask=model_mask)
+        frame = pd.DataFrame({"sample_id": [f"map_{i:06d}" for i in range(n)], "map_index": np.arange(n)})
+        return dataset, frame
+
+    # --- the statistics a checkpoint keeps ---------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The input standardisation and label scaler of the training data (plain floats; in every checkpoint).
+
+        Prediction on other maps (tasks/weak_lensing/submission.py) reads them back from the checkpoint and
+        passes them as ``data.input_stats``, so new maps are standardised as the run's training maps were.
+        """
+        if not self.frames:
+            return {}
+        return {"input_loc": float(self.input_loc), "input_scale": float(self.input_scale), "noise_sigma": float(self.noise_sigma),
+                "label_loc": [float(v) for v in np.asarray(self.label_loc).reshape(-1)],
+                "label_scale": [float(v) for v in np.asarray(self.label_scale).reshape(-1)],
+                "map_shape": [int(v) for v in self.mask.shape]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Kept for reference only: the statistics are recomputed from the same data on set-up (resume is unchanged)."""
+        self.restored_state = dict(state_dict)
 
     # --- training-time noise -----------------------------------------------------------------------
     def noise_batch(self, kappa: torch.Tensor, indices: torch.Tensor, epoch: int) -> torch.Tensor:
