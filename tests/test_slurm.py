@@ -100,10 +100,10 @@ def test_a_time_limit_at_or_under_the_signal_lead_time_is_refused():
 
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory: pytest.TempPathFactory):
-    """A single-node SLURM for this module (4 one-CPU slots: the jobs mostly wait), stopped afterwards."""
+    """A single-node SLURM for this module (6 one-CPU slots: the jobs mostly wait), stopped afterwards."""
     if WHY_NOT:
         pytest.skip(WHY_NOT)
-    cluster = SingleNodeSlurm(tmp_path_factory.mktemp("slurm"), cpus=4)
+    cluster = SingleNodeSlurm(tmp_path_factory.mktemp("slurm"), cpus=6)
     cluster.start()
     before = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(cluster.conf)  # sbatch, squeue, scontrol of the sweep and of its jobs
@@ -118,27 +118,42 @@ def slurm(tmp_path_factory: pytest.TempPathFactory):
     assert not left, f"SLURM processes left running: {left}"
 
 
+def lens_grid(manifest: Path, markers: Path) -> list[str]:
+    """A lens sweep at test size (ResNet18 on the toy lens manifest), no dropout: job 0 requeued, job 1 timed out."""
+    return ["-m", f"data.manifest_path={manifest}", "data.batch_size=32", "trainer.max_epochs=3", "logger=csv",
+            "callbacks.early_stopping=null", "cpu_threads=1", "callbacks.shortcut_gates.every_n_epochs=1",
+            "callbacks.thetae_auroc.every_n_epochs=1", "callbacks.core_sensitivity.splits=[val]", "seed=1,2",
+            "+callbacks.slurm_chaos._target_=tests.test_slurm.SlurmChaos", f"+callbacks.slurm_chaos.marker_dir={markers}",
+            "+callbacks.slurm_chaos.requeue_job=0", "+callbacks.slurm_chaos.wait_job=1"]
+
+
 @pytest.fixture(scope="module")
-def sweeps(slurm: SingleNodeSlurm, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The SLURM sweep, the same command again, and the local reference (run beside the first)."""
+def sweeps(slurm: SingleNodeSlurm, tmp_path_factory: pytest.TempPathFactory, toy_lens_manifest: Path) -> dict:
+    """The SLURM sweeps (toy, and lens beside it), the toy one's command again, and the local references."""
     tmp = tmp_path_factory.mktemp("slurm_sweeps")
     grid = ["-m", *tiny(), "seed=1,2,3,x", "rerun_failed=false", *slurm_chaos(tmp / "markers")]
     env = {**ENV, "SLURM_CONF": str(slurm.conf)}
 
-    def train(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "train.py", *grid, *args], cwd=ROOT, env=env, capture_output=True,
+    def train(*args: str, base: list[str] = grid) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "train.py", *base, *args], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=300)
 
-    out: dict = {"slurm": tmp / "slurm", "local": tmp / "local"}
-    reference = threading.Thread(target=lambda: out.update(reference=train(f"hydra.sweep.dir={out['local']}")))
-    reference.start()
+    out: dict = {"slurm": tmp / "slurm", "local": tmp / "local", "lens_slurm": tmp / "lens_slurm", "lens_local": tmp / "lens_local"}
+    lens = lens_grid(toy_lens_manifest, tmp / "lens_markers")
+    side = [threading.Thread(target=lambda: out.update(reference=train(f"hydra.sweep.dir={out['local']}"))),
+            threading.Thread(target=lambda: out.update(lens_reference=train(f"hydra.sweep.dir={out['lens_local']}", base=lens))),
+            threading.Thread(target=lambda: out.update(lens=train(*SLURM, f"hydra.sweep.dir={out['lens_slurm']}", base=lens)))]
+    for thread in side:
+        thread.start()
     for attempt in ("first", "again"):
         start = time.monotonic()
         out[attempt] = train(*SLURM, f"hydra.sweep.dir={out['slurm']}")
         out[f"{attempt}_wall_s"] = round(time.monotonic() - start, 1)
         out[f"{attempt}_rows"] = {int(r["job"]): r for r in Ledger(out["slurm"]).rows()}
         out[f"{attempt}_states"] = {job: row["state"] for job, row in out[f"{attempt}_rows"].items()}
-    reference.join()
+    for thread in side:
+        thread.join()
+    out["lens_rows"] = {int(r["job"]): r for r in Ledger(out["lens_slurm"]).rows()}
     print(json.dumps({k: v for k, v in out.items() if k.endswith(("_wall_s", "_states"))}))
     for attempt in ("first", "again"):
         print(attempt, {job: (row["state"], row["attempts"], row["exit_reason"]) for job, row in out[f"{attempt}_rows"].items()})
@@ -147,6 +162,10 @@ def sweeps(slurm: SingleNodeSlurm, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def metrics(sweep: Path, job: int) -> dict:
     return json.loads((sweep / str(job) / "metrics.json").read_text())
+
+
+def summary_states(sweep: Path) -> dict[str, str]:
+    return {Path(r["job_dir"]).name: r["status"] for r in read_sweep(sweep)}
 
 
 def job_log(sweep: Path, text: str) -> str:
@@ -190,3 +209,17 @@ def test_the_same_command_resumes_the_cancelled_job_and_agrees_with_the_local_la
     assert slurm_rows[3]["exit_reason"] == local_rows[3]["exit_reason"]
     summary = {Path(r["job_dir"]).name: r["status"] for r in read_sweep(sweeps["slurm"])}
     assert summary == {Path(r["job_dir"]).name: r["status"] for r in read_sweep(sweeps["local"])}
+
+
+@pytest.mark.slow
+def test_lens_requeued_and_timed_out_jobs_resume_to_the_uninterrupted_numbers(sweeps):
+    """The lens family (no dropout, its own callbacks' state) through the same cluster: requeue and time limit."""
+    lens, rows = sweeps["lens"], sweeps["lens_rows"]
+    assert lens.returncode == 0 and sweeps["lens_reference"].returncode == 0, (lens.stderr[-3000:], sweeps["lens_reference"].stderr[-3000:])
+    assert {job: row["state"] for job, row in rows.items()} == {0: "completed", 1: "completed"}, rows
+    assert states(sweeps["lens_local"]) == {0: "completed", 1: "completed"}
+    assert rows[0]["attempts"] >= 2 and rows[1]["attempts"] >= 2, rows  # requeued, and stopped by the time limit
+    assert job_log(sweeps["lens_slurm"], "SIGUSR2 from SLURM")
+    for job in (0, 1):
+        assert not same_metrics(metrics(sweeps["lens_slurm"], job), metrics(sweeps["lens_local"], job)), job
+    assert summary_states(sweeps["lens_slurm"]) == summary_states(sweeps["lens_local"])
