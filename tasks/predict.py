@@ -9,8 +9,9 @@ Other data: ``data=<name>`` (conf/data/<name>.yaml, composed by Hydra, replaces 
 interpolations resolve against the run's config) and ``data_overrides=[data.<key>=<value>, ...]`` (merged
 onto the run's data node, or onto the replacement) name the data. Before any forward pass, one item of
 the new data is compared with one of the run's own data (every ``input_keys`` entry: present, same
-shape and dtype; the datamodules' ``input_description()`` where they have one, e.g. the lens bands); a
-mismatch is refused naming the key, the expected and the found. The predictions go to
+shape and dtype; the datamodules' ``input_description()`` where they have one: the lens family's
+``{bands, channels, stamp_size, preprocessing}``); a mismatch is refused naming the key, the expected
+and the found. The predictions go to
 ``<run>/predictions/<data name>/predictions_<split>.csv`` (the data name from the manifest's stem and
 content hash, or the data config's name and its hash), and unlabelled data (a split frame without the
 truth columns) gives a file without them plus, for a binary model, ``candidates.csv`` (the top ``top_k``
