@@ -12,6 +12,10 @@ Two stages, as the seed trains them:
    the optimizer. Every val/test epoch also logs each frozen head's loss and accuracy
    (``val/<name>_accuracy``, ``test/<name>_accuracy``), so the training-dynamics tables of the seed
    can be read off one CSV.
+
+With ``model.net.subtask_features=none`` (the ablation) the net has no heads: stage 1 is skipped (the log
+says so, no ``subtask_history.csv`` is written, no ``val/<name>_*`` metrics are logged) and the
+meta-learner trains on the embedding alone; the subtask labels in the batches are never read.
 """
 
 from __future__ import annotations
@@ -178,9 +182,13 @@ class ClipSubtaskModule(BaseTask):
     # --- stage 1: the subtask heads ----------------------------------------------------------------
     def on_fit_start(self) -> None:
         datamodule = self.trainer.datamodule
-        if getattr(datamodule, "embed_dim", None) not in (None, self.net.heads[self.net.subtask_names[0]][0].in_features):
-            raise ValueError(f"model.net.embed_dim={self.net.heads[self.net.subtask_names[0]][0].in_features} but the data's "
+        if getattr(datamodule, "embed_dim", None) not in (None, self.net.embed_dim):
+            raise ValueError(f"model.net.embed_dim={self.net.embed_dim} but the data's "
                              f"embeddings have {datamodule.embed_dim} dimensions")
+        if not self.net.subtask_names:
+            log.info("model.net.subtask_features=%s: no subtask heads, skipping the head-training stage; the meta-learner "
+                     "reads the embedding only (%d inputs)", self.net.subtask_features, self.net.meta_in_dim)
+            return
         if bool(self.heads_trained):
             log.info("subtask heads already trained (resumed run): not training them again")
             return

@@ -4,7 +4,9 @@
     [embedding, subtask outputs] -> 4 x (Linear 384, BatchNorm, ReLU, Dropout 0.3) -> Linear 10
 
 The subtask outputs enter the meta-learner as the seed feeds them, one predicted class per subtask
-(D + 3 inputs: 515 for a 512-d embedding), or as the heads' probabilities (D + 2 + 3 + 3).
+(D + 3 inputs: 515 for a 512-d embedding), or as the heads' probabilities (D + 2 + 3 + 3). ``none`` is the
+ablation (issue 23): no subtask heads at all, the meta-learner reads the embedding alone (D inputs), which
+separates "the subtask features help" from "the non-linear meta-learner helps".
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-SUBTASK_FEATURES = ("class", "probs")
+SUBTASK_FEATURES = ("class", "probs", "none")
 
 
 def mlp_head(in_dim: int, n_classes: int, hidden: Sequence[int] = ()) -> nn.Sequential:
@@ -55,7 +57,9 @@ class SubtaskMetaNet(nn.Module):
         n_classes: Classes of the main task.
         head_hidden: Hidden sizes of each subtask head ([] = one Linear layer, the seed's "512 -> 2").
         meta_hidden, meta_blocks, dropout: The meta-learner (seed: 384, 4, 0.3).
-        subtask_features: ``class`` (predicted class index per subtask, the seed) or ``probs``.
+        subtask_features: ``class`` (predicted class index per subtask, the seed), ``probs``, or ``none``
+            (the ablation: no heads are built, ``subtasks`` is ignored and ``subtask_names`` is empty; the
+            meta-learner's input is the embedding alone).
     """
 
     def __init__(
@@ -72,8 +76,11 @@ class SubtaskMetaNet(nn.Module):
         super().__init__()
         if subtask_features not in SUBTASK_FEATURES:
             raise ValueError(f"model.net.subtask_features: expected one of {SUBTASK_FEATURES}, got {subtask_features!r}")
-        if not subtasks:
-            raise ValueError("model.net.subtasks: at least one subtask is needed")
+        if subtask_features == "none":
+            subtasks = {}  # the ablation: no heads, no subtask inputs
+        elif not subtasks:
+            raise ValueError("model.net.subtasks: at least one subtask is needed (subtask_features=none runs without)")
+        self.embed_dim = int(embed_dim)
         self.subtask_names = tuple(subtasks)
         self.subtask_features = subtask_features
         self.heads = nn.ModuleDict({name: mlp_head(embed_dim, int(k), head_hidden) for name, k in subtasks.items()})
