@@ -162,11 +162,19 @@ _READING_KEYS = ("batch_size", "num_workers", "sim_workers", "cache_dir", "seed"
 def data_identity(data_cfg: DictConfig, config_name: str | None) -> dict[str, Any]:
     """The identity of a data set: its name and what it is made of.
 
-    A manifest (``manifest_path``): its path, sha256 and the arrays beside it (path and size); the name is
-    ``<manifest stem>-<hash[:8]>``. Otherwise (a simulation, a built-in data set): the sha256 of the
+    A file of maps (``maps_path``, weak lensing) or a manifest (``manifest_path``): its path and sha256 (a
+    manifest also the arrays beside it, path and size); the name is ``<file stem>-<hash[:8]>``. Otherwise (a simulation, a built-in data set): the sha256 of the
     resolved data node without its reading keys (_READING_KEYS), and the name ``<config name>-<hash[:8]>``.
     """
     node = OmegaConf.to_container(data_cfg, resolve=True)
+    maps = node.get("maps_path")  # weak lensing: a file of unlabelled maps replaces the run's own test maps
+    if maps:
+        path = Path(str(maps))
+        if not path.is_file():
+            raise FileNotFoundError(f"data.maps_path: {path} does not exist")
+        digest = _file_sha256(path)
+        return {"name": f"{_safe(path.stem)}-{digest[:8]}", "maps": str(path.resolve()), "maps_sha256": digest,
+                "config": {k: v for k, v in node.items() if k not in _READING_KEYS}}
     manifest = node.get("manifest_path")
     if manifest:
         path = Path(str(manifest))

@@ -42,7 +42,7 @@ from analysis.predictions import prediction_record, prediction_table, read_predi
 from analysis.weak_lensing.mcmc import MCMC_SETTINGS, summary_posteriors
 from rigor.guard import safe_load
 from rigor.jsonio import write_json
-from tasks.predict import _file_sha256, _safe, apply_data_overrides, data_identity, data_overrides, run_config, run_predict
+from tasks.predict import apply_data_overrides, data_identity, data_overrides, run_config, run_predict
 from tasks.weak_lensing.evaluation import resolve_settings
 
 log = logging.getLogger(__name__)
@@ -93,14 +93,9 @@ def _data_name(cfg: DictConfig, run_cfg: DictConfig, overrides: list[str]) -> tu
     """The name of the data's predictions directory and what identifies the maps."""
     replacement = cfg.get("data") if isinstance(cfg.get("data"), DictConfig) else None
     data_cfg = apply_data_overrides(run_cfg, replacement, overrides).data
-    maps = data_cfg.get("maps_path")
-    if maps:
-        path = Path(str(maps))
-        if not path.is_file():
-            raise FileNotFoundError(f"data.maps_path: {path} does not exist")
-        digest = _file_sha256(path)
-        return f"{_safe(path.stem)}-{digest[:8]}", {"maps_path": str(path.resolve()), "maps_sha256": digest}
-    identity = data_identity(data_cfg, None)
+    identity = data_identity(data_cfg, None)  # a maps file: named by its stem and sha256
+    if "maps" in identity:
+        return identity["name"], {"maps_path": identity["maps"], "maps_sha256": identity["maps_sha256"]}
     return identity["name"], {"data": identity["name"]}
 
 
