@@ -1,6 +1,6 @@
 """The hyperparameter search on two real uses (issue 24, item 6): search against grid, pruning against none.
 
-    python benchmarks/bench_search.py                          # both parts, sizes below (~30 min on 2 shared cores)
+    python benchmarks/bench_search.py                          # both parts, sizes below (12 min on 2 shared cores)
     python benchmarks/bench_search.py --parts lens --lens-trials 20 --lens-epochs 10
     python benchmarks/bench_search.py --dry-run                # print the commands only
 
@@ -130,7 +130,8 @@ def audio_part(args, base: Path) -> dict:
                                         base / "logs" / "audio_grid_fresh.log", False)
             fj = jobs(fresh_dir)
             out["grid_choice"]["fresh"] = {"seeds": fresh,
-                                           "val": mean_sd([g["metrics"].get(args.audio_metric) for g in fj.values() if g["metrics"]]),
+                                           "val": mean_sd([g["metrics"].get(args.audio_metric)
+                                                           for g in fj.values() if g["metrics"]]),
                                            "test": {m: mean_sd([g["metrics"].get(m) for g in fj.values() if g["metrics"]])
                                                     for m in args.test_metrics}}
     summary_file = search_dir / "search_summary.json"
@@ -200,7 +201,9 @@ def markdown(res: dict) -> str:
                "| --- " * (6 + 2 * len(m)) + "|"]
         gc = a.get("grid_choice") or {}
         gr, gf = a["grid_run"], a.get("grid_fresh_run") or {}
-        md.append(f"| grid | {len(a['grid'])} | {fmt(gr['wall_s'])} (+{fmt(gf.get('wall_s'))} fresh) | {fmt(gr['cpu_s'])} "
+        g_fresh = len((gc.get("fresh") or {}).get("seeds", []))
+        md.append(f"| grid | {len(a['grid'])} (+{g_fresh} fresh) | {fmt(gr['wall_s'])} (+{fmt(gf.get('wall_s'))} fresh) | "
+                  f"{fmt(gr['cpu_s'])} "
                   f"(+{fmt(gf.get('cpu_s'))}) | {gc.get('point')} (dropout 0.05) | {fmt(gc.get('val'))} | "
                   + " | ".join(fmt((gc.get('test_seed') or {}).get(t)) for t in m) + " | "
                   + " | ".join(ms(((gc.get('fresh') or {}).get('test') or {}).get(t)) for t in m) + " |")
@@ -208,7 +211,8 @@ def markdown(res: dict) -> str:
         best = s.get("best") or {}
         sr = a["search_run"]
         params = ", ".join(f"{k.split('.')[-1]}={fmt(v, 3)}" for k, v in (best.get("params") or {}).items())
-        md.append(f"| search | {sum((s.get('trial_states') or {}).values())} (+{len((s.get('fresh') or {}).get('seeds', []))} fresh) "
+        n_fresh = len((s.get("fresh") or {}).get("seeds", []))
+        md.append(f"| search | {sum((s.get('trial_states') or {}).values())} (+{n_fresh} fresh) "
                   f"| {fmt(sr['wall_s'])} (incl. fresh) | {fmt(sr['cpu_s'])} | {params} | {fmt(best.get('search_best_val'))} | "
                   + " | ".join("-" for _ in m) + " | "
                   + " | ".join(ms(((s.get('fresh') or {}).get('test') or {}).get(t)) for t in m) + " |")
@@ -223,9 +227,11 @@ def markdown(res: dict) -> str:
         md.append("")
     lens = res.get("lens")
     if lens and lens["arms"]:
-        md += [f"Lens lr/wd search ({lens['experiment']} data, {lens['epochs']} epochs, {lens['trials']} trials, no fresh seeds): "
+        md += [f"Lens lr/wd search ({lens['experiment']} data, {lens['epochs']} epochs, {lens['trials']} trials, "
+               "no fresh seeds): "
                f"{lens['pruner']} against none", "",
-               "| arm | wall (s) | CPU (s) | trials (state: n) | epochs trained | best val AUROC |", "| --- | --- | --- | --- | --- | --- |"]
+               "| arm | wall (s) | CPU (s) | trials (state: n) | epochs trained | best val AUROC |",
+               "| --- | --- | --- | --- | --- | --- |"]
         for name, arm in lens["arms"].items():
             states = ", ".join(f"{k}: {v}" for k, v in sorted((arm.get("trial_states") or {}).items()))
             md.append(f"| {name} | {fmt(arm['run']['wall_s'])} | {fmt(arm['run']['cpu_s'])} | {states} | "
@@ -241,7 +247,8 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None, help="results (default: <dir>/bench_search.json)")
     p.add_argument("--seed", type=int, default=42, help="the grid's and the search's seed")
     p.add_argument("--audio-experiment", default="audio_grid")
-    p.add_argument("--audio-points", nargs="+", default=GRID, choices=GRID, help="grid points (conf/audio_grid/); the search's budget")
+    p.add_argument("--audio-points", nargs="+", default=GRID, choices=GRID,
+                   help="grid points (conf/audio_grid/); the search's budget")
     p.add_argument("--audio-epochs", type=int, default=None, help="trainer.max_epochs (default: the experiment's, 8)")
     p.add_argument("--audio-metric", default="best_val_loss", help="the objective (the audio module's monitor, minimised)")
     p.add_argument("--test-metrics", nargs="+", default=["test_auroc", "test_loss"])
