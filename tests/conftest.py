@@ -69,3 +69,15 @@ def train_in_process(overrides: list[str], run_dir: Path) -> dict:
     with open_dict(cfg):
         del cfg["hydra"]  # train.py's config has no hydra node
     return train(cfg)
+
+
+#: Test files that take a minute or more, longest (or most waiting) first: with one file per worker
+#: (`--dist loadfile`), starting them first lets the many short files fill the other workers meanwhile,
+#: instead of one long file running alone at the end. Only the order changes, never what runs.
+LONG_FILES = ("test_slurm.py", "test_ray_launcher.py", "test_search.py", "test_sweeps.py", "test_train.py",
+              "test_reliability.py", "test_evaluate.py", "test_experiments.py", "test_predict_other_data.py")
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))  # stable: the rest keep their order

@@ -40,16 +40,35 @@ def study(sweep: Path):
 
 
 class SlowJob(Callback):
-    """Test-only: job `job` of a sweep sleeps `seconds` when fitting starts."""
+    """Test-only: job `job` of a sweep, when fitting starts, waits until job `until_job` has started (at most
+    `seconds`); every job marks its start in `marker_dir`.
 
-    def __init__(self, job: int, seconds: float) -> None:
-        self.job, self.seconds = job, seconds
+    Waiting for an event rather than for a fixed time keeps the test independent of the machine's load: a
+    sweeper that frees a finished trial's slot starts `until_job` while `job` waits; one that waits for the
+    whole batch cannot, so `job` ends first, after `seconds`, and the test fails.
+    """
+
+    def __init__(self, job: int, seconds: float, marker_dir: str = "", until_job: int = 2) -> None:
+        self.job, self.seconds, self.until_job = job, seconds, until_job
+        self.marker_dir = Path(marker_dir) if marker_dir else None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from hydra.core.hydra_config import HydraConfig
 
-        if HydraConfig.initialized() and HydraConfig.get().job.get("num") == self.job:
-            time.sleep(self.seconds)
+        if not HydraConfig.initialized():
+            return
+        num = HydraConfig.get().job.get("num")
+        if self.marker_dir is None:
+            if num == self.job:
+                time.sleep(self.seconds)
+            return
+        self.marker_dir.mkdir(parents=True, exist_ok=True)
+        (self.marker_dir / f"started_{num}").touch()
+        if num == self.job:
+            end = time.monotonic() + self.seconds
+            while not (self.marker_dir / f"started_{self.until_job}").exists() and time.monotonic() < end:
+                time.sleep(0.2)
+            time.sleep(2.0)  # the ledger's times are whole seconds: end visibly after the other job's start
 
 
 # --- no training --------------------------------------------------------------------------------------
@@ -133,13 +152,13 @@ def test_a_pruned_trial_is_pruned_not_failed(tmp_path):
 
 
 def test_two_workers_a_finished_trial_frees_its_slot(tmp_path, ray_address):
-    """Job 0 sleeps 12 s: job 1 ends first and job 2 takes its slot while job 0 still runs (no waiting for a batch)."""
+    """Job 0 waits for job 2 to start: job 1 ends first and job 2 takes its slot while job 0 still runs."""
     from tests.test_ray_launcher import ray_args
 
     sweep = tmp_path / "sweep"
     out = run_train(search(sweep, "logger=csv", "hydra.sweeper.n_jobs=2", *ray_args(ray_address),
                            "+callbacks.slow._target_=tests.test_search.SlowJob", "+callbacks.slow.job=0",
-                           "+callbacks.slow.seconds=12"))
+                           "+callbacks.slow.seconds=180", f"+callbacks.slow.marker_dir={tmp_path / 'started'}"))
     assert out.returncode == 0, out.stderr[-3000:]
     rows = {int(r["job"]): r for r in Ledger(sweep).rows()}
     assert sorted(rows) == [0, 1, 2] and all(r["state"] == "completed" for r in rows.values())
