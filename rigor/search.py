@@ -116,8 +116,9 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def search_space(params: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Optuna distributions from ``hydra.sweeper.params`` in Hydra's sweep syntax (as the Optuna sweeper reads it).
 
-    ``interval(a, b)`` is a float range (an int range when both ends are ints), ``tag(log, interval(a, b))``
-    its log scale, ``range(a, b[, step])`` ints from a to b-1 (Python's range), ``choice(x, y, ...)`` a
+    ``interval(a, b)`` is a float range (Hydra's parser reads its ends as floats, even ``interval(4, 64)``:
+    use ``range`` for whole numbers), ``tag(log, interval(a, b))`` its log scale, ``range(a, b[, step])`` ints
+    from a to b-1 (Python's range; ``tag(log, range(a, b))`` on a log scale), ``choice(x, y, ...)`` a
     categorical; a plain value is a fixed override of every trial.
 
     Returns:
@@ -606,7 +607,8 @@ def _markdown(out: Mapping[str, Any]) -> str:
     final = out.get("final")
     if best:
         md += [f"Best trial: {best['trial']} (job {best['job']}), params {best['params']}", ""]
-        md += ["| | validation |", "| --- | --- |", f"| search's best (max over trials: biased) | {_fmt(best['search_best_val'])} |"]
+        md += ["| | validation |", "| --- | --- |", f"| search's best ({'max' if out['direction'] == 'maximize' else 'min'} over trials: biased) | "
+               f"{_fmt(best['search_best_val'])} |"]
         if final:
             v = final["val"]
             md += [f"| the same configuration, {v['n']} fresh seeds {final['seeds']} (mean, 95% t CI) | "

@@ -59,3 +59,13 @@ def test_audio_lora_space_covers_the_seed_grid():
     # the pruning switch the benchmark uses: null turns it off
     off = compose(["hparams_search=audio_lora", "experiment=audio_grid", "hydra.sweeper.pruner=null"])
     assert off.hydra.sweeper.pruner is None
+
+
+def test_the_summary_names_the_direction_of_the_best_value():
+    from rigor.search import _markdown
+
+    for direction, word in (("minimize", "min over trials"), ("maximize", "max over trials")):
+        md = _markdown({"study": "s", "objective": "best_val_loss", "direction": direction, "storage": "journal",
+                        "trial_states": {"completed": 2}, "trials": [],
+                        "best_trial": {"trial": 1, "job": 1, "params": {}, "search_best_val": 0.25}})
+        assert f"search's best ({word}: biased) | 0.25 |" in md
