@@ -14,6 +14,7 @@ from statsmodels.stats.contingency_tables import mcnemar
 from analysis.calibration import fit_temperature
 from tests.helpers import run_script
 from tests.conftest import ROOT
+from tests.lens.tiny import TEST_NET
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +24,7 @@ _run = run_script  # tests/helpers.py
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, toy_lens_manifest) -> Path:
     sweep_dir = tmp_path_factory.mktemp("evalsweep") / "sweep"
-    _run("train.py", "-m", f"data.manifest_path={toy_lens_manifest}", "seed=1,2", "trainer.max_epochs=2", "logger=csv",
+    _run("train.py", "-m", f"data.manifest_path={toy_lens_manifest}", *TEST_NET, "seed=1,2", "trainer.max_epochs=2", "logger=csv",
          "data.batch_size=32", "callbacks.core_sensitivity.splits=[val]", f"hydra.sweep.dir={sweep_dir}")
     return sweep_dir
 

@@ -24,10 +24,11 @@ from lightning_modules.metrics import DefinedBinaryAUROC
 from rigor.guard import ResumeConfigError, SplitError, check_resume, check_splits, config_diff, relevant_config, safe_load
 from tests.helpers import signal_after_first_last_ckpt
 from tests.conftest import ROOT, TOY_SEARCH, compose, train_in_process
+from tests.lens.tiny import TEST_NET
 
 
 def toy(manifest: Path, *extra: str) -> list[str]:
-    return ["experiment=lens_smoke", f"data.manifest_path={manifest}", "logger=none", "cpu_threads=1", *extra]
+    return ["experiment=lens_smoke", f"data.manifest_path={manifest}", *TEST_NET, "logger=none", "cpu_threads=1", *extra]
 
 
 def toy_family(*extra: str) -> list[str]:

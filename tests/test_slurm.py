@@ -31,6 +31,7 @@ from rigor.launchers import check_time_limit
 from rigor.ledger import Ledger
 from rigor.sweeps import read_sweep
 from tests.conftest import ROOT
+from tests.lens.tiny import TEST_NET
 from tests.slurm_cluster import SingleNodeSlurm, missing
 from tests.test_sweeps import ENV, Chaos, same_metrics, states, tiny
 
@@ -119,8 +120,8 @@ def slurm(tmp_path_factory: pytest.TempPathFactory):
 
 
 def lens_grid(manifest: Path, markers: Path) -> list[str]:
-    """A lens sweep at test size (ResNet18 on the toy lens manifest), no dropout: job 0 requeued, job 1 timed out."""
-    return ["-m", f"data.manifest_path={manifest}", "data.batch_size=32", "trainer.max_epochs=3", "logger=csv",
+    """A lens sweep at test size (timm's test ResNet on the toy lens manifest), no dropout: job 0 requeued, job 1 timed out."""
+    return ["-m", f"data.manifest_path={manifest}", "data.batch_size=32", *TEST_NET, "trainer.max_epochs=3", "logger=csv",
             "callbacks.early_stopping=null", "cpu_threads=1", "callbacks.shortcut_gates.every_n_epochs=1",
             "callbacks.thetae_auroc.every_n_epochs=1", "callbacks.core_sensitivity.splits=[val]", "seed=1,2",
             "+callbacks.slurm_chaos._target_=tests.test_slurm.SlurmChaos", f"+callbacks.slurm_chaos.marker_dir={markers}",

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, TOY_SEARCH, train_in_process
+from tests.lens.tiny import TEST_NET
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +32,7 @@ def run_train(*overrides: str, manifest: Path, check: bool = True) -> subprocess
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONHASHSEED": "0"}
     flags = [o for o in overrides if o.startswith("-")]  # argparse wants -m before the overrides
     overrides = tuple(o for o in overrides if not o.startswith("-"))
-    cmd = [sys.executable, "train.py", *flags, f"data.manifest_path={manifest}", "data.batch_size=32",
+    cmd = [sys.executable, "train.py", *flags, f"data.manifest_path={manifest}", "data.batch_size=32", *TEST_NET,
            "callbacks.shortcut_gates.every_n_epochs=1", "callbacks.thetae_auroc.every_n_epochs=1", *overrides]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     if check and proc.returncode != 0:
@@ -99,7 +100,7 @@ def test_interrupted_run_resumes_to_the_same_metrics(tmp_path, toy_lens_manifest
     common = ("trainer.max_epochs=4", "logger=csv", "callbacks.core_sensitivity.splits=[val]", "cpu_threads=1")
     # the uninterrupted run in this process (it needs no process of its own); the crash and the resume are
     # starts of train.py as a user makes them (failure.json is written by its main)
-    lens = (f"data.manifest_path={toy_lens_manifest}", "data.batch_size=32", "callbacks.shortcut_gates.every_n_epochs=1",
+    lens = (f"data.manifest_path={toy_lens_manifest}", "data.batch_size=32", *TEST_NET, "callbacks.shortcut_gates.every_n_epochs=1",
             "callbacks.thetae_auroc.every_n_epochs=1")
     straight = tmp_path / "straight"
     train_in_process([*lens, *common], straight)

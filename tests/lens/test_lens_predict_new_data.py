@@ -17,6 +17,7 @@ import torch
 from datamodules.lens.datamodule import LensDataModule, LensInputs
 from tasks.predict import check_inputs_fit
 from tests.helpers import run_script, write_toy_lens_data
+from tests.lens.tiny import TEST_NET
 
 
 def write_new_cutouts(out_dir: Path, n: int = 30, size: int = 63, channels: int = 3, bands: str | None = None,
@@ -121,7 +122,7 @@ def test_band_order_channels_and_stamp_size_must_match(tmp_path, toy_lens_manife
 @pytest.fixture(scope="module")
 def lens_run(tmp_path_factory, toy_lens_manifest) -> Path:
     run = tmp_path_factory.mktemp("lens_run") / "run"
-    run_script("train.py", f"data.manifest_path={toy_lens_manifest}", "data.batch_size=16",
+    run_script("train.py", f"data.manifest_path={toy_lens_manifest}", "data.batch_size=16", *TEST_NET,
                "debug=fast", "logger=csv", "cpu_threads=1", f"hydra.run.dir={run}")
     return run
 
