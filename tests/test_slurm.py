@@ -1,7 +1,7 @@
 """Sweeps on a real SLURM: a single-node cluster (tests/slurm_cluster.py) started for this module.
 
 One sweep of the toy family (which has dropout) goes through sbatch with ``hydra/launcher=slurm`` and a
-1-minute time limit, four jobs at once, each meeting one thing a cluster does to jobs (SlurmChaos):
+2-minute time limit, four jobs at once, each meeting one thing a cluster does to jobs (SlurmChaos):
 
 - job 0 (seed 1): ``scontrol requeue`` mid-training: SIGTERM, requeued by SLURM, resumes from last.ckpt;
 - job 1 (seed 2): runs into its time limit: SLURM's USR2 comes before it (``signal_delay_s``, and up to 30 s
@@ -53,7 +53,7 @@ class SlurmChaos(Callback):
     """
 
     def __init__(self, marker_dir: str, requeue_job: int = -1, cancel_job: int = -1, wait_job: int = -1, epoch: int = 1,
-                 wait_s: float = 100) -> None:
+                 wait_s: float = 160) -> None:
         self.marker_dir = Path(marker_dir)
         self.requeue_job, self.cancel_job, self.wait_job = requeue_job, cancel_job, wait_job
         self.epoch, self.wait_s = epoch, wait_s
@@ -86,9 +86,11 @@ def slurm_chaos(marker_dir: Path) -> list[str]:
             "+callbacks.slurm_chaos.requeue_job=0", "+callbacks.slurm_chaos.wait_job=1", "+callbacks.slurm_chaos.cancel_job=2"]
 
 
-#: the cluster user's settings for these jobs: one CPU, no GPU, little memory, a 1-minute limit whose warning comes
-#: 2 s before it (28-58 s after the start: SLURM's 30 s checks); Rigor's poll and lost-job wait shortened for the test
-SLURM = ["hydra/launcher=slurm", "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=2",
+#: the cluster user's settings for these jobs: one CPU, no GPU, little memory, a 2-minute limit whose warning comes
+#: 2 s before it (88-118 s after the start: SLURM's 30 s checks); Rigor's poll and lost-job wait shortened for the
+#: test. With 1 minute the warning could come 28 s after the start: on a loaded 2-core machine, before a job had
+#: imported Lightning and set its handler, so it died of the signal (exit 140) instead of stopping.
+SLURM = ["hydra/launcher=slurm", "hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=2",
          "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=null", "hydra.launcher.max_num_timeout=2",
          "hydra.launcher.queue_poll_s=2", "hydra.launcher.lost_job_wait_s=3"]
 
@@ -137,7 +139,7 @@ def sweeps(slurm: SingleNodeSlurm, tmp_path_factory: pytest.TempPathFactory, toy
 
     def train(*args: str, base: list[str] = grid) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "train.py", *base, *args], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=300)
+                              text=True, timeout=900)
 
     out: dict = {"slurm": tmp / "slurm", "local": tmp / "local", "lens_slurm": tmp / "lens_slurm", "lens_local": tmp / "lens_local"}
     lens = lens_grid(toy_lens_manifest, tmp / "lens_markers")
