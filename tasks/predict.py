@@ -163,31 +163,28 @@ def data_identity(data_cfg: DictConfig, config_name: str | None) -> dict[str, An
     """The identity of a data set: its name and what it is made of.
 
     A file of maps (``maps_path``, weak lensing) or a manifest (``manifest_path``): its path and sha256 (a
-    manifest also the arrays beside it, path and size); the name is ``<file stem>-<hash[:8]>``. Otherwise (a simulation, a built-in data set): the sha256 of the
-    resolved data node without its reading keys (_READING_KEYS), and the name ``<config name>-<hash[:8]>``.
+    manifest also the arrays beside it, path and size); the name is ``<file stem>-<hash[:8]>``. Otherwise (a
+    simulation, a built-in data set): the sha256 of the resolved data node without its reading keys
+    (_READING_KEYS), and the name ``<config name>-<hash[:8]>``.
     """
     node = OmegaConf.to_container(data_cfg, resolve=True)
-    maps = node.get("maps_path")  # weak lensing: a file of unlabelled maps replaces the run's own test maps
-    if maps:
-        path = Path(str(maps))
-        if not path.is_file():
-            raise FileNotFoundError(f"data.maps_path: {path} does not exist")
-        digest = _file_sha256(path)
-        return {"name": f"{_safe(path.stem)}-{digest[:8]}", "maps": str(path.resolve()), "maps_sha256": digest,
-                "config": {k: v for k, v in node.items() if k not in _READING_KEYS}}
-    manifest = node.get("manifest_path")
-    if manifest:
-        path = Path(str(manifest))
-        if not path.is_file():
-            raise FileNotFoundError(f"data.manifest_path: {path} does not exist")
-        digest = _file_sha256(path)
-        arrays = {p.name: p.stat().st_size for p in sorted(path.parent.glob("*.npy"))}
-        return {"name": f"{_safe(path.stem)}-{digest[:8]}", "manifest": str(path.resolve()), "manifest_sha256": digest,
-                "arrays": arrays, "config": {k: v for k, v in node.items() if k not in _READING_KEYS}}
     what = {k: v for k, v in node.items() if k not in _READING_KEYS}
+    out: dict[str, Any]
+    # a file names the data: a file of maps (weak lensing: it replaces the run's own test maps), else a manifest
+    for key in ("maps_path", "manifest_path"):
+        if not node.get(key):
+            continue
+        path, kind = Path(str(node[key])), key.removesuffix("_path")
+        if not path.is_file():
+            raise FileNotFoundError(f"data.{key}: {path} does not exist")
+        digest = _file_sha256(path)
+        out = {"name": f"{_safe(path.stem)}-{digest[:8]}", kind: str(path.resolve()), f"{kind}_sha256": digest}
+        if kind == "manifest":
+            out["arrays"] = {p.name: p.stat().st_size for p in sorted(path.parent.glob("*.npy"))}
+        return {**out, "config": what}
     digest = content_hash(what, length=64)
     name = config_name or str(node.get("_target_", "data")).rsplit(".", 1)[-1]
-    out: dict[str, Any] = {"name": f"{_safe(name)}-{digest[:8]}", "config_hash": digest, "config": what}
+    out = {"name": f"{_safe(name)}-{digest[:8]}", "config_hash": digest, "config": what}
     if isinstance(node.get("simulation"), dict):
         out["simulation_hash"] = content_hash(node["simulation"], length=64)
     return out

@@ -56,10 +56,14 @@ def compose(overrides: list[str], config_name: str = "train"):
         return hydra_compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
 
 
-def train_in_process(overrides: list[str], run_dir: Path) -> dict:
-    """Run train.py's train() on a composed config in this process (faster than a subprocess); returns its metrics."""
+def train_in_process(overrides: list[str], run_dir: Path, save_config: bool = False) -> dict:
+    """Run train.py's train() on a composed config in this process (faster than a subprocess); returns its metrics.
+
+    With ``save_config``, the run's config is also written to ``.hydra/config.yaml`` as a train.py process
+    leaves it (evaluate.py rebuilds a run from that file).
+    """
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    from omegaconf import OmegaConf, open_dict
 
     from train import train
 
@@ -68,6 +72,9 @@ def train_in_process(overrides: list[str], run_dir: Path) -> dict:
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]  # train.py's config has no hydra node
+    if save_config:
+        (Path(run_dir) / ".hydra").mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, Path(run_dir) / ".hydra" / "config.yaml")
     return train(cfg)
 
 

@@ -84,9 +84,10 @@ def kill_after_first_last_ckpt_and_resume(args: list[str], run_dir: Path, straig
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
 
-    def start(directory: Path, **kw):
+    def start(directory: Path, quiet: bool = False) -> subprocess.Popen:
+        out = subprocess.DEVNULL if quiet else subprocess.PIPE  # the killed start's output is never read
         return subprocess.Popen([sys.executable, "train.py", *args, f"hydra.run.dir={directory}"], cwd=root, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+                                stdout=out, stderr=out, text=True)
 
     def finish(proc: subprocess.Popen) -> None:
         out, err = proc.communicate(timeout=timeout)
@@ -96,8 +97,7 @@ def kill_after_first_last_ckpt_and_resume(args: list[str], run_dir: Path, straig
     from tests.conftest import train_in_process
 
     train_in_process(list(args), straight_dir)
-    proc = subprocess.Popen([sys.executable, "train.py", *args, f"hydra.run.dir={run_dir}"], cwd=root, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start(run_dir, quiet=True)
     last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + timeout
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -175,17 +175,16 @@ def evaluate_in_process(*args: str):
     return subprocess.CompletedProcess(["evaluate.py", *args], code, out.getvalue(), err.getvalue())
 
 
-def run_script(script: str, *args: str, check: bool = True, subprocess_only: bool = False):
+def run_script(script: str, *args: str, check: bool = True):
     """Run train.py or evaluate.py at the repository root, offline; fail with its output unless ok.
 
-    train.py runs in a subprocess; evaluate.py in this process (``evaluate_in_process``) unless
-    ``subprocess_only``.
+    train.py runs in a subprocess; evaluate.py in this process (``evaluate_in_process``).
     """
     import os
     import subprocess
     import sys
 
-    if script == "evaluate.py" and not subprocess_only:
+    if script == "evaluate.py":
         proc = evaluate_in_process(*args)
         if check and proc.returncode != 0:
             raise AssertionError(f"{script} {args} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")

@@ -48,9 +48,8 @@ class SlowJob(Callback):
     whole batch cannot, so `job` ends first, after `seconds`, and the test fails.
     """
 
-    def __init__(self, job: int, seconds: float, marker_dir: str = "", until_job: int = 2) -> None:
-        self.job, self.seconds, self.until_job = job, seconds, until_job
-        self.marker_dir = Path(marker_dir) if marker_dir else None
+    def __init__(self, job: int, seconds: float, marker_dir: str, until_job: int = 2) -> None:
+        self.job, self.seconds, self.until_job, self.marker_dir = job, seconds, until_job, Path(marker_dir)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from hydra.core.hydra_config import HydraConfig
@@ -58,10 +57,6 @@ class SlowJob(Callback):
         if not HydraConfig.initialized():
             return
         num = HydraConfig.get().job.get("num")
-        if self.marker_dir is None:
-            if num == self.job:
-                time.sleep(self.seconds)
-            return
         self.marker_dir.mkdir(parents=True, exist_ok=True)
         (self.marker_dir / f"started_{num}").touch()
         if num == self.job:

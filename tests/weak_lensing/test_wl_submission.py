@@ -18,7 +18,6 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf, open_dict
 
 from datamodules.weak_lensing.datamodule import WeakLensingDataModule
 from rigor.guard import safe_load
@@ -39,13 +38,7 @@ def wl_run(tmp_path_factory, one_thread) -> Path:
     run = root / "run"
     overrides = ["experiment=weak_lensing_simple_cnn_direct", "debug=fast", "cpu_threads=1", "logger=csv",
                  f"paths.data_dir={root / 'data'}", *tiny_overrides(root / "data")]
-    train_in_process(overrides, run)
-    # the saved config a train.py process leaves in .hydra/ (evaluate.py rebuilds the run from it)
-    cfg = compose([*overrides, f"hydra.run.dir={run}"])
-    with open_dict(cfg):
-        del cfg["hydra"]
-    (run / ".hydra").mkdir(exist_ok=True)
-    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    train_in_process(overrides, run, save_config=True)  # evaluate.py rebuilds the run from .hydra/config.yaml
     return run
 
 
@@ -173,12 +166,7 @@ def test_cnn_mcmc_arm_submission(tmp_path, one_thread) -> None:
                  "callbacks.wl_score.mcmc.summaries=[outputs]", f"paths.data_dir={tmp_path / 'data'}", *tiny_overrides(tmp_path / "data")]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # short chains: acceptance/ESS warnings are expected
-        train_in_process(overrides, run)
-    cfg = compose([*overrides, f"hydra.run.dir={run}"])
-    with open_dict(cfg):
-        del cfg["hydra"]
-    (run / ".hydra").mkdir(exist_ok=True)
-    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+        train_in_process(overrides, run, save_config=True)
     own = _run_datamodule(run)
     maps = own.split_maps("test")
     np.save(tmp_path / "maps.npy", maps)
