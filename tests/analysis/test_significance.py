@@ -505,3 +505,128 @@ def test_paired_comparison_passes_seed_alpha_and_metrics_through():
     assert comp["mcnemar"] == mcnemar_exact(ca, cb)
     with pytest.raises(ValueError, match="differ in shape"):
         paired_comparison(ids, y, pa, ids, y, np.column_stack([1 - pb, pb]))
+
+
+# --- survivors of a mutation run (issue 27): contracts the tests above left open ---------------------
+
+def test_mcnemar_counts_zero_one_floats_as_correctness():
+    """Correctness read back from a table comes as 0.0 / 1.0; it is counted as bool, not refused."""
+    res = mcnemar_exact(np.array([1.0, 1, 1, 0, 1]), np.array([0.0, 0, 0, 0, 1]))
+    assert (res["b"], res["c"], res["n"]) == (3, 0, 5)
+    assert res["p"] == pytest.approx(0.25, abs=1e-15)  # 2 * (1/2)^3
+
+
+def test_predictions_are_integer_class_indices():
+    from analysis.significance import predictions_from_scores
+
+    assert predictions_from_scores(np.array([0.2, 0.7])).dtype == np.int64
+    assert predictions_from_scores(np.array([[0.2, 0.8], [0.9, 0.1]])).dtype == np.int64
+    with pytest.raises(ValueError, match=r"^binary scores must be probabilities"):
+        predictions_from_scores(np.array([2.0]))
+
+
+def test_per_class_accuracy_on_empty_and_single_class_input_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an absent class is NaN by the guard, not by a mean of nothing
+        assert per_class_accuracy(np.array([], int), np.array([], int)) == {}
+        assert per_class_accuracy(np.array([0, 0]), np.array([0, 0])) == {0: 1.0}
+        out = per_class_accuracy(np.array([0, 0, 1]), np.array([0, 1, 1]), n_classes=3)
+    assert out[0] == 0.5 and out[1] == 1.0 and np.isnan(out[2])
+
+
+def test_weighted_auroc_of_one_positive_and_one_negative():
+    # W_pos * W_neg = 1 exactly: still a defined AUROC (1 or 0), not NaN
+    y = np.array([0, 1])
+    assert _WeightedAuroc(y, np.array([0.2, 0.9]))(np.ones((1, 2))).tolist() == [1.0]
+    assert _WeightedAuroc(y, np.array([0.9, 0.2]))(np.ones((1, 2))).tolist() == [0.0]
+    assert _WeightedAuroc(y, np.array([0.5, 0.5]))(np.ones((1, 2))).tolist() == [0.5]
+
+
+def test_bootstrap_defaults_are_10000_resamples_from_seed_0():
+    y, pa, pb = two_models(200, 15)
+    res = paired_bootstrap_ci(y, pa, pb)
+    assert res["n_boot"] == 10000 and res["alpha"] == 0.05 and res["n_valid"] == 10000
+    assert res == paired_bootstrap_ci(y, pa, pb, "accuracy", n_boot=10000, seed=0, alpha=0.05, stratify=True)
+    # the seed: an AUROC CI (near-continuous, unlike accuracy's steps of 1/N) moves with it
+    y, pa, pb = two_models(100, 15)
+    auc = paired_bootstrap_ci(y, pa, pb, "auroc")
+    assert auc == paired_bootstrap_ci(y, pa, pb, "auroc", n_boot=10000, seed=0)
+    assert auc["ci_low"] != paired_bootstrap_ci(y, pa, pb, "auroc", n_boot=10000, seed=1)["ci_low"]
+    with pytest.raises(ValueError, match=r"^cannot bootstrap zero samples$"):
+        paired_bootstrap_ci(np.array([], int), np.zeros(0), np.zeros(0), n_boot=5)
+
+
+def test_a_block_holds_one_resample_at_least(monkeypatch):
+    """Past the element cap (N above it) each block is one resample: the draws are those of blocks of one."""
+    import analysis.significance as sig
+
+    monkeypatch.setattr(sig, "_BLOCK_ELEMENTS", 10)  # 10 // 20 = 0 resamples a block -> 1
+    y = np.array([0, 1] * 10)
+    rng = np.random.default_rng(0)
+    pa, pb = rng.random(20), rng.random(20)
+    res = paired_bootstrap_ci(y, pa, pb, "auroc", n_boot=5, seed=3, alpha=0.5)
+    draw = np.random.default_rng(3)
+    idx = np.concatenate([_redraw_indices(y, 1, draw, True) for _ in range(5)])
+    diffs = _rank_auroc(y[idx], pb[idx]) - _rank_auroc(y[idx], pa[idx])
+    low, high = _percentile_ci(diffs, 0.5)
+    assert (res["ci_low"], res["ci_high"]) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
+
+
+def test_undefined_resample_warning_counts_names_and_points_at_the_caller():
+    y, pa, pb = two_models(60, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every resample defined: no warning
+        paired_bootstrap_ci(y, pa, pb, "auroc", n_boot=50)
+
+    def half_undefined(yy, p):
+        return float("nan") if p[0] > 0.5 else 1.0
+
+    with pytest.warns(RuntimeWarning) as record:
+        res = paired_bootstrap_ci(y, pa, pb, half_undefined, n_boot=40, seed=1)
+    dropped = 40 - res["n_valid"]
+    assert 0 < dropped < 40
+    (w,) = [r for r in record if "resamples" in str(r.message)]
+    assert str(w.message) == f"{dropped} of 40 resamples gave an undefined half_undefined and were dropped"
+    # stacklevel 2: the caller's line, not significance.py (under mutmut a wrapper frame sits between)
+    assert w.filename == __file__ or "mutmut" in w.filename
+
+
+def test_align_samples_names_each_side_and_refuses_a_subset():
+    from analysis.significance import align_samples
+
+    ids = np.array(["s0", "s1", "s2"])
+    with pytest.raises(ValueError, match=r"^runA: sample_id is not unique"):
+        align_samples(np.array(["s0", "s0", "s2"]), np.zeros(3), ids, np.zeros(3), names=("runA", "runB"))
+    with pytest.raises(ValueError, match=r"^runA: 3 sample ids but 2 targets$"):
+        align_samples(ids, np.zeros(2), ids, np.zeros(3), names=("runA", "runB"))
+    # B holds a subset of A: refused (nothing is matched on a subset), in either direction
+    with pytest.raises(ValueError, match=r"1 only in a \(e.g. \['s2'\]\), 0 only in b"):
+        align_samples(ids, np.zeros(3), ids[:2], np.zeros(2))
+    with pytest.raises(ValueError, match=r"0 only in a \(e.g. \[\]\), 1 only in b"):
+        align_samples(ids[:2], np.zeros(2), ids, np.zeros(3))
+    # five example ids by default
+    many = np.array([f"x{i}" for i in range(7)])
+    with pytest.raises(ValueError, match=r"7 only in a \(e.g. \['x0', 'x1', 'x2', 'x3', 'x4'\]\), 7 only in b"):
+        align_samples(many, np.zeros(7), np.array([f"y{i}" for i in range(7)]), np.zeros(7))
+
+
+def test_paired_comparison_returns_arrays_in_a_row_order_and_its_defaults():
+    perm = np.array([3, 5, 0, 2, 1, 4])
+    comp = paired_comparison(IDS, TARGETS, P_A, IDS[perm], TARGETS[perm], P_B[perm], names=("runA", "runB"))
+    np.testing.assert_array_equal(comp["targets"], TARGETS)
+    np.testing.assert_array_equal(comp["scores_a"], P_A)
+    np.testing.assert_array_equal(comp["scores_b"], P_B)
+    assert comp["correct_b"].tolist() == [False, False, True, True, True, False]
+    # defaults: 10000 class-stratified resamples from seed 0, alpha 0.05 (an AUROC CI, which moves with the seed)
+    y, pa, pb = two_models(100, 15)
+    ids = np.arange(100)
+    auc = paired_comparison(ids, y, pa, ids, y, pb, metrics=("auroc",))["bootstrap"]["auroc"]
+    assert auc == paired_bootstrap_ci(y, pa, pb, "auroc", n_boot=10000, seed=0, alpha=0.05)
+    assert auc["ci_low"] != paired_bootstrap_ci(y, pa, pb, "auroc", n_boot=10000, seed=1)["ci_low"]
+    # correctness given as 0/1 comes back as bool
+    c = paired_comparison(IDS, TARGETS, np.array([1, 1, 0, 1, 1, 0]), IDS, TARGETS, np.array([0, 0, 1, 1, 1, 0]),
+                          correct=True, n_boot=0)
+    assert c["correct_a"].dtype == bool and c["correct_b"].dtype == bool
+    assert c["correct_b"].tolist() == [False, False, True, True, True, False]
+    with pytest.raises(ValueError, match=r"^runA scores \(6,\) and runB scores \(6, 2\) differ in shape$"):
+        paired_comparison(IDS, TARGETS, P_A, IDS, TARGETS, np.column_stack([1 - P_B, P_B]), names=("runA", "runB"))
