@@ -19,27 +19,26 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from warnings import filterwarnings
 
 import hydra
-import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from callbacks.base import summary_dir
-from callbacks.step_seed import StepSeed
-from callbacks.run_checkpoint import RunCheckpoint
 from rigor.config import compose_sweeps_with_their_first_experiment, instantiate_callbacks, instantiate_loggers, register_resolvers
-from rigor.guard import ConfigStamp, ResumeConfigError, TermHandler, Terminated, check_resume, check_splits, relevant_config, safe_load
+from rigor.guard import ResumeConfigError, TermHandler, Terminated, check_resume, check_splits, relevant_config, safe_load
 from rigor.jsonio import to_jsonable, write_json
 from rigor.launchers import sweep_value
 from rigor.ledger import Ledger, job_fields, now, this_process
 from rigor.sweeps import completed_metrics
+
+# Lightning and torch (seconds to import) are imported where a run starts: a bad override, a refused sweep and
+# a sweep's launching process (Ray, submitit, SLURM: its jobs train elsewhere) never pay for them
+if TYPE_CHECKING:
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
 log = logging.getLogger("rigor.train")
 register_resolvers()
@@ -59,6 +58,8 @@ def best_score(checkpoint: ModelCheckpoint, best: dict[str, Any]) -> Any:
 
 def merge_summaries(run_dir: Path, metrics: dict[str, Any]) -> None:
     """Add every callback summary to `metrics`; a key given by two summaries (or by the run) is an error."""
+    from callbacks.base import summary_dir
+
     owner: dict[str, str] = {k: "train.py" for k in metrics}
     for path in sorted(summary_dir(run_dir).glob("*.json")):
         for key, value in json.loads(path.read_text()).items():
@@ -130,6 +131,8 @@ def load_initial_weights(model: L.LightningModule, path: str | Path) -> None:
 def device_info(trainer: L.Trainer) -> dict[str, Any]:
     """Where the run ran: accelerator, CUDA_VISIBLE_DEVICES as this process saw it, torch threads, host,
     and its niceness (a job at a lower priority than its neighbours runs slower on a shared machine)."""
+    import torch
+
     return {"accelerator": type(trainer.accelerator).__name__.replace("Accelerator", "").lower(),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "torch_threads": torch.get_num_threads(), "hostname": socket.gethostname(), "niceness": os.nice(0)}
@@ -142,6 +145,14 @@ def train(cfg: DictConfig, term: TermHandler | None = None) -> dict[str, Any]:
         cfg: The composed config (conf/train.yaml).
         term: The SIGTERM recorder main() installs (None: SIGTERM is not watched).
     """
+    import lightning as L
+    import torch
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from callbacks.base import summary_dir
+    from callbacks.run_checkpoint import ConfigStamp, RunCheckpoint
+    from callbacks.step_seed import StepSeed
+
     start = time.time()
     term = term or TermHandler()
     run_dir = run_dir_of(cfg)

@@ -1,4 +1,8 @@
-"""ModelCheckpoint whose state survives a run directory that was moved or copied.
+"""The checkpoint callbacks train.py adds to every run.
+
+ConfigStamp writes the config that matters into every checkpoint (rigor.guard's resume check reads it back).
+
+RunCheckpoint: a ModelCheckpoint whose state survives a run directory that was moved or copied.
 
 Lightning's ModelCheckpoint drops its best score and top-k record when the checkpoint's directory differs
 from its own (it warns and keeps only ``best_model_path``), so a moved run that resumes treats its next
@@ -11,7 +15,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+import lightning as L
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from rigor.guard import CHECKPOINT_KEY
+
+
+class ConfigStamp(Callback):
+    """Writes the config that matters into every checkpoint (read back by ``rigor.guard.check_resume``)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = self.config
 
 
 class RunCheckpoint(ModelCheckpoint):

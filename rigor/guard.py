@@ -20,9 +20,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-import torch
-from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from rigor.config import check_targets, load_run_config, upgrade_targets
@@ -85,16 +82,6 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[st
     return [(k, a.get(k, "<absent>"), b.get(k, "<absent>")) for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
 
 
-class ConfigStamp(Callback):
-    """Writes the config that matters into every checkpoint (read back by ``check_resume``)."""
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.config = config
-
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_KEY] = self.config
-
-
 def safe_load(path: str | Path) -> dict[str, Any]:
     """A checkpoint loaded with ``weights_only=True`` (memory-mapped); a file that needs more is refused.
 
@@ -103,6 +90,8 @@ def safe_load(path: str | Path) -> dict[str, Any]:
         ValueError: The file holds objects beyond tensors and plain containers: unpickling it would run
             code stored in the file.
     """
+    import torch  # here: train.py's config checks and a sweep's launching process need no torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -166,7 +155,7 @@ def saved_run_config(path: Path, run_dir: Path) -> DictConfig:
 
 
 def config_of_checkpoint(run_dir: Path, checkpoint: Mapping[str, Any], ckpt_path: str | Path) -> tuple[DictConfig, Path]:
-    """The saved config `checkpoint` was trained under: the config stamp in it (ConfigStamp) is the truth.
+    """The saved config `checkpoint` was trained under: the config stamp in it (callbacks.run_checkpoint.ConfigStamp) is the truth.
 
     ``<run>/.hydra/config.yaml`` when it matches the stamp, else the newest ``.hydra/restarts/*/config.yaml``
     that does (a run resumed with resume_force=true). Keys that differ only by where the run is

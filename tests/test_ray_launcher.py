@@ -1,4 +1,5 @@
-"""hydra/launcher=ray on CPU: parallel jobs, one logical GPU per job, failures kept per job, resume.
+"""hydra/launcher=ray on CPU: parallel jobs, one logical GPU per job, failures kept per job, resume; and the
+hyperparameter search's two trials at once through Ray.
 
 One Ray cluster (2 logical GPUs on a CPU machine) is started for the module and every sweep joins it
 through ``hydra.launcher.ray.init.address``, which is also how a sweep uses an existing cluster.
@@ -150,3 +151,23 @@ def test_a_killed_worker_is_a_failed_job_and_the_sweep_resumes(tmp_path, ray_add
     assert (sweep / "0" / "metrics.json").stat().st_mtime_ns == done
     assert "resuming" in (sweep / "1" / "train.log").read_text()
     assert same_metrics(json.loads((sweep / "1" / "metrics.json").read_text()), reference) == []
+
+
+# --- the search sweeper (rigor/search.py): two trials at once, on this module's cluster -----------------
+
+
+def test_search_two_workers_a_finished_trial_frees_its_slot(tmp_path, ray_address):
+    """Job 0 waits for job 2 to start: job 1 ends first and job 2 takes its slot while job 0 still runs."""
+    pytest.importorskip("optuna")  # the search extra (the test extra includes it)
+    from tests.test_search import search
+
+    sweep = tmp_path / "sweep"
+    out = run_train(search(sweep, "logger=csv", "hydra.sweeper.n_jobs=2", *ray_args(ray_address),
+                           "+callbacks.slow._target_=tests.test_search.SlowJob", "+callbacks.slow.job=0",
+                           "+callbacks.slow.seconds=180", f"+callbacks.slow.marker_dir={tmp_path / 'started'}"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = {int(r["job"]): r for r in Ledger(sweep).rows()}
+    assert sorted(rows) == [0, 1, 2] and all(r["state"] == "completed" for r in rows.values())
+    assert rows[1]["start"] < rows[0]["end"]  # two at once
+    assert rows[1]["end"] <= rows[2]["start"] < rows[0]["end"]  # job 2 got job 1's slot, job 0 still running
+    assert len({r["pid"] for r in rows.values()}) >= 2

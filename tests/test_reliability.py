@@ -289,7 +289,7 @@ def test_every_target_the_configs_name_is_allowed_and_only_those_modules():
     assert len(targets) > 40 and {t: target_refusal(t) for t in targets if target_refusal(t)} == {}
     for target in ("torch.load", "os.system", "builtins.exec", "hydra.utils.call", "functools.partial",
                    "torch.nn.modules.module.torch.load",  # an allowed prefix, then a module imported there
-                   "rigor.guard.torch.load", "callbacks.base.Path",  # a name imported into a project module
+                   "callbacks.base.torch.load", "callbacks.base.Path",  # a name imported into a project module
                    "rigor.config._module_class", "${oc.env:T}", "timm.models.load_checkpoint"):
         assert target_refusal(target), target
 
@@ -313,7 +313,7 @@ def _crafted_run(tmp_path: Path, data: object) -> Path:
     ({"_target_": "datamodules.lens.datamodule.LensDataModule",
       "_args_": [{"_target_": "torch.load", "_args_": ["EVIL"], "weights_only": False}]}, r"data\._args_\.0\._target_='torch\.load'"),
     # an allowed module's import of torch, as a partial
-    ({"_target_": "rigor.guard.torch.load", "_partial_": True}, r"data\._target_='rigor\.guard\.torch\.load' is refused: rigor\.guard\.torch is the module torch"),
+    ({"_target_": "callbacks.base.torch.load", "_partial_": True}, r"data\._target_='callbacks\.base\.torch\.load' is refused: callbacks\.base\.torch is the module torch"),
     # a node an interpolation creates
     ("${oc.create:{_target_: torch.load, f: 'EVIL', weights_only: false}}", r"data\._target_='torch\.load'"),
 ])

@@ -3,8 +3,8 @@
 End to end through train.py -m: a search whose sweep process is SIGKILLed mid-trial and then continued by
 the same command to its total (no job number reused, the killed trial resumed from its last.ckpt), the
 fresh-seed runs, summary and plots; a changed space and a test objective refused before anything runs;
-a pruner that prunes every trial after epoch 0; two trials at once through Ray, a finished one's slot
-going to the next trial while a slow one still runs.
+a pruner that prunes every trial after epoch 0. Two trials at once through Ray (a finished one's slot going to
+the next trial while a slow one still runs) is in tests/test_ray_launcher.py, on that module's Ray cluster.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ pytest.importorskip("optuna")  # the search extra (the test extra includes it)
 
 from rigor.ledger import Ledger  # noqa: E402
 from rigor.search import SearchConfigError, check_objective, epoch_metric, search_space, space_changes  # noqa: E402
-from tests.test_ray_launcher import ray_address  # noqa: F401,E402 (a module-wide Ray cluster: a fixture)
 from tests.test_sweeps import chaos, run_train, tiny  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -141,22 +140,3 @@ def test_a_pruned_trial_is_pruned_not_failed(tmp_path):
     summary = json.loads((sweep / "search_summary.json").read_text())
     assert summary["trial_states"] == {"pruned": 2} and "final" not in summary
     assert "| pruned |" in (sweep / "search_summary.md").read_text()
-
-
-# --- two trials at once (Ray) ---------------------------------------------------------------------
-
-
-def test_two_workers_a_finished_trial_frees_its_slot(tmp_path, ray_address):
-    """Job 0 waits for job 2 to start: job 1 ends first and job 2 takes its slot while job 0 still runs."""
-    from tests.test_ray_launcher import ray_args
-
-    sweep = tmp_path / "sweep"
-    out = run_train(search(sweep, "logger=csv", "hydra.sweeper.n_jobs=2", *ray_args(ray_address),
-                           "+callbacks.slow._target_=tests.test_search.SlowJob", "+callbacks.slow.job=0",
-                           "+callbacks.slow.seconds=180", f"+callbacks.slow.marker_dir={tmp_path / 'started'}"))
-    assert out.returncode == 0, out.stderr[-3000:]
-    rows = {int(r["job"]): r for r in Ledger(sweep).rows()}
-    assert sorted(rows) == [0, 1, 2] and all(r["state"] == "completed" for r in rows.values())
-    assert rows[1]["start"] < rows[0]["end"]  # two at once
-    assert rows[1]["end"] <= rows[2]["start"] < rows[0]["end"]  # job 2 got job 1's slot, job 0 still running
-    assert len({r["pid"] for r in rows.values()}) >= 2
