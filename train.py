@@ -150,7 +150,7 @@ def train(cfg: DictConfig, term: TermHandler | None = None) -> dict[str, Any]:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from callbacks.base import summary_dir
-    from callbacks.run_checkpoint import ConfigStamp, RunCheckpoint
+    from callbacks.run_checkpoint import LAST_VAL_KEY, ConfigStamp, RunCheckpoint
     from callbacks.step_seed import StepSeed
 
     start = time.time()
@@ -249,9 +249,12 @@ def train(cfg: DictConfig, term: TermHandler | None = None) -> dict[str, Any]:
         metrics["epochs_trained"] = int(safe_load(last)["epoch"]) + 1 if not fast_dev_run else trainer.current_epoch
         if getattr(model, "effective_lr", None) is not None:
             metrics["lr"] = model.effective_lr  # after the linear scaling rule, when it is on
-        for key, value in trainer.callback_metrics.items():
-            if key.startswith("val/"):
-                metrics[f"last_{key.replace('/', '_')}"] = to_jsonable(value)
+        last_val = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if not last_val and resume is not None and not fast_dev_run:
+            # this start had no epoch left (stopped after the final epoch's last.ckpt): that epoch's, from the file
+            last_val = safe_load(resume).get(LAST_VAL_KEY, {})
+        for key, value in last_val.items():
+            metrics[f"last_{key.replace('/', '_')}"] = to_jsonable(value)
 
     if cfg.get("test", True):
         ckpt = str(best_path) if best_path.exists() else cfg.get("ckpt_path")  # fast_dev_run: neither, the weights in memory

@@ -1,6 +1,7 @@
 """The checkpoint callbacks train.py adds to every run.
 
-ConfigStamp writes the config that matters into every checkpoint (rigor.guard's resume check reads it back).
+ConfigStamp writes the config that matters into every checkpoint (rigor.guard's resume check reads it back),
+and the epoch's validation metrics (a start that resumes after the final epoch trains nothing and reports those).
 
 RunCheckpoint: a ModelCheckpoint whose state survives a run directory that was moved or copied.
 
@@ -20,15 +21,19 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from rigor.guard import CHECKPOINT_KEY
 
+LAST_VAL_KEY = "rigor_last_val"
+
 
 class ConfigStamp(Callback):
-    """Writes the config that matters into every checkpoint (read back by ``rigor.guard.check_resume``)."""
+    """Writes the config that matters into every checkpoint (read back by ``rigor.guard.check_resume``), and the
+    latest validation metrics (``val/*``, read back by train.py when a resumed start has no epoch left to run)."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = self.config
+        checkpoint[LAST_VAL_KEY] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
 
 
 class RunCheckpoint(ModelCheckpoint):

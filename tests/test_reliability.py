@@ -452,3 +452,16 @@ def test_ctrl_c_stops_like_sigterm_with_status_interrupted(tmp_path):
     assert failure["status"] == "interrupted" and "SIGINT" in failure["error"]
     assert "last.ckpt holds the end of epoch" in failure["error"] and "run the same command again to resume" in failure["error"]
     assert not (run / "metrics.json").exists() and safe_load(run / "checkpoints" / "last.ckpt")["epoch"] < 59
+
+
+def test_a_run_stopped_after_its_last_epochs_checkpoint_resumes_with_its_last_val_metrics(tmp_path):
+    """Killed between the final epoch's last.ckpt and metrics.json, the restart trains nothing: its last_val_*
+    come from last.ckpt, equal to the uninterrupted run's (before, they were missing from metrics.json)."""
+    run = tmp_path / "run"
+    straight = train_in_process(toy_family("trainer.max_epochs=2"), run)
+    last_val = {k: v for k, v in straight.items() if k.startswith("last_val_")}
+    assert {"last_val_loss", "last_val_auroc"} <= set(last_val)
+    (run / "metrics.json").unlink()  # as if the process died after the last epoch's checkpoint
+    resumed = train_in_process(toy_family("trainer.max_epochs=2"), run)
+    assert resumed["epochs_trained"] == 2 and resumed["test_auroc"] == straight["test_auroc"]
+    assert {k: v for k, v in resumed.items() if k.startswith("last_val_")} == last_val
