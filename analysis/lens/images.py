@@ -97,6 +97,8 @@ def radial_median_model(images: np.ndarray) -> np.ndarray:
     ring_flat = ring.ravel()
     for k in range(n_rings):
         sel = ring_flat == k
+        if not sel.any():  # an even stamp has no pixel within half a pixel of its centre: ring 0 is empty
+            continue
         model[..., sel] = np.median(flat[..., sel], axis=-1, keepdims=True)
     return model.reshape(images.shape)
 
