@@ -178,3 +178,54 @@ def test_bin_spec_and_edges_are_checked():
     with pytest.raises(ValueError, match="increase strictly"):
         check_edges([0.0, 1.0, 1.0])
     assert check_edges([0, 0.5]) == [0.0, 0.5]
+
+
+# --- survivors of a mutation run (issue 27) ----------------------------------------------------------------
+
+def test_a_positive_scored_exactly_at_the_threshold_is_not_detected():
+    y = np.array([0, 1, 1, 1, 1])
+    s = np.array([0.4, 0.4, 0.41, np.nextafter(0.4, 0), 0.9])
+    rows = stratified_metrics(y, s, np.array([np.nan, 0.5, 0.5, 0.5, 0.5]), [0.0, 1.0], threshold=0.4)
+    assert (rows[0]["n_detected"], rows[0]["completeness"]) == (2, 0.5)  # 0.41 and 0.9; 0.4 is not above
+
+
+def test_missing_stratum_values_given_as_none_fall_in_no_bin():
+    # a metadata column read from JSON holds None for "no value": the same as NaN
+    y = np.array([0, 0, 1, 1])
+    rows = stratified_metrics(y, np.array([0.1, 0.6, 0.7, 0.2]), [None, None, 0.5, None], [0.0, 1.0])
+    assert (rows[0]["n_pos"], rows[0]["n_neg"]) == (1, 2)
+    assert rows[0]["auroc"] == pytest.approx(1.0)
+
+
+def test_multiclass_auroc_refuses_labels_outside_its_columns():
+    # label 5 with three score columns: not a reordering of classes sklearn may guess, an error
+    p = np.random.default_rng(0).dirichlet(np.ones(3), 6)
+    with pytest.raises(ValueError, match="labels"):
+        auroc(np.array([0, 1, 5, 0, 1, 5]), p)
+
+
+def test_auroc_warning_points_at_the_caller():
+    with pytest.warns(RuntimeWarning, match="single class") as record:
+        auroc(np.ones(3), np.arange(3.0))
+    with pytest.warns(RuntimeWarning, match="only classes") as record3:
+        auroc(np.array([0, 1]), np.full((2, 3), 1 / 3))
+    for w in (record[0], record3[0]):
+        # stacklevel 2: this file, not metrics.py (under mutmut a wrapper frame sits between)
+        assert w.filename == __file__ or "mutmut" in w.filename
+
+
+def test_spread_summary_of_no_value_has_both_keys_nan():
+    out = spread_summary([{"auroc": float("nan")}])
+    assert sorted(out) == ["min_auroc", "spread"] and all(math.isnan(v) for v in out.values())
+    assert spread_summary([]).keys() == out.keys()
+
+
+def test_edge_and_spec_messages_name_what_was_checked():
+    from analysis.metrics import bin_spec, check_edges
+
+    with pytest.raises(ValueError, match=r"^bin edges must increase strictly \(two at least\), got \[1.0\]$"):
+        check_edges([1])
+    with pytest.raises(ValueError, match=r"^bin edges: expected a list of numbers"):
+        check_edges(None)
+    with pytest.raises(ValueError, match=r"^s: missing \['column'\]; expected \{column, edges\}$"):
+        bin_spec("s", {"edges": [0, 1]})
