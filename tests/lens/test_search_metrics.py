@@ -245,3 +245,97 @@ def test_purity_ci_percentiles_follow_alpha():
     both = purity(np.array([0.5, 0.5]), np.array([0.0, 0.25]), 0.5)
     assert math.isnan(both[0]) and both[1] == pytest.approx(2 / 3)
     assert purity(0.5, 0.25, 0.2) == pytest.approx(0.1 / (0.1 + 0.2))
+
+
+# --- survivors of a mutation run (issue 27) ----------------------------------------------------------------
+
+def test_one_positive_is_enough_for_a_tpr():
+    y = np.r_[1, np.zeros(20, int)]
+    s = np.r_[0.95, np.arange(20) / 20]  # negatives 0.0 .. 0.95
+    assert tpr0(y, s) == 0.0  # ties the top negative
+    assert tpr_at_fp_count(y, s, 1) == 1.0 and tpr10(y, s) == 1.0
+
+
+def test_rate_label_of_a_tenth_and_the_search_metrics_keys():
+    assert [rate_label(x) for x in (0.1, 0.099, 1e-1 * 3, 1.0)] == ["0.1", "9.9e-2", "0.3", "1"]
+    y, s = _data(100, 1200, seed=10, decimals=2)
+    m = search_metrics(y, s, fprs=[1e-2], completeness=[0.5, 0.9], prevalences=[1e-3])
+    assert m["tpr10"] == tpr10(y, s)
+    # without n_boot no interval: the CI keys are NaN, the values those of purity_at_completeness
+    rows = purity_at_completeness(y, s, [0.5, 0.9], [1e-3])
+    for r in rows:
+        key = f"purity_at_c{rate_label(r['completeness'])}_prev_1e-3"
+        assert m[key] == r["purity"] and not math.isnan(r["purity"])
+        assert math.isnan(m[f"{key}_ci_low"]) and math.isnan(m[f"{key}_ci_high"])
+        assert math.isnan(r["ci_low"]) and r["n_boot_valid"] == 0
+
+
+def test_search_metrics_passes_n_boot_seed_and_alpha_through_and_defaults_to_seed_0():
+    y, s = _data(60, 400, seed=11, decimals=2)
+    args = dict(fprs=[1e-2], completeness=[0.5], prevalences=[1e-2])
+    m = search_metrics(y, s, n_boot=200, alpha=0.2, **args)
+    (r,) = purity_at_completeness(y, s, [0.5], [1e-2], n_boot=200, seed=0, alpha=0.2)
+    assert (m["purity_at_c0.5_prev_1e-2_ci_low"], m["purity_at_c0.5_prev_1e-2_ci_high"]) == (r["ci_low"], r["ci_high"])
+    assert m == search_metrics(y, s, n_boot=200, seed=0, alpha=0.2, **args)
+    # the seed and alpha really move the interval here, so the comparisons above can fail
+    (r1,) = purity_at_completeness(y, s, [0.5], [1e-2], n_boot=200, seed=1, alpha=0.2)
+    assert r1["ci_low"] != r["ci_low"]
+    d = search_metrics(y, s, n_boot=200, **args)  # alpha 0.05 by default
+    (r05,) = purity_at_completeness(y, s, [0.5], [1e-2], n_boot=200, seed=0, alpha=0.05)
+    assert d["purity_at_c0.5_prev_1e-2_ci_low"] == r05["ci_low"] != r["ci_low"]
+    assert purity_at_completeness(y, s, [0.5], [1e-2], n_boot=200)[0] == r05  # seed 0 by default
+
+
+def test_purity_is_a_plain_float_for_scalars_and_warns_about_nothing():
+    import warnings
+
+    assert type(purity(0.5, 0.25, 0.2)) is float
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 0 / 0 at TPR = FPR = 0 is masked, not warned about
+        assert math.isnan(purity(0.0, 0.0, 1e-3))
+        out = purity(np.array([0.0, 0.5]), np.array([0.0, 0.5]), 0.5)
+    assert math.isnan(out[0]) and out[1] == 0.5
+
+
+def test_unresolved_rate_warnings_say_so_and_point_at_the_caller():
+    with pytest.warns(RuntimeWarning) as record:
+        tpr_at_fpr(np.zeros(10, int), np.arange(10.0), 0.1)
+        threshold_at_fpr(np.arange(10.0), 0.05)
+        tpr_at_fp_count(np.r_[1, np.zeros(5, int)], np.arange(6.0), 9)
+    assert [str(w.message) for w in record] == [
+        "TPR undefined: no positives; reporting NaN",
+        "FPR=0.05 unresolved: 10 negatives (needs at least 20); reporting NaN",
+        "TPR with at most 9 false positive(s) undefined: 1 positives, 5 negatives (needs at least 10); reporting NaN",
+    ]
+    for w in record:
+        # stacklevel 2: this file, not search_metrics.py (under mutmut a wrapper frame sits between)
+        assert w.filename == __file__ or "mutmut" in w.filename
+
+
+def test_purity_rows_carry_counts_and_one_resample_is_an_interval():
+    y, s = _data(30, 200, seed=12, decimals=2)
+    (row,) = purity_at_completeness(y, s, [0.8], [1e-2])
+    assert (row["n_pos"], row["n_neg"], row["n_boot_valid"]) == (30, 200, 0) and row["n_fp"] > 0
+    (one,) = purity_at_completeness(y, s, [0.8], [1e-2], n_boot=1, seed=2)
+    # one resample: both bounds are its purity, redrawn here from the same seed
+    rng = np.random.default_rng(2)
+    pos, neg = s[y == 1], s[y == 0]
+    pb, nb = pos[rng.integers(0, 30, (1, 30))][0], neg[rng.integers(0, 200, (1, 200))][0]
+    (ref,) = purity_at_completeness(np.r_[np.ones(30, int), np.zeros(200, int)], np.r_[pb, nb], [0.8], [1e-2])
+    assert one["n_boot_valid"] == 1 and one["ci_low"] == one["ci_high"] == pytest.approx(ref["purity"], abs=1e-15)
+
+
+def test_an_unresolved_point_gets_no_interval_even_if_resamples_resolve():
+    # positives 0.9, 0.5; negatives 0.6, 0.1. c = 0.5: t = 0.9, no negative above -> unresolved. A resample
+    # drawing 0.5 twice has t = 0.5 and a false positive (0.6), but the interval of an unresolved point is NaN.
+    y = np.array([1, 1, 0, 0])
+    s = np.array([0.9, 0.5, 0.6, 0.1])
+    with pytest.warns(RuntimeWarning, match=r"^purity undefined at completeness \[0.5\]: no false positive among 2 negatives") as record:
+        (row,) = purity_at_completeness(y, s, [0.5], [0.1], n_boot=200, seed=0)
+    assert row["n_fp"] == 0 and row["n_boot_valid"] == 0
+    assert math.isnan(row["purity"]) and math.isnan(row["ci_low"]) and math.isnan(row["ci_high"])
+    with pytest.warns(RuntimeWarning, match=r"^purity undefined: 0 positives, 2 negatives; reporting NaN$") as empty:
+        purity_at_completeness(np.zeros(2, int), s[:2], [0.5], [0.1])
+    for w in (record[0], empty[0]):
+        # stacklevel 2: this file, not search_metrics.py (under mutmut a wrapper frame sits between)
+        assert w.filename == __file__ or "mutmut" in w.filename
