@@ -59,6 +59,14 @@ def test_bad_override_fails_before_any_work(tmp_path):
     assert not any(tmp_path.iterdir())  # nothing was written
 
 
+def test_train_py_imports_neither_torch_nor_lightning_before_a_run_starts():
+    # a bad override, a refused sweep and a sweep's launching process (its jobs train elsewhere) stop or wait
+    # before any run starts: they must not pay the seconds those imports take (7 s for a typo before)
+    code = "import sys, train; print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr[-2000:]
+
+
 def test_sweep_dirs_of_concurrent_sweeps_differ():
     # two processes started in the same second: the directory name carries a per-process token
     code = ("from omegaconf import OmegaConf; from rigor.config import register_resolvers; register_resolvers(); "
