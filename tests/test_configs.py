@@ -73,7 +73,7 @@ def test_sweep_dirs_of_concurrent_sweeps_differ():
             "c = OmegaConf.create({'d': 'sweep_${run_uid:}', 'e': '${run_uid:}'}); "
             "assert c.d.endswith(c.e); print(c.d)")
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(2)]
-    # rigor.config imports Lightning (seconds each); a generous timeout keeps a loaded CI machine from failing it
+    # a generous timeout keeps a loaded CI machine from failing it
     names = [p.communicate(timeout=300)[0].strip() for p in procs]
     assert all(names) and names[0] != names[1]
     cfg = compose([])
