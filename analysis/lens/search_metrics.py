@@ -40,12 +40,14 @@ def rate_label(x: float) -> str:
 
 
 def _split_scores(targets: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    targets = np.asarray(targets).astype(int).ravel()
+    targets = np.asarray(targets).ravel()
     scores = np.asarray(scores, dtype=np.float64).ravel()
     if targets.shape != scores.shape:
         raise ValueError(f"targets and scores must have the same length, got {targets.size} and {scores.size}")
+    # checked before the cast to int, which would read a target of 0.7 as 0
     if not np.isin(targets, (0, 1)).all():
         raise ValueError(f"targets must be 0/1, got values {np.unique(targets)[:5].tolist()}")
+    targets = targets.astype(int)
     if not np.isfinite(scores).all():
         raise ValueError(f"scores must be finite, got {int((~np.isfinite(scores)).sum())} non-finite value(s)")
     return scores[targets == 1], scores[targets == 0]

@@ -339,3 +339,15 @@ def test_an_unresolved_point_gets_no_interval_even_if_resamples_resolve():
     for w in (record[0], empty[0]):
         # stacklevel 2: this file, not search_metrics.py (under mutmut a wrapper frame sits between)
         assert w.filename == __file__ or "mutmut" in w.filename
+
+
+def test_targets_other_than_zero_and_one_are_refused_before_any_cast():
+    s = np.array([0.9, 0.8, 0.1, 0.2])
+    # a soft label 0.7 is not read as a negative (a cast to int first would make it 0 and pass the check)
+    with pytest.raises(ValueError, match=r"^targets must be 0/1, got values \[0.0, 0.7, 1.0\]$"):
+        tpr0(np.array([0.7, 1, 0, 0]), s)
+    assert tpr0(np.array([1.0, 1.0, 0.0, 0.0]), s) == 1.0 and tpr0(np.array([True, True, False, False]), s) == 1.0
+    with pytest.raises(ValueError, match=r"got values \[0, 1, 2, 3, 4\]$"):  # five values at most
+        tpr0(np.arange(7) % 7, np.zeros(7))
+    with pytest.raises(ValueError, match=r"^scores must be finite, got 2 non-finite value\(s\)$"):
+        tpr0(np.array([0, 1, 0, 1]), np.array([0.1, np.inf, np.nan, 0.3]))
