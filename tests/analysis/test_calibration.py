@@ -372,3 +372,23 @@ def test_adaptive_ece_of_one_sample_and_of_tied_confidences():
     order = sorted(range(3000), key=lambda i: conf[i])  # Python's sort is stable
     expected = sum(len(g) / 3000 * abs(correct[g].mean() - conf[g].mean()) for g in np.array_split(np.array(order), 15))
     assert adaptive_ece(p, y) == pytest.approx(expected, abs=1e-12)
+
+
+def test_fifteen_bins_by_default():
+    """A caller that leaves n_bins out gets 15 bins, in every function that takes it (issue 27)."""
+    from analysis.calibration import bin_edges, calibration_report, fit_temperature_ece_grid
+
+    rng = np.random.default_rng(12)
+    p = rng.random(450)
+    t = (rng.random(450) < p ** 1.5).astype(int)  # miscalibrated, so the bin count changes every ECE
+    np.testing.assert_array_equal(bin_edges(), np.linspace(0, 1, 16))
+    for fn in (ece, adaptive_ece):
+        assert fn(p, t) == fn(p, t, n_bins=15) != fn(p, t, n_bins=16)
+    rb, rb15 = reliability_bins(p, t), reliability_bins(p, t, n_bins=15)
+    assert rb.keys() == rb15.keys() and all(np.array_equal(rb[k], rb15[k], equal_nan=True) for k in rb)
+    logits = np.log(p / (1 - p))
+    assert calibration_report(logits, t) == calibration_report(logits, t, n_bins=15)
+    assert calibration_report(logits, t)["ece"] != calibration_report(logits, t, n_bins=16)["ece"]
+    grid = np.array([0.5, 1.0, 2.0])
+    assert fit_temperature_ece_grid(logits, t, grid) == fit_temperature_ece_grid(logits, t, grid, n_bins=15)
+    assert fit_temperature_ece_grid(logits, t, grid)[1] != fit_temperature_ece_grid(logits, t, grid, n_bins=16)[1]
