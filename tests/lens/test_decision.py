@@ -193,3 +193,79 @@ def test_lens_summary_is_a_partial_taking_arms_and_jobs():
     # how the summarizer calls it: instantiate(_partial_=True, thresholds=...)(arms=..., jobs=...)
     fn = functools.partial(lens_summary, thresholds=TH)
     assert fn(arms={}, jobs=[]) is None
+
+
+# --- survivors of a mutation run (issue 27): the per-arm table and the report, written out ----------------
+
+def test_arm_checks_table_of_a_full_arm_written_out():
+    checks = decision.arm_checks(arm(final_radial_lr_auc=0.57, best_val_auroc=0.90, test_auroc=0.88), TH)
+    assert checks == {
+        "core_gate": {"metric": "final_core_lr_auc", "value": 0.55, "verdict": "PASS"},
+        "radial_gate": {"metric": "final_radial_lr_auc", "value": 0.57, "verdict": "WARN"},  # 0.55 <= 0.57 <= 0.60
+        "core_reliance": {"metric": "core_reliance", "value": 0.01, "verdict": "PASS"},
+        "thetae_min": {"metric": "test_thetae_min_auroc", "value": 0.85, "verdict": "PASS"},
+        "thetae_spread": {"metric": "test_thetae_spread", "value": 0.10, "verdict": "PASS"},
+        # exactly on the minimum: not above it, so FAIL
+        "val_auroc": {"metric": "best_val_auroc", "value": 0.90, "verdict": "FAIL"},
+        "test_auroc": {"metric": "test_auroc", "value": 0.88, "verdict": "FAIL"},
+    }
+    assert decision.arm_checks(arm(final_radial_lr_auc=0.61), TH)["radial_gate"]["verdict"] == "FAIL"
+    assert decision.arm_checks(arm(final_radial_lr_auc=0.54), TH)["radial_gate"]["verdict"] == "PASS"
+
+
+def test_arm_checks_of_an_empty_arm_and_of_string_or_nan_values():
+    empty = decision.arm_checks({}, TH)
+    assert {k: (c["metric"], c["value"], c["verdict"]) for k, c in empty.items()} == {
+        "core_gate": ("final_core_lr_auc", None, "N/A"),
+        "radial_gate": ("final_radial_lr_auc", None, "N/A"),
+        "core_reliance": ("core_reliance", None, "N/A"),
+        "thetae_min": ("test_thetae_min_auroc", None, "N/A"),
+        "thetae_spread": ("test_thetae_spread", None, "N/A"),
+        "val_auroc": ("best_val_auroc", None, "N/A"),
+        "test_auroc": ("test_auroc", None, "N/A"),
+    }
+    # a NaN mean is no value: N/A, never FAIL (NaN > min is False)
+    nan = decision.arm_checks(arm(best_val_auroc=float("nan"), test_auroc=float("nan")), TH)
+    assert (nan["val_auroc"]["value"], nan["val_auroc"]["verdict"]) == (None, "N/A")
+    assert (nan["test_auroc"]["value"], nan["test_auroc"]["verdict"]) == (None, "N/A")
+    # a string core verdict (any case) when no numeric value exists; any other string is N/A
+    for given, verdict in (("warn", "WARN"), ("Pass", "PASS"), ("FAIL", "FAIL"), ("maybe", "N/A")):
+        core = decision.arm_checks({"core_gate": given}, TH)["core_gate"]
+        assert core == ({"metric": "core_gate", "value": None, "verdict": verdict} if verdict != "N/A"
+                        else {"metric": "final_core_lr_auc", "value": None, "verdict": "N/A"})
+    # the fallback key: core_lr_auc when final_core_lr_auc is absent
+    assert decision.arm_checks({"core_lr_auc": 0.7}, TH)["core_gate"] == {"metric": "core_lr_auc", "value": 0.7, "verdict": "FAIL"}
+
+
+def test_lens_summary_markdown_written_out():
+    b1 = arm(final_radial_lr_auc=0.57, best_val_auroc=0.90)
+    out = lens_summary(arms={"experiment=lens_b1": arm_info("lens_b1", b1)}, jobs=[], thresholds=TH)
+    assert out["title"] == "Lens decision (seed 004, section 10)"
+    assert out["result"]["verdict"] == "SUCCESS" and out["result"]["missing"] == ["lens_a1"]
+    assert out["markdown"] == "\n".join([
+        "**Verdict: SUCCESS**",
+        "",
+        "Missing: ['lens_a1']",
+        "",
+        "- lens_a1 (paired diagnostic baseline) is missing; the tree runs on B1 alone",
+        "- B1 core LR AUC 0.5500 -> PASS (PASS < 0.6, FAIL > 0.65)",
+        "- B1 core_reliance 0.0100 -> PASS (PASS < 0.03, FAIL > 0.05)",
+        "- core gate PASS and core_reliance PASS: use the B1 config, proceed to full training",
+        "",
+        "Per-arm checks (seed means; thresholds from the runs' `thresholds` node):",
+        "",
+        "| arm | core_gate | radial_gate | core_reliance | thetae_min | thetae_spread | val_auroc | test_auroc |",
+        "|---|---|---|---|---|---|---|---|",
+        "| lens_b1 | 0.5500 PASS | 0.5700 WARN | 0.0100 PASS | 0.8500 PASS | 0.1000 PASS | 0.9000 FAIL | 0.9300 PASS |",
+    ])
+    # several arms for one experiment: a note, no verdict
+    two = {"experiment=lens_b1": arm_info("lens_b1", GOOD), "experiment=lens_b1 x=1": arm_info("lens_b1", GOOD)}
+    note = ("lens decision skipped: experiments with several arms {'lens_b1': ['experiment=lens_b1', 'experiment=lens_b1 x=1']}; "
+            "summarize one arm each")
+    assert lens_summary(arms=two, jobs=[], thresholds=TH) == {
+        "title": "Lens decision (seed 004, section 10)", "markdown": note, "result": {"note": note, "verdict": None}}
+
+
+def test_a_missing_value_is_printed_as_missing():
+    d = lens_decision({"lens_a1": {"test_auroc": 0.9}, "lens_b1": GOOD})
+    assert d["reasons"][0] == "A1 (paired diagnostic, for reference): final_core_lr_auc=missing N/A, core_reliance=missing N/A"
