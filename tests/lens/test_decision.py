@@ -269,3 +269,76 @@ def test_lens_summary_markdown_written_out():
 def test_a_missing_value_is_printed_as_missing():
     d = lens_decision({"lens_a1": {"test_auroc": 0.9}, "lens_b1": GOOD})
     assert d["reasons"][0] == "A1 (paired diagnostic, for reference): final_core_lr_auc=missing N/A, core_reliance=missing N/A"
+
+
+A1_TXT = "A1 (paired diagnostic, for reference): final_core_lr_auc=0.5500 PASS, core_reliance=0.0100 PASS"
+
+
+def _variant(name: str, core: str, spread: str, verdict: str = "PASS", passes: bool = True) -> str:
+    """One masking variant's reason line, as _describe writes it over ALL_CRITERIA."""
+    return (f"{name}: final_core_lr_auc={core} {verdict}, core_reliance=0.0100 PASS, test_thetae_min_auroc=0.8500 PASS, "
+            f"test_thetae_spread={spread} PASS, best_val_auroc=0.9500 PASS -> "
+            + ("passes all criteria" if passes else "does not pass all"))
+
+
+@pytest.mark.parametrize("arms, verdict, missing, reasons", [
+    ({"lens_a1": GOOD}, "INCOMPLETE", ["lens_b1"],
+     [A1_TXT, "lens_b1 (unpaired deployment baseline) is missing: the tree starts from B1"]),
+    ({"lens_b1": {"final_core_lr_auc": 0.55}}, "INCOMPLETE", ["lens_a1", "lens_b1.core_reliance"],
+     ["lens_a1 (paired diagnostic baseline) is missing; the tree runs on B1 alone",
+      "B1 lacks ['lens_b1.core_reliance']: cannot enter the tree"]),
+    ({"lens_a1": GOOD, "lens_b1": GOOD}, "SUCCESS", [],
+     [A1_TXT, "B1 core LR AUC 0.5500 -> PASS (PASS < 0.6, FAIL > 0.65)",
+      "B1 core_reliance 0.0100 -> PASS (PASS < 0.03, FAIL > 0.05)",
+      "core gate PASS and core_reliance PASS: use the B1 config, proceed to full training"]),
+    ({"lens_a1": GOOD, "lens_b1": arm(final_core_lr_auc=0.62)}, "ACCEPTABLE", [],
+     [A1_TXT, "B1 core LR AUC 0.6200 -> WARN (PASS < 0.6, FAIL > 0.65)",
+      "B1 core_reliance 0.0100 -> PASS (PASS < 0.03, FAIL > 0.05)",
+      "core gate and core_reliance below their FAIL bands: use the B1 config with monitoring"]),
+    ({"lens_a1": GOOD, "lens_b1": arm(final_core_lr_auc=0.70, core_reliance=0.08)}, "STOP_SHORTCUT", [],
+     [A1_TXT, "B1 core LR AUC 0.7000 -> FAIL (PASS < 0.6, FAIL > 0.65)",
+      "B1 core_reliance 0.0800 -> FAIL (PASS < 0.03, FAIL > 0.05)",
+      "core gate FAIL and core_reliance FAIL: the model is exploiting the core shortcut"]),
+    ({"lens_a1": GOOD, "lens_b1": B1_MASK, "lens_b3": arm(final_core_lr_auc=0.62),
+      "lens_b2": arm(test_thetae_spread=0.12), "lens_b4": arm(test_thetae_spread=0.08)}, "TEST_MASKING_VARIANTS->USE_B4", [],
+     [A1_TXT, "B1 core LR AUC 0.7000 -> FAIL (PASS < 0.6, FAIL > 0.65)",
+      "B1 core_reliance 0.0200 -> PASS (PASS < 0.03, FAIL > 0.05)",
+      "core gate FAIL but core_reliance not FAIL: test the masking variants B2, B3, B4",
+      _variant("lens_b3", "0.6200", "0.1000", "WARN", passes=False),
+      _variant("lens_b2", "0.5500", "0.1200"),
+      _variant("lens_b4", "0.5500", "0.0800"),
+      "lens_b2 θ_E spread 0.1200 vs B1 0.1800: better",
+      "lens_b4 θ_E spread 0.0800 vs B1 0.1800: better"]),
+])
+def test_reasons_of_each_top_branch_written_out(arms, verdict, missing, reasons):
+    d = lens_decision(arms)
+    assert (d["verdict"], d["missing"], d["reasons"]) == (verdict, missing, reasons)
+    assert d["thresholds"] == {k: float(v) for k, v in TH.items()}
+
+
+@pytest.mark.parametrize("arms, verdict, last", [
+    ({"lens_b1": arm(final_core_lr_auc=0.55, core_reliance=0.09)}, "TEST_MASKING_VARIANTS->PENDING",
+     ["core gate not FAIL but core_reliance FAIL: a case the seed's tree leaves out; the model leans on the core, so test "
+      "the masking variants B2, B3, B4 (core masking targets exactly that)",
+      "B3 is checked first and is missing: run it before choosing"]),
+    ({"lens_b1": B1_MASK, "lens_b3": arm()}, "TEST_MASKING_VARIANTS->USE_B3",
+     [_variant("lens_b3", "0.5500", "0.1000"), "B3 (scheduled masking) passes all criteria: use B3"]),
+    ({"lens_b1": B1_MASK, "lens_b3": arm(best_val_auroc=0.8), "lens_b2": arm()}, "TEST_MASKING_VARIANTS->USE_B2",
+     ["lens_b2 θ_E spread 0.1000 vs B1 0.1800: better", "['lens_b4'] missing; lens_b2 qualifies on its own numbers"]),
+    ({"lens_b1": {k: v for k, v in B1_MASK.items() if k != "test_thetae_spread"}, "lens_b3": arm(best_val_auroc=0.8),
+      "lens_b2": arm()}, "TEST_MASKING_VARIANTS->PENDING",
+     ["['lens_b2'] pass all criteria but B1's θ_E spread is missing, so 'better spread' is undecidable"]),
+    ({"lens_b1": B1_MASK, "lens_b3": arm(best_val_auroc=0.8), "lens_b2": arm(best_val_auroc=0.8)},
+     "TEST_MASKING_VARIANTS->PENDING", ["no present variant qualifies and some are missing: run them before choosing"]),
+    ({"lens_b1": B1_MASK, "lens_b3": arm(final_core_lr_auc=0.66), "lens_b2": arm(core_reliance=0.04),
+      "lens_b4": arm(final_core_lr_auc=0.61)}, "TEST_MASKING_VARIANTS->STOP_DATA_REDESIGN",
+     ["every masking variant fails the core criteria (core gate PASS and core_reliance PASS)"]),
+    ({"lens_b1": {**B1_MASK, "test_thetae_spread": 0.05}, "lens_b3": arm(test_thetae_min_auroc=0.72),
+      "lens_b2": arm(test_thetae_spread=0.10), "lens_b4": arm(core_reliance=0.04)}, "TEST_MASKING_VARIANTS->NO_WINNER",
+     ["lens_b2 θ_E spread 0.1000 vs B1 0.0500: not better",
+      "['lens_b3', 'lens_b2'] pass the core criteria but no variant qualifies (B3 fails another criterion; B2/B4 fail "
+      "one or lack a better θ_E spread): the seed's tree is silent here"]),
+])
+def test_closing_reasons_of_the_variant_subtree(arms, verdict, last):
+    d = lens_decision(arms)
+    assert d["verdict"] == verdict and d["reasons"][-len(last):] == last
