@@ -36,7 +36,11 @@ THRESHOLD_KEYS = (
     "test_auroc_min",
 )
 
-LENS_ARMS = ("lens_a1", "lens_b1", "lens_b2", "lens_b3", "lens_b4")
+#: The data designs the tree runs on, each with its arms in the seed's B1-B4 roles: B, the seed's unpaired data;
+#: C, issue 26's host-matched negatives (C1 = B1's training config on them; C2-C4 its masking arms, when run).
+#: A1 (paired data) is every design's reference arm.
+DESIGNS = {"B": ("lens_b1", "lens_b2", "lens_b3", "lens_b4"), "C": ("lens_c1", "lens_c2", "lens_c3", "lens_c4")}
+LENS_ARMS = ("lens_a1", *DESIGNS["B"], *DESIGNS["C"])
 #: Metric names tried, in order, for the core gate value of an arm.
 CORE_KEYS = ("final_core_lr_auc", "core_lr_auc")
 
@@ -258,10 +262,14 @@ def lens_summary(
         jobs: The job records (unused: the tree works on arm means).
         thresholds: Every key of THRESHOLD_KEYS.
 
+    The tree runs once per data design with arms in the sweep (DESIGNS): design C's arms take B1-B4's
+    roles, so the seed's tree is followed again on the redesigned data, as its section 10 prescribes.
+
     Returns:
         None when no arm is one of the seed's experiments (LENS_ARMS) with completed runs; else
-        ``{"title", "markdown", "result"}`` where result is lens_decision's dict, or ``{"note": ...}``
-        when an experiment maps to several arms (the tree needs one arm per experiment).
+        ``{"title", "markdown", "result"}`` where result is lens_decision's dict (one design), or
+        ``{"verdict": None, "by_design": {design: dict}}`` (several), or ``{"note": ...}`` when an
+        experiment maps to several arms (the tree needs one arm per experiment).
     """
     th = resolve_thresholds(thresholds)
     lens: dict[str, list[str]] = {}
@@ -277,14 +285,35 @@ def lens_summary(
         note = f"lens decision skipped: experiments with several arms {ambiguous}; summarize one arm each"
         return {"title": title, "markdown": note, "result": {"note": note, "verdict": None}}
     means = {exp: _arm_means(arms[arm]) for exp, (arm,) in lens.items()}
-    decision = lens_decision(means, th)
-    md = [f"**Verdict: {decision['verdict']}**", ""]
-    if decision["missing"]:
-        md += [f"Missing: {decision['missing']}", ""]
-    md += [f"- {r}" for r in decision["reasons"]]
-    criteria = list(next(iter(decision["checks"].values())))
-    rows = [[name] + [f"{_f(c[k]['value'])} {c[k]['verdict']}" for k in criteria]
-            for name, c in decision["checks"].items()]
-    md += ["", "Per-arm checks (seed means; thresholds from the runs' `thresholds` node):", "",
-           markdown_table(["arm", *criteria], rows)]
-    return {"title": title, "markdown": "\n".join(md), "result": decision}
+    designs = [d for d, names in DESIGNS.items() if any(n in means for n in names)] or ["B"]  # A1 alone: INCOMPLETE
+    md: list[str] = []
+    results: dict[str, dict[str, Any]] = {}
+    for design in designs:
+        roles = dict(zip(DESIGNS[design], DESIGNS["B"]))  # this design's arm -> the seed's B role it takes
+        tree = {roles[e]: m for e, m in means.items() if e in roles}
+        if "lens_a1" in means:
+            tree["lens_a1"] = means["lens_a1"]
+        decision = lens_decision(tree, th)
+        results[design] = decision
+        if design != "B":
+            md += [f"### Design {design}: {DESIGNS[design][0]}-{DESIGNS[design][-1][5:]} in B1-B4's roles", "",
+                   f"(the reasons below name the roles: B1 is {DESIGNS[design][0]} here)", ""]
+        elif len(designs) > 1:
+            md += ["### Design B (the seed's)", ""]
+        md += [f"**Verdict: {decision['verdict']}**", ""]
+        if decision["missing"]:
+            md += [f"Missing: {decision['missing']}", ""]
+        md += [f"- {r}" for r in decision["reasons"]]
+        criteria = list(next(iter(decision["checks"].values())))
+        rows = [[_role_name(name, roles)] + [f"{_f(c[k]['value'])} {c[k]['verdict']}" for k in criteria]
+                for name, c in decision["checks"].items()]
+        md += ["", "Per-arm checks (seed means; thresholds from the runs' `thresholds` node):", "",
+               markdown_table(["arm", *criteria], rows), ""]
+    result = results[designs[0]] if len(designs) == 1 else {"verdict": None, "by_design": results}
+    return {"title": title, "markdown": "\n".join(md).rstrip(), "result": result}
+
+
+def _role_name(name: str, roles: Mapping[str, str]) -> str:
+    """An arm of the tree by its experiment (lens_c1 for the B1 role on design C)."""
+    back = {b: e for e, b in roles.items()}
+    return back.get(name, name)
