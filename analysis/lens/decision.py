@@ -305,15 +305,10 @@ def lens_summary(
             md += [f"Missing: {decision['missing']}", ""]
         md += [f"- {r}" for r in decision["reasons"]]
         criteria = list(next(iter(decision["checks"].values())))
-        rows = [[_role_name(name, roles)] + [f"{_f(c[k]['value'])} {c[k]['verdict']}" for k in criteria]
+        experiment = {b: e for e, b in roles.items()}  # the table names arms by experiment (lens_c1, not B1)
+        rows = [[experiment.get(name, name)] + [f"{_f(c[k]['value'])} {c[k]['verdict']}" for k in criteria]
                 for name, c in decision["checks"].items()]
         md += ["", "Per-arm checks (seed means; thresholds from the runs' `thresholds` node):", "",
                markdown_table(["arm", *criteria], rows), ""]
     result = results[designs[0]] if len(designs) == 1 else {"verdict": None, "by_design": results}
     return {"title": title, "markdown": "\n".join(md).rstrip(), "result": result}
-
-
-def _role_name(name: str, roles: Mapping[str, str]) -> str:
-    """An arm of the tree by its experiment (lens_c1 for the B1 role on design C)."""
-    back = {b: e for e, b in roles.items()}
-    return back.get(name, name)
