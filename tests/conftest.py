@@ -80,8 +80,10 @@ def train_in_process(overrides: list[str], run_dir: Path, save_config: bool = Fa
 
 #: Test files that take a minute or more, longest (or most waiting) first: with one file per worker
 #: (`--dist loadfile`), starting them first lets the many short files fill the other workers meanwhile,
-#: instead of one long file running alone at the end. Only the order changes, never what runs.
-LONG_FILES = ("test_slurm.py", "test_ray_launcher.py", "test_search.py", "test_sweeps.py", "test_train.py",
+#: instead of one long file running alone at the end. Only the order changes, never what runs. pytest-xdist
+#: would sort files by their number of tests instead (most first); addopts' --no-loadscope-reorder keeps this
+#: order. The Ray cluster starts after the first files, not beside SLURM's start-up (its raylet has 30 s).
+LONG_FILES = ("test_slurm.py", "test_sweeps.py", "test_search.py", "test_train.py", "test_ray_launcher.py",
               "test_reliability.py", "test_evaluate.py", "test_experiments.py", "test_predict_other_data.py")
 
 

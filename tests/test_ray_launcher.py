@@ -39,20 +39,26 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def ray_address(tmp_path_factory) -> str:
     """A local Ray cluster with 2 logical GPUs for this module; its address."""
-    port, found = _free_port(), None
+    found = None
     log = tmp_path_factory.mktemp("ray") / "ray_start.log"
-    cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
-           f"--ray-client-server-port={_free_port()}", f"--num-cpus={CLUSTER_CPUS}",
-           "--num-gpus=2", "--include-dashboard=false", "--object-store-memory=100000000", "--disable-usage-stats"]
     # a short-lived test cluster: no token authentication (Ray >= 2.5x turns it on for `ray start`; a driver
     # joining such a cluster needs RAY_AUTH_MODE=token and the token, see docs/sweeps.md)
     env = {**ENV, "RAY_AUTH_MODE": "disabled"}
-    with open(log, "w") as out:
-        head = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
+    for attempt in (1, 2):
+        cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={_free_port()}",
+               f"--ray-client-server-port={_free_port()}", f"--num-cpus={CLUSTER_CPUS}",
+               "--num-gpus=2", "--include-dashboard=false", "--object-store-memory=100000000", "--disable-usage-stats"]
+        with open(log, "w") as out:
+            head = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.time() + 120
         while "will now block" not in log.read_text() and head.poll() is None and time.time() < deadline:
             time.sleep(0.5)
+        # Ray gives its raylet a fixed 30 s to register; on two loaded cores (the suite's other workers) it may
+        # not make it: a second start then, not a failed module
+        if attempt == 1 and head.poll() is not None and "timed out during startup" in log.read_text():
+            continue
+        break
+    try:
         assert head.poll() is None and "will now block" in log.read_text(), log.read_text()[-3000:]
         # the address other machines would use (what `ray start` prints), so the driver finds its raylet
         found = re.search(r"--address='([^']+)'", log.read_text())
