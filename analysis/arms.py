@@ -15,7 +15,7 @@ with the reference arm A sample by sample:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,7 +43,8 @@ def _verdict(p_holm: float, mdd: float, alpha: float) -> str:
     return f"not resolved; MDD {mdd:.4g}" if math.isfinite(mdd) else "not resolved; MDD inf (fewer than 2 seeds)"
 
 
-def compare_arms(runs: Sequence[Mapping[str, Any]], reference: str | None = None, metrics: Sequence[str] = ("accuracy",),
+def compare_arms(runs: Sequence[Mapping[str, Any]], reference: str | None = None,
+                 metrics: Sequence[str] | Mapping[str, str | Callable[..., float]] = ("accuracy",),
                  alpha: float = 0.05, power: float = 0.8, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Every arm against the reference arm, paired by sample and by seed.
 
@@ -51,7 +52,9 @@ def compare_arms(runs: Sequence[Mapping[str, Any]], reference: str | None = None
         runs: One per scored job: ``arm``, ``seed``, ``ids`` (N,), ``targets`` (N,) int, ``scores`` ((N,)
             p(class 1) or (N, C) probabilities), and optionally ``label`` (for messages).
         reference: The reference arm (default: the first arm in sorted order).
-        metrics: analysis.power.metric_value metrics (``accuracy``, ``balanced_accuracy``, ``auroc``).
+        metrics: analysis.power.metric_value metrics (``accuracy``, ``balanced_accuracy``, ``auroc``), or a mapping
+            from a metric's name in the results to such a name or to a function ``f(targets, scores) -> float``
+            (e.g. ``{"tpr0": analysis.lens.search_metrics.tpr0}``), bootstrapped by index draws.
         alpha, power: Of the tests and the MDDs.
         n_boot, seed: Of the paired bootstraps.
 
@@ -65,6 +68,8 @@ def compare_arms(runs: Sequence[Mapping[str, Any]], reference: str | None = None
     """
     if not runs:
         raise ValueError("compare_arms: no scored runs")
+    named = dict(metrics) if isinstance(metrics, Mapping) else {str(m): str(m) for m in metrics}
+    metrics = list(named)
     by_arm: dict[str, dict[Any, Mapping[str, Any]]] = {}
     for run in runs:
         seeds = by_arm.setdefault(str(run["arm"]), {})
@@ -91,13 +96,13 @@ def compare_arms(runs: Sequence[Mapping[str, Any]], reference: str | None = None
             a, b = by_arm[reference][s], by_arm[arm][s]
             names = (str(a.get("label", f"{reference} seed {s}")), str(b.get("label", f"{arm} seed {s}")))
             result = paired_comparison(a["ids"], a["targets"], a["scores"], b["ids"], b["targets"], b["scores"],
-                                       metrics=tuple(metrics), n_boot=n_boot, seed=seed, alpha=alpha, names=names)
+                                       metrics=tuple(named.values()), n_boot=n_boot, seed=seed, alpha=alpha, names=names)
             row: dict[str, Any] = {"arm": arm, "reference": reference, "seed": s, "n": result["n"],
                                    "mcnemar_b": result["mcnemar"]["b"], "mcnemar_c": result["mcnemar"]["c"],
                                    "mcnemar_p": result["mcnemar"]["p"]}
             for m in metrics:
-                boot = result["bootstrap"][m]
-                se = paired_bootstrap_se(result["targets"], result["scores_a"], result["scores_b"], m, n_boot, seed)["se_diff"]
+                boot = result["bootstrap"][named[m]]
+                se = paired_bootstrap_se(result["targets"], result["scores_a"], result["scores_b"], named[m], n_boot, seed)["se_diff"]
                 row.update({f"{m}_a": boot["a"], f"{m}_b": boot["b"], f"{m}_diff": boot["diff"], f"{m}_ci_low": boot["ci_low"],
                             f"{m}_ci_high": boot["ci_high"], f"{m}_mdd": mdd_normal(se, alpha, power) if math.isfinite(se) else math.inf})
                 values[m].append((boot["a"], boot["b"]))

@@ -361,41 +361,59 @@ def _weighted_metric(metric: str, targets: np.ndarray, scores: np.ndarray) -> Ca
     return balanced
 
 
-def metric_value(targets: np.ndarray, scores: np.ndarray, metric: str = "accuracy") -> float:
-    """One of SAMPLE_METRICS on the full test set (the same code the bootstraps here resample)."""
+def metric_value(targets: np.ndarray, scores: np.ndarray, metric: str | Callable[..., float] = "accuracy") -> float:
+    """One of SAMPLE_METRICS, or a function ``f(targets, scores) -> float``, on the full test set (the same code the
+    bootstraps here resample)."""
     targets = np.asarray(targets).astype(np.int64).ravel()
+    if callable(metric):
+        return float(metric(targets, np.asarray(scores, dtype=np.float64)))
     return float(_weighted_metric(metric, targets, np.asarray(scores, dtype=np.float64))(np.ones((1, targets.size)))[0])
 
 
-def _bootstrap(targets: np.ndarray, scores: Sequence[np.ndarray], metric: str, n_boot: int, seed: int,
+def _indexed_metric(metric: Callable[..., float], targets: np.ndarray, scores: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """A function metric for each row of a (B, N) matrix of resample indices (undefined resamples give NaN)."""
+    import warnings
+
+    def per_row(idx: np.ndarray) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an undefined resample is NaN, dropped by the callers
+            return np.array([metric(targets[i], scores[i]) for i in idx], dtype=np.float64)
+
+    return per_row
+
+
+def _bootstrap(targets: np.ndarray, scores: Sequence[np.ndarray], metric: str | Callable[..., float], n_boot: int, seed: int,
                stratify: bool) -> list[np.ndarray]:
     """The metric of each score array on the same n_boot resamples (paired when several arrays)."""
-    if metric not in SAMPLE_METRICS:
-        raise ValueError(f"unknown sample metric {metric!r}; expected one of {SAMPLE_METRICS}")
+    if not callable(metric) and metric not in SAMPLE_METRICS:
+        raise ValueError(f"unknown sample metric {metric!r}; expected one of {SAMPLE_METRICS} or a function")
     targets = np.asarray(targets).astype(np.int64).ravel()
     n = targets.size
     if n == 0:
         raise ValueError("cannot bootstrap zero samples")
-    fns = [_weighted_metric(metric, targets, np.asarray(s, dtype=np.float64)) for s in scores]
+    # the built-in metrics read draw counts as weights; a function metric gets the drawn samples themselves
+    make = (lambda s: _indexed_metric(metric, targets, s)) if callable(metric) else (lambda s: _weighted_metric(metric, targets, s))
+    fns = [make(np.asarray(s, dtype=np.float64)) for s in scores]
     rng = np.random.default_rng(seed)
     out = [np.empty(n_boot) for _ in fns]
     block = max(1, min(n_boot, _BLOCK_ELEMENTS // n))
     for start in range(0, n_boot, block):
         size = min(block, n_boot - start)
-        w = _counts(stratified_bootstrap_indices(targets, size, rng, stratify), n)
+        idx = stratified_bootstrap_indices(targets, size, rng, stratify)
+        arg = idx if callable(metric) else _counts(idx, n)
         for o, fn in zip(out, fns):
-            o[start:start + size] = fn(w)
+            o[start:start + size] = fn(arg)
     return out
 
 
-def bootstrap_variance(targets: np.ndarray, scores: np.ndarray, metric: str = "accuracy", n_boot: int = 2000,
+def bootstrap_variance(targets: np.ndarray, scores: np.ndarray, metric: str | Callable[..., float] = "accuracy", n_boot: int = 2000,
                        seed: int = 0, stratify: bool = True) -> float:
     """Test-sample variance of one run's metric: its variance over bootstrap resamples of the test samples.
 
     Args:
         targets: (N,) integer labels.
         scores: (N,) p(class 1) or (N, C) class probabilities.
-        metric: One of SAMPLE_METRICS.
+        metric: One of SAMPLE_METRICS, or a function ``f(targets, scores) -> float`` (e.g. a TPR at a fixed FPR).
         n_boot, seed: Resamples and the seed of numpy's default_rng.
         stratify: Resample within each class (class counts fixed, as in task=compare).
 
@@ -407,7 +425,7 @@ def bootstrap_variance(targets: np.ndarray, scores: np.ndarray, metric: str = "a
     return float(values.var(ddof=1)) if values.size > 1 else float("nan")
 
 
-def paired_bootstrap_se(targets: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, metric: str = "accuracy",
+def paired_bootstrap_se(targets: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, metric: str | Callable[..., float] = "accuracy",
                         n_boot: int = 2000, seed: int = 0, stratify: bool = True) -> dict[str, float]:
     """Standard errors of metric(B) - metric(A) and of each side, over the same (paired) test-sample resamples.
 

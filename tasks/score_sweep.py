@@ -6,15 +6,18 @@ then compare the arms with paired statistics.
 
 Each job is scored by tasks.predict.run_predict (its best checkpoint, the same data options), so its
 predictions land in ``<job>/predictions/<data name>/predictions_<split>.csv``. The arms (overrides minus the
-seed and plumbing, as task=summarize groups them) are then compared with analysis.arms.compare_arms: per
-seed exact McNemar and a paired bootstrap, across seeds the paired t-test on the per-seed values, Holm over
+seed and plumbing, as task=summarize groups them) are then compared with analysis.arms.compare_arms on
+``metrics=[...]`` (accuracy, balanced_accuracy, auroc, or a function's dotted name such as
+``analysis.lens.search_metrics.tpr0``): per seed exact McNemar and a paired bootstrap, across seeds the paired t-test on the per-seed values, Holm over
 the table, and the MDD beside every "not resolved". Writes ``arms.md`` and ``arms.json`` into
 ``<sweep_dir>/scores/<data label>/`` (or ``out_dir``).
 """
 
 from __future__ import annotations
 
+import importlib
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +25,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from analysis.arms import binary_or_class_scores, compare_arms
 from analysis.calibration import probabilities_from_logits
+from analysis.power import SAMPLE_METRICS
 from analysis.predictions import read_predictions
 from analysis.summary import group_runs, markdown_table
 from rigor.cache import content_hash
+from rigor.config import target_refusal
 from rigor.jsonio import write_json
 from rigor.overrides import PLUMBING
 from rigor.sweeps import read_sweep
@@ -59,6 +64,30 @@ def _jobs(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     return done, base
 
 
+def sample_metric(name: str) -> tuple[str, str | Callable[..., float]]:
+    """A ``metrics=[...]`` entry: a built-in sample metric, or the dotted name of a function ``f(targets, scores)``.
+
+    A family's own metric is named by its path, e.g. ``analysis.lens.search_metrics.tpr0`` (reported as
+    ``tpr0``); the name passes the same check as a config's ``_target_`` before anything is imported.
+
+    Returns:
+        (the name in the report, the metric).
+
+    Raises:
+        ValueError: Neither a built-in metric nor an allowed function.
+    """
+    if name in SAMPLE_METRICS:
+        return name, name
+    if "." not in name:
+        raise ValueError(f"metrics: {name!r} is not one of {SAMPLE_METRICS}, nor the dotted name of a function "
+                         "f(targets, scores) -> float (e.g. analysis.lens.search_metrics.tpr0)")
+    reason = target_refusal(name)
+    if reason:
+        raise ValueError(f"metrics: {name!r} is refused: {reason}")
+    module, attr = name.rsplit(".", 1)
+    return attr, getattr(importlib.import_module(module), attr)
+
+
 def data_label(cfg: DictConfig) -> str:
     """A name for the data all jobs are scored on: the data=<name> choice and a hash of the data options."""
     node = cfg.get("data")
@@ -72,6 +101,7 @@ def run_score_sweep(cfg: DictConfig) -> dict[str, Any]:
     if not isinstance(cfg.get("data"), DictConfig) and not data_overrides(cfg):
         raise ValueError("task=score_sweep: name the data: data=<name> and/or data_overrides=[data.<key>=<value>, ...] "
                          "(every job is then scored on that one data set)")
+    metrics = dict(sample_metric(str(m)) for m in (cfg.get("metrics") or ["accuracy"]))  # a bad name fails before any scoring
     jobs, base = _jobs(cfg)
     split = str(cfg.get("split") or "test")
     scored: list[dict[str, Any]] = []
@@ -95,7 +125,6 @@ def run_score_sweep(cfg: DictConfig) -> dict[str, Any]:
             probs = probabilities_from_logits(pred.logits, temperature) if temperature is not None else None
             runs.append({"arm": arm, "seed": rec["seed"], "ids": pred.sample_id, "targets": pred.targets,
                          "scores": binary_or_class_scores(pred.kind, pred.logits, probs), "label": str(pred.path)})
-    metrics = [str(m) for m in (cfg.get("metrics") or ["accuracy"])]
     result = compare_arms(runs, reference=cfg.get("reference"), metrics=metrics, alpha=float(cfg.get("alpha") or 0.05),
                           power=float(cfg.get("power") or 0.8), n_boot=int(cfg.get("n_bootstrap") or 2000),
                           seed=int(cfg.get("bootstrap_seed") or 0))

@@ -27,6 +27,7 @@ from analysis.predictions import (
     top_candidates,
     write_predictions,
 )
+from analysis.lens.search_metrics import tpr0
 from analysis.power import mdd_paired
 from tests.helpers import run_script
 from tests.conftest import TOY_SEARCH
@@ -112,7 +113,7 @@ def test_predict_on_other_and_unlabelled_data(toy_sweep):
 
 def test_score_sweep_compares_arms_paired(toy_sweep):
     _run("evaluate.py", TOY_SEARCH, "task=score_sweep", f"sweep_dir={toy_sweep}", "trainer=cpu",
-         'data_overrides=["data.data_seed=7"]', "n_bootstrap=300", "metrics=[accuracy,auroc]")
+         'data_overrides=["data.data_seed=7"]', "n_bootstrap=300", "metrics=[accuracy,auroc,analysis.lens.search_metrics.tpr0]")
     [out] = list((toy_sweep / "scores").iterdir())
     result = json.loads((out / "arms.json").read_text())
     files = {(j["job_dir"], j["seed"]): j["predictions"] for j in result["jobs"]}
@@ -137,6 +138,8 @@ def test_score_sweep_compares_arms_paired(toy_sweep):
         expected_p = 1.0 if table[0][1] + table[1][0] == 0 else mcnemar(table, exact=True).pvalue
         assert row["mcnemar_p"] == pytest.approx(expected_p)
         assert row["accuracy_diff"] == pytest.approx(acc[(other, s)] - acc[(ref, s)])
+        # a function metric named by its path, on the same samples (the logit ranks as the probability does)
+        assert row["tpr0_diff"] == pytest.approx(tpr0(b["target"], b["logit"]) - tpr0(a["target"], a["logit"]))
         mc_p.append(expected_p)
     assert [r["mcnemar_p_holm"] for r in result["per_seed"]] == pytest.approx(list(multipletests(mc_p, method="holm")[1]))
     rows = {r["metric"]: r for r in result["across_seeds"]}
@@ -157,7 +160,12 @@ def test_score_sweep_compares_arms_paired(toy_sweep):
         list(multipletests(finite, method="holm")[1]))
     for r in result["across_seeds"]:
         assert r["verdict"] == "resolved" or r["verdict"].startswith("not resolved; MDD")
-    assert "## Across seeds" in (out / "arms.md").read_text()
+    assert "## Across seeds" in (out / "arms.md").read_text() and "tpr0 B-A [CI] (MDD)" in (out / "arms.md").read_text()
+    # a metric that is neither built in nor an allowed function is refused before any job is scored
+    for bad, why in (("tpr0", "is not one of"), ("os.system", "is refused: outside the allowed packages")):
+        proc = _run("evaluate.py", TOY_SEARCH, "task=score_sweep", f"sweep_dir={toy_sweep}", 'data_overrides=["data.data_seed=8"]',
+                    f"metrics=[{bad}]", check=False)
+        assert proc.returncode != 0 and why in proc.stderr and "score_sweep: " not in proc.stdout, proc.stderr[-2000:]
 
 
 def test_mdd_paired_matches_statsmodels_at_two_seeds():

@@ -90,6 +90,17 @@ def tpr10(targets: np.ndarray, scores: np.ndarray) -> float:
     return tpr_at_fp_count(targets, scores, 9)
 
 
+def tpr_at_fpr_1e3(targets: np.ndarray, scores: np.ndarray) -> float:
+    """TPR at FPR 1e-3, as a function of (targets, scores) alone: a metric evaluate.py can name
+    (``task=score_sweep metrics=[analysis.lens.search_metrics.tpr_at_fpr_1e3]``)."""
+    return tpr_at_fpr(targets, scores, 1e-3)
+
+
+def tpr_at_fpr_1e2(targets: np.ndarray, scores: np.ndarray) -> float:
+    """TPR at FPR 1e-2 (see tpr_at_fpr_1e3)."""
+    return tpr_at_fpr(targets, scores, 1e-2)
+
+
 def allowed_fp(n_neg: int, fpr: float) -> int:
     """False positives allowed at `fpr` among `n_neg` negatives: floor(fpr * n_neg) (0: unresolved)."""
     if not 0 < fpr < 1:
