@@ -8,8 +8,8 @@ Each job is scored by tasks.predict.run_predict (its best checkpoint, the same d
 predictions land in ``<job>/predictions/<data name>/predictions_<split>.csv``. The arms (overrides minus the
 seed and plumbing, as task=summarize groups them) are then compared with analysis.arms.compare_arms on
 ``metrics=[...]`` (accuracy, balanced_accuracy, auroc, or a function's dotted name such as
-``analysis.lens.search_metrics.tpr0``): per seed exact McNemar and a paired bootstrap, across seeds the paired t-test on the per-seed values, Holm over
-the table, and the MDD beside every "not resolved". Writes ``arms.md`` and ``arms.json`` into
+``analysis.lens.search_metrics.tpr0``): per seed exact McNemar and a paired bootstrap, across seeds the
+paired t-test on the per-seed values, Holm over the table, and the MDD beside every "not resolved". Writes ``arms.md`` and ``arms.json`` into
 ``<sweep_dir>/scores/<data label>/`` (or ``out_dir``).
 """
 
@@ -64,7 +64,7 @@ def _jobs(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     return done, base
 
 
-def sample_metric(name: str) -> tuple[str, str | Callable[..., float]]:
+def named_metric(name: str) -> tuple[str, str | Callable[..., float]]:
     """A ``metrics=[...]`` entry: a built-in sample metric, or the dotted name of a function ``f(targets, scores)``.
 
     A family's own metric is named by its path, e.g. ``analysis.lens.search_metrics.tpr0`` (reported as
@@ -101,7 +101,12 @@ def run_score_sweep(cfg: DictConfig) -> dict[str, Any]:
     if not isinstance(cfg.get("data"), DictConfig) and not data_overrides(cfg):
         raise ValueError("task=score_sweep: name the data: data=<name> and/or data_overrides=[data.<key>=<value>, ...] "
                          "(every job is then scored on that one data set)")
-    metrics = dict(sample_metric(str(m)) for m in (cfg.get("metrics") or ["accuracy"]))  # a bad name fails before any scoring
+    # a bad name fails here, before any job is scored
+    resolved = [named_metric(str(m)) for m in (cfg.get("metrics") or ["accuracy"])]
+    metrics = dict(resolved)
+    if len(metrics) < len(resolved):
+        names = [name for name, _ in resolved]
+        raise ValueError(f"metrics: two entries would be reported under one name: {sorted({n for n in names if names.count(n) > 1})}")
     jobs, base = _jobs(cfg)
     split = str(cfg.get("split") or "test")
     scored: list[dict[str, Any]] = []

@@ -172,3 +172,14 @@ def test_mdd_paired_matches_statsmodels_at_two_seeds():
     """At df = 1 scipy's nct gives NaN for the far tail; it once sent the whole power to the normal limit (MDD 9.58 sd)."""
     effect = TTestPower().solve_power(nobs=2, alpha=0.05, power=0.8, alternative="two-sided")
     assert mdd_paired(1.0, 2) == pytest.approx(effect, rel=1e-3)
+
+
+def test_score_sweep_refuses_two_metrics_under_one_name():
+    from omegaconf import OmegaConf
+
+    from tasks.score_sweep import run_score_sweep
+
+    cfg = OmegaConf.create({"data_overrides": ["data.data_seed=7"], "sweep_dir": "/nonexistent",
+                            "metrics": ["accuracy", "analysis.lens.search_metrics.tpr0", "accuracy"]})
+    with pytest.raises(ValueError, match=r"two entries would be reported under one name: \['accuracy'\]"):
+        run_score_sweep(cfg)

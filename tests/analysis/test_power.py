@@ -170,7 +170,7 @@ def test_a_function_metric_draws_the_same_resamples_as_the_built_in_one():
     by_name, by_fn = (paired_bootstrap_se(y, pa, pb, m, 200, 1) for m in ("auroc", auroc))
     assert by_fn == pytest.approx(by_name, rel=1e-9)
     assert bootstrap_variance(y, pa, auroc, 200, 2) == pytest.approx(bootstrap_variance(y, pa, "auroc", 200, 2), rel=1e-9)
-    # compare_arms under a name of the caller's choice, per seed and across seeds
+    # compare_arms reports a function metric under the caller's name, on the same resamples as the built-in one
     runs = [{"arm": arm, "seed": s, "ids": np.arange(n), "targets": y, "scores": np.clip(p + 0.01 * s, 0, 1)}
             for arm, p in (("a", pa), ("b", pb)) for s in (1, 2)]
     named = compare_arms(runs, metrics={"auc": auroc, "tpr0": tpr0}, n_boot=100)
