@@ -227,6 +227,18 @@ def check_inputs_fit(module: L.LightningModule, own: Any, new: Any, own_split: s
         raise ValueError("the new data does not fit the model; nothing was predicted:\n  " + "\n  ".join(problems))
 
 
+def stop_on_sigterm(trainer: Any, writer: PredictionsWriter, split: str) -> None:
+    """Exit with status 143 once SIGTERM arrived (a `kill`, SLURM's scancel or time limit).
+
+    Lightning's handler only records the signal, and its predict loop never looks: a 200,000-cutout scoring
+    would run to its end. The rows so far stay in the ``.partial`` file; no predictions file is written.
+    """
+    if getattr(trainer, "received_sigterm", False):
+        log.error("predict %s: stopped by SIGTERM after %d rows; %s is incomplete and no predictions file was written",
+                  split, writer.n, writer.partial)
+        raise SystemExit(143)
+
+
 class _StreamingWriter(L.Callback):
     """Writes each predicted batch's rows as it comes (memory stays that of one batch), with a progress bar."""
 
@@ -259,6 +271,7 @@ class _StreamingWriter(L.Callback):
         if self.top_k:
             self.candidates = top_candidates(self.candidates, table, self.top_k, "prob" if probs is not None else "logit")
         self.bar.update(len(index))
+        stop_on_sigterm(trainer, self.writer, self.split)
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.bar.close()

@@ -183,3 +183,19 @@ def test_score_sweep_refuses_two_metrics_under_one_name():
                             "metrics": ["accuracy", "analysis.lens.search_metrics.tpr0", "accuracy"]})
     with pytest.raises(ValueError, match=r"two entries would be reported under one name: \['accuracy'\]"):
         run_score_sweep(cfg)
+
+
+def test_predict_stops_on_sigterm_and_writes_no_predictions_file(tmp_path, caplog):
+    """Lightning records SIGTERM but its predict loop never stops for it; the streaming writer does, after a batch."""
+    from types import SimpleNamespace
+
+    from tasks.predict import stop_on_sigterm
+
+    writer = PredictionsWriter(tmp_path / "predictions_test.csv")
+    writer.append(pd.DataFrame({"sample_id": ["a", "b"], "split": ["test", "test"], "target": [1, 0], "logit": [0.3, -1.0]}))
+    stop_on_sigterm(SimpleNamespace(received_sigterm=False), writer, "test")  # no signal: nothing happens
+    with pytest.raises(SystemExit) as stopped:
+        stop_on_sigterm(SimpleNamespace(received_sigterm=True), writer, "test")
+    assert stopped.value.code == 143
+    assert writer.partial.exists() and not (tmp_path / "predictions_test.csv").exists()
+    assert "stopped by SIGTERM after 2 rows" in caplog.text
