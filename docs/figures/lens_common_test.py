@@ -1,11 +1,11 @@
-"""The figure of docs/results.md's "A1 and B1 on one test set": ROC curves at a search's false-positive rates.
+"""The figure of docs/results.md's "Lens arms on common test sets": ROC curves at a search's false-positive rates.
 
     python docs/figures/lens_common_test.py <scores dir> docs/figures/lens_common_test.png
 
 <scores dir> holds one folder per test set (e.g. ``paired/``, ``unpaired/``), each the ``out_dir`` of an
 ``evaluate.py task=score_sweep`` run: its ``arms.json`` names every job's predictions file. One panel per test
-set, one curve per job: TPR against FPR on a log axis (sklearn's ROC curve on the file's logits), the
-FPR 1e-3 line dashed. A log axis has no FPR 0: each curve's left end is its TPR with one false positive
+set, one colour per arm and one curve per seed: TPR against FPR on a log axis (sklearn's ROC curve on the
+file's logits), the FPR 1e-3 line dashed. A log axis has no FPR 0: each curve's left end is its TPR with one false positive
 (TPR0, before the first, is in the table beside the figure).
 """
 
@@ -30,12 +30,18 @@ def main(scores: Path, out: Path) -> None:
     fig, axes = plt.subplots(1, len(sets), figsize=(5.2 * len(sets), 4.2), squeeze=False)
     for ax, folder in zip(axes[0], sets):
         report = json.loads((folder / "arms.json").read_text())
-        for job in report["jobs"]:
+        colours: dict[str, str] = {}
+        for job in sorted(report["jobs"], key=lambda j: str(j["job_dir"])):
             frame = pd.read_csv(job["predictions"])
+            # the experiment from the predictions sidecar: one colour per arm, one line per seed
+            arm = json.loads(Path(job["predictions"]).with_suffix(".json").read_text()).get("experiment", "?")
+            first = arm not in colours
+            colours.setdefault(arm, f"C{len(colours)}")
             fpr, tpr, _ = roc_curve(frame["target"], frame["logit"], drop_intermediate=False)
             keep = fpr > 0
             n_neg = int((frame["target"] == 0).sum())
-            ax.step(fpr[keep], tpr[keep], where="post", label=f"{Path(job['job_dir']).name} (seed {job['seed']})")
+            ax.step(fpr[keep], tpr[keep], where="post", color=colours[arm], lw=1.0, alpha=0.8,
+                    label=arm if first else None)
         ax.axvline(1e-3, color="grey", ls="--", lw=0.8)
         ax.set_xscale("log")
         ax.set_xlim(1 / n_neg, 1)
