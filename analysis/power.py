@@ -36,7 +36,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import optimize, special, stats
 
-from analysis.significance import _WeightedAuroc, _counts, stratified_bootstrap_indices
+from analysis.significance import _indexed_metric, _WeightedAuroc, _counts, stratified_bootstrap_indices
 
 #: Metrics the bootstraps here compute from a predictions file's targets and probabilities.
 SAMPLE_METRICS = ("accuracy", "balanced_accuracy", "auroc")
@@ -368,18 +368,6 @@ def metric_value(targets: np.ndarray, scores: np.ndarray, metric: str | Callable
     if callable(metric):
         return float(metric(targets, np.asarray(scores, dtype=np.float64)))
     return float(_weighted_metric(metric, targets, np.asarray(scores, dtype=np.float64))(np.ones((1, targets.size)))[0])
-
-
-def _indexed_metric(metric: Callable[..., float], targets: np.ndarray, scores: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """A function metric for each row of a (B, N) matrix of resample indices (undefined resamples give NaN)."""
-    import warnings
-
-    def per_row(idx: np.ndarray) -> np.ndarray:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # an undefined resample is NaN, dropped by the callers
-            return np.array([metric(targets[i], scores[i]) for i in idx], dtype=np.float64)
-
-    return per_row
 
 
 def _bootstrap(targets: np.ndarray, scores: Sequence[np.ndarray], metric: str | Callable[..., float], n_boot: int, seed: int,

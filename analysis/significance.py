@@ -194,6 +194,20 @@ def _from_correct_counts(metric: str, right: np.ndarray, totals: np.ndarray) -> 
     return np.mean(recall, axis=-1)
 
 
+def _indexed_metric(metric: MetricFn, targets: np.ndarray, scores: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """A function metric for each row of a (B, N) matrix of resample indices (undefined resamples give NaN).
+
+    The bootstraps of a callable metric here and in analysis.power draw samples through this one function.
+    """
+
+    def per_row(idx: np.ndarray) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an undefined resample is NaN, counted or dropped by the callers
+            return np.array([metric(targets[i], scores[i]) for i in idx], dtype=np.float64)
+
+    return per_row
+
+
 def paired_bootstrap_ci(
     targets: np.ndarray,
     scores_a: np.ndarray,
@@ -260,8 +274,7 @@ def paired_bootstrap_ci(
             full = np.ones((1, n))
             value_a, value_b = float(fa(full)[0]), float(fb(full)[0])
         else:
-            fa = lambda idx: np.array([metric(targets[i], scores_a[i]) for i in idx])  # noqa: E731
-            fb = lambda idx: np.array([metric(targets[i], scores_b[i]) for i in idx])  # noqa: E731
+            fa, fb = _indexed_metric(metric, targets, scores_a), _indexed_metric(metric, targets, scores_b)
             value_a, value_b = float(metric(targets, scores_a)), float(metric(targets, scores_b))
         diffs = np.empty(n_boot)
         block = max(1, min(n_boot, _BLOCK_ELEMENTS // n))
