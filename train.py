@@ -145,14 +145,6 @@ def train(cfg: DictConfig, term: TermHandler | None = None) -> dict[str, Any]:
         cfg: The composed config (conf/train.yaml).
         term: The SIGTERM recorder main() installs (None: SIGTERM is not watched).
     """
-    import lightning as L
-    import torch
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-    from callbacks.base import summary_dir
-    from callbacks.run_checkpoint import LAST_VAL_KEY, ConfigStamp, RunCheckpoint
-    from callbacks.step_seed import StepSeed
-
     start = time.time()
     term = term or TermHandler()
     run_dir = run_dir_of(cfg)
@@ -188,6 +180,16 @@ def train(cfg: DictConfig, term: TermHandler | None = None) -> dict[str, Any]:
             return done
         log.warning("found %s: resuming that run", last)
         resume = str(last)
+    # Lightning and the model's module only now: a bad setting, a refused resume or a completed run stop above
+    # without them (seconds of CPU per start); ${model_monitor:...} reads the class's source, not the class
+    import lightning as L
+    import torch
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from callbacks.base import summary_dir
+    from callbacks.run_checkpoint import LAST_VAL_KEY, ConfigStamp, RunCheckpoint
+    from callbacks.step_seed import StepSeed
+
     if not last.exists():
         own_the_run_config(run_dir)  # this start's checkpoints will be the run's: so is its config
     shutil.rmtree(summary_dir(run_dir), ignore_errors=True)  # a resumed run recomputes them
@@ -288,13 +290,9 @@ def train(cfg: DictConfig, term: TermHandler | None = None) -> dict[str, Any]:
 
 def close_loggers() -> None:
     """Finish the W&B run so the next job of a one-process sweep starts a new one."""
-    try:
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish()
-    except ImportError:
-        pass
+    wandb = sys.modules.get("wandb")  # not imported: no W&B run to finish (and no second of importing it)
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
 
 
 def sweep_job() -> tuple[Ledger, int] | None:

@@ -52,8 +52,8 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("hydra_subdir"):
         OmegaConf.register_new_resolver("hydra_subdir", _hydra_subdir)
     if not OmegaConf.has_resolver("model_monitor"):
-        OmegaConf.register_new_resolver("model_monitor", lambda target: _module_class(target).monitor)
-        OmegaConf.register_new_resolver("model_mode", lambda target: _module_class(target).mode)
+        OmegaConf.register_new_resolver("model_monitor", lambda target: _module_class_attribute(target, "monitor"))
+        OmegaConf.register_new_resolver("model_mode", lambda target: _module_class_attribute(target, "mode"))
 
 
 _SUBDIRS: dict[str, str] = {}
@@ -71,10 +71,69 @@ def _hydra_subdir(output_dir: str) -> str:
     return _SUBDIRS[output_dir]
 
 
-def _module_class(target: str) -> type:
-    """The LightningModule class named by a model config's _target_ (its monitor/mode live there)."""
+def _module_class_attribute(target: str, name: str) -> Any:
+    """A class attribute of the LightningModule a model config's _target_ names (its ``monitor`` or ``mode``).
+
+    Read from the source when the class, or the first class up its single-inheritance chain that sets the
+    attribute, sets it to a literal in its body: a start that the resume guard refuses, or that finds its run
+    completed, then never imports the model's module, and with it Lightning (seconds of CPU). Anything else
+    (a computed value, several bases, a class not found in its file) is answered by importing the class.
+    """
+    if isinstance(target, str) and _DOTTED.fullmatch(target) and _under(target, allowed_targets()):
+        try:
+            return _literal_class_attribute(target, name)  # reads a file of an allowed package; runs none of it
+        except LookupError:
+            pass
     check_target(target, "${model_monitor:<target>}")  # a saved config resolves this too: import nothing else
-    return hydra.utils.get_class(target)
+    return getattr(hydra.utils.get_class(target), name)
+
+
+def _literal_class_attribute(target: str, name: str, depth: int = 0) -> Any:
+    """`name` as a literal assigned in the body of class `target` or of its single base, found without importing.
+
+    Raises:
+        LookupError: It cannot be read so (the caller imports the class instead).
+    """
+    import ast
+    import importlib.util
+
+    module_name, _, class_name = target.rpartition(".")
+    if not module_name or depth > 10:
+        raise LookupError(target)
+    try:
+        spec = importlib.util.find_spec(module_name)  # imports the parent packages only
+    except (ImportError, ValueError):
+        raise LookupError(target) from None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        raise LookupError(target)
+    tree = ast.parse(Path(spec.origin).read_text())
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    node = classes.get(class_name)
+    if node is None:
+        raise LookupError(target)
+    for statement in node.body:
+        if isinstance(statement, ast.Assign):
+            names = [t.id for t in statement.targets if isinstance(t, ast.Name)]
+        elif isinstance(statement, ast.AnnAssign) and statement.value is not None:
+            names = [statement.target.id] if isinstance(statement.target, ast.Name) else []
+        else:
+            continue
+        if name in names:
+            try:
+                return ast.literal_eval(statement.value)
+            except ValueError:  # a computed value
+                raise LookupError(target) from None
+    if len(node.bases) != 1 or node.keywords or not isinstance(node.bases[0], ast.Name):
+        raise LookupError(target)  # several bases (the MRO decides) or a metaclass: import it
+    base = node.bases[0].id
+    if base in classes:
+        return _literal_class_attribute(f"{module_name}.{base}", name, depth + 1)
+    for statement in tree.body:
+        if isinstance(statement, ast.ImportFrom) and statement.level == 0 and statement.module:
+            for alias in statement.names:
+                if (alias.asname or alias.name) == base:
+                    return _literal_class_attribute(f"{statement.module}.{alias.name}", name, depth + 1)
+    raise LookupError(target)
 
 
 def instantiate_dict(cfg: DictConfig | None, kind: type, what: str, **kwargs: Any) -> list[Any]:

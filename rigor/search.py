@@ -290,9 +290,12 @@ class SearchSweeper(Sweeper):
         mode = None
         target = OmegaConf.select(config, "model._target_", throw_on_resolution_failure=False)
         if not config.get("optimized_metric") and target:
-            from rigor.config import _module_class
+            from rigor.config import _module_class_attribute
 
-            mode = getattr(_module_class(str(target)), "mode", None)
+            try:
+                mode = _module_class_attribute(str(target), "mode")
+            except AttributeError:
+                mode = None
         if direction is None:
             if mode is None:
                 raise SearchConfigError("hydra.sweeper.direction: give maximize or minimize (optimized_metric is not the "

@@ -67,6 +67,41 @@ def test_train_py_imports_neither_torch_nor_lightning_before_a_run_starts():
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr[-2000:]
 
 
+def test_monitor_and_mode_read_from_the_source_equal_the_classes(tmp_path, monkeypatch):
+    import textwrap
+
+    from rigor.config import _literal_class_attribute, _module_class_attribute
+
+    targets = {cfg.model._target_ for cfg in (compose([f"experiment={e}"]) for e in EXPERIMENTS)}
+    assert len(targets) >= 6
+    for target in targets:
+        cls = hydra.utils.get_class(target)
+        for name in ("monitor", "mode"):
+            assert _literal_class_attribute(target, name) == getattr(cls, name), (target, name)
+    # what the source cannot say is asked of the class: a computed value, two bases, a class not in the file
+    (tmp_path / "odd_modules.py").write_text(textwrap.dedent("""
+        class Base:
+            monitor = "val/loss"
+        class Computed(Base):
+            monitor = "val/" + "auroc"
+        class Child(Base):
+            pass
+        class Mixin:
+            pass
+        class Two(Mixin, Base):
+            pass
+        Alias = Base
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert _literal_class_attribute("odd_modules.Child", "monitor") == "val/loss"  # from its base in the file
+    for target in ("odd_modules.Computed", "odd_modules.Two", "odd_modules.Alias", "no_such_module.X"):
+        with pytest.raises(LookupError):
+            _literal_class_attribute(target, "monitor")
+    monkeypatch.setenv("RIGOR_EXTRA_TARGETS", "odd_modules")
+    assert _module_class_attribute("odd_modules.Computed", "monitor") == "val/auroc"  # imported
+    assert _module_class_attribute("odd_modules.Two", "monitor") == "val/loss"
+
+
 def test_sweep_dirs_of_concurrent_sweeps_differ():
     # two processes started in the same second: the directory name carries a per-process token
     code = ("from omegaconf import OmegaConf; from rigor.config import register_resolvers; register_resolvers(); "

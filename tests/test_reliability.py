@@ -72,11 +72,16 @@ def test_guarded_restart_keeps_the_first_config_and_skips_a_completed_run(tmp_pa
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
     first = (run / ".hydra" / "overrides.yaml").read_text()
     stamp = (run / "metrics.json").stat().st_mtime_ns
-    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    # Python lists every module it imports on stderr: neither start may import Lightning (seconds of CPU)
+    traced = {**env, "PYTHONPROFILEIMPORTTIME": "1"}
+    again = subprocess.run(cmd, cwd=ROOT, env=traced, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "already completed" in again.stdout
     assert (run / "metrics.json").stat().st_mtime_ns == stamp        # not retrained, not rewritten
-    changed = subprocess.run(cmd + ["seed=7"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    changed = subprocess.run(cmd + ["seed=7"], cwd=ROOT, env=traced, capture_output=True, text=True, timeout=600)
     assert changed.returncode != 0 and "seed: 42 (checkpoint) -> 7 (now)" in changed.stderr
+    for start in (again, changed):
+        imported = {line.rsplit("|", 1)[1].strip() for line in start.stderr.splitlines() if line.startswith("import time:")}
+        assert "omegaconf" in imported and "lightning" not in imported and "tests.toy_family.toy" not in imported
     assert (run / ".hydra" / "overrides.yaml").read_text() == first    # the original .hydra/ is never overwritten
     assert len(list((run / ".hydra" / "restarts").iterdir())) == 2     # each later start's config kept beside it
     assert not (run / "failure.json").exists()                          # a refused start leaves the run alone
@@ -290,7 +295,7 @@ def test_every_target_the_configs_name_is_allowed_and_only_those_modules():
     for target in ("torch.load", "os.system", "builtins.exec", "hydra.utils.call", "functools.partial",
                    "torch.nn.modules.module.torch.load",  # an allowed prefix, then a module imported there
                    "callbacks.base.torch.load", "callbacks.base.Path",  # a name imported into a project module
-                   "rigor.config._module_class", "${oc.env:T}", "timm.models.load_checkpoint"):
+                   "rigor.config._module_class_attribute", "${oc.env:T}", "timm.models.load_checkpoint"):
         assert target_refusal(target), target
 
 
@@ -391,10 +396,11 @@ def test_a_start_that_left_no_checkpoint_hands_hydra_to_the_start_that_trains(tm
 
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One finished toy-family run (2 epochs), with the .hydra/ a real start writes."""
+    """One finished toy-family run (2 epochs), with the .hydra/config.yaml a real start writes (trained in this process)."""
+    from tests.conftest import train_in_process
+
     run = tmp_path_factory.mktemp("toy_run") / "run"
-    subprocess.run([sys.executable, "train.py", *toy_family("trainer.max_epochs=2", f"hydra.run.dir={run}")], cwd=ROOT,
-                   env={**os.environ, "WANDB_MODE": "offline"}, check=True, capture_output=True, timeout=600)
+    train_in_process(toy_family("trainer.max_epochs=2"), run, save_config=True)
     return run
 
 

@@ -231,10 +231,11 @@ def reference(tmp_path_factory) -> dict:
 
     Run once per session: test_ray_launcher.py uses it too, and finds it in the session's base directory.
     """
+    from tests.conftest import train_in_process
+
     run = tmp_path_factory.getbasetemp() / "sweeps_reference" / "run"
     if not (run / "metrics.json").is_file():
-        proc = run_train([*tiny("seed=3", "logger=csv"), f"hydra.run.dir={run}"])
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        train_in_process(tiny("seed=3", "logger=csv"), run)  # in this process: the sweeps' jobs are the processes
     return json.loads((run / "metrics.json").read_text())
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from analysis.predictions import read_predictions
-from tests.conftest import ROOT
+from tests.conftest import ROOT, train_in_process
 from tests.helpers import run_script
 
 pytestmark = pytest.mark.slow
@@ -55,7 +55,7 @@ def test_regression_with_uncertainty_trains_predicts_and_summarizes(tmp_path):
 
 def test_binary_from_dict_inputs_calibrates(tmp_path):
     run_dir = tmp_path / "run"
-    run("train.py", SEARCH, "experiment=toy_binary", "cpu_threads=1", f"hydra.run.dir={run_dir}")
+    train_in_process([SEARCH, "experiment=toy_binary", "cpu_threads=1"], run_dir, save_config=True)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["temperature"] > 0 and "test_ece_calibrated" in metrics
     for split in ("val", "test"):

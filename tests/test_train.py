@@ -40,10 +40,13 @@ def run_train(*overrides: str, manifest: Path, check: bool = True) -> subprocess
     return proc
 
 
-def test_single_run_writes_metrics_checkpoints_and_plots(tmp_path, toy_lens_manifest):
+def test_single_run_writes_metrics_checkpoints_and_plots(tmp_path, toy_lens_manifest, capsys):
+    # in this process (the command line itself: test_default_experiment_on_freshly_simulated_data and the sweeps)
     run_dir = tmp_path / "run"
-    proc = run_train("trainer.max_epochs=3", "logger=csv", f"hydra.run.dir={run_dir}", manifest=toy_lens_manifest)
-    assert f"metrics.json: {run_dir / 'metrics.json'}" in proc.stdout
+    train_in_process([f"data.manifest_path={toy_lens_manifest}", "data.batch_size=32", *TEST_NET,
+                      "callbacks.shortcut_gates.every_n_epochs=1", "callbacks.thetae_auroc.every_n_epochs=1",
+                      "trainer.max_epochs=3", "logger=csv"], run_dir, save_config=True)
+    assert f"metrics.json: {run_dir / 'metrics.json'}" in capsys.readouterr().out
     metrics = json.loads((run_dir / "metrics.json").read_text())
     missing = [k for k in SEED_004_KEYS if k not in metrics]
     assert not missing, missing
@@ -134,9 +137,9 @@ def test_interrupted_run_resumes_to_the_same_metrics(tmp_path, toy_lens_manifest
 
 def test_nan_loss_stops_with_a_clear_error(tmp_path):
     run_dir = tmp_path / "nan"
-    proc = run_toy("trainer.max_epochs=1", "logger=csv", "model.optimizer.lr=1e30", f"hydra.run.dir={run_dir}")
-    assert proc.returncode != 0
-    assert "training loss is nan" in proc.stderr.lower() or "training loss is inf" in proc.stderr.lower()
+    with pytest.raises(Exception, match=r"(?i)training loss is (nan|inf)"):
+        train_in_process([TOY_SEARCH, "experiment=toy_binary", "cpu_threads=1", "trainer.max_epochs=1", "logger=csv",
+                          "model.optimizer.lr=1e30"], run_dir)
 
 
 def test_default_experiment_on_freshly_simulated_data(tmp_path):

@@ -121,9 +121,11 @@ def test_band_order_channels_and_stamp_size_must_match(tmp_path, toy_lens_manife
 
 @pytest.fixture(scope="module")
 def lens_run(tmp_path_factory, toy_lens_manifest) -> Path:
+    from tests.conftest import train_in_process
+
     run = tmp_path_factory.mktemp("lens_run") / "run"
-    run_script("train.py", f"data.manifest_path={toy_lens_manifest}", "data.batch_size=16", *TEST_NET,
-               "debug=fast", "logger=csv", "cpu_threads=1", f"hydra.run.dir={run}")
+    train_in_process([f"data.manifest_path={toy_lens_manifest}", "data.batch_size=16", *TEST_NET,
+                      "debug=fast", "logger=csv", "cpu_threads=1"], run, save_config=True)
     return run
 
 
