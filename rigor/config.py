@@ -111,7 +111,10 @@ def _literal_class_attribute(target: str, name: str, depth: int = 0) -> Any:
     node = classes.get(class_name)
     if node is None:
         raise LookupError(target)
-    for statement in node.body:
+    value: ast.expr | None = None
+    for statement in node.body:  # the last assignment in the body is the one that holds
+        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and statement.name == name:
+            raise LookupError(target)  # a property or other definition: only the class can say
         if isinstance(statement, ast.Assign):
             names = [t.id for t in statement.targets if isinstance(t, ast.Name)]
         elif isinstance(statement, ast.AnnAssign) and statement.value is not None:
@@ -119,10 +122,12 @@ def _literal_class_attribute(target: str, name: str, depth: int = 0) -> Any:
         else:
             continue
         if name in names:
-            try:
-                return ast.literal_eval(statement.value)
-            except ValueError:  # a computed value
-                raise LookupError(target) from None
+            value = statement.value
+    if value is not None:
+        try:
+            return ast.literal_eval(value)
+        except ValueError:  # a computed value
+            raise LookupError(target) from None
     if len(node.bases) != 1 or node.keywords or not isinstance(node.bases[0], ast.Name):
         raise LookupError(target)  # several bases (the MRO decides) or a metaclass: import it
     base = node.bases[0].id

@@ -90,11 +90,20 @@ def test_monitor_and_mode_read_from_the_source_equal_the_classes(tmp_path, monke
             pass
         class Two(Mixin, Base):
             pass
+        class Twice(Base):
+            monitor = "val/loss"
+            monitor = "val/accuracy"
+        class Property(Base):
+            @property
+            def monitor(self):
+                return "val/auroc"
         Alias = Base
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
     assert _literal_class_attribute("odd_modules.Child", "monitor") == "val/loss"  # from its base in the file
-    for target in ("odd_modules.Computed", "odd_modules.Two", "odd_modules.Alias", "no_such_module.X"):
+    assert _literal_class_attribute("odd_modules.Twice", "monitor") == "val/accuracy"  # the last assignment holds
+    for target in ("odd_modules.Computed", "odd_modules.Two", "odd_modules.Property", "odd_modules.Alias",
+                   "no_such_module.X"):
         with pytest.raises(LookupError):
             _literal_class_attribute(target, "monitor")
     monkeypatch.setenv("RIGOR_EXTRA_TARGETS", "odd_modules")
