@@ -342,3 +342,65 @@ def test_reasons_of_each_top_branch_written_out(arms, verdict, missing, reasons)
 def test_closing_reasons_of_the_variant_subtree(arms, verdict, last):
     d = lens_decision(arms)
     assert d["verdict"] == verdict and d["reasons"][-len(last):] == last
+
+
+# --- survivors of the second mutation run (issue 27): designs B and C, and A1 alone ----------------------
+
+_TABLE_HEAD = ["Per-arm checks (seed means; thresholds from the runs' `thresholds` node):", "",
+               "| arm | core_gate | radial_gate | core_reliance | thetae_min | thetae_spread | val_auroc | test_auroc |",
+               "|---|---|---|---|---|---|---|---|"]
+_GOOD_ROW = "0.5500 PASS | 0.5200 PASS | 0.0100 PASS | 0.8500 PASS | 0.1000 PASS | 0.9500 PASS | 0.9300 PASS |"
+_A1_REASON = "- A1 (paired diagnostic, for reference): final_core_lr_auc=0.5500 PASS, core_reliance=0.0100 PASS"
+
+
+def test_lens_summary_runs_the_tree_once_per_design_written_out():
+    arms = {"experiment=lens_a1": arm_info("lens_a1", GOOD), "experiment=lens_b1": arm_info("lens_b1", GOOD),
+            "experiment=lens_c1": arm_info("lens_c1", arm(final_core_lr_auc=0.70, core_reliance=0.08))}
+    out = lens_summary(arms=arms, jobs=[], thresholds=TH)
+    assert out["result"]["verdict"] is None
+    assert {k: v["verdict"] for k, v in out["result"]["by_design"].items()} == {"B": "SUCCESS", "C": "STOP_SHORTCUT"}
+    assert set(out["result"]["by_design"]["C"]["checks"]) == {"lens_b1", "lens_a1"}  # C1 in B1's role
+    assert out["markdown"] == "\n".join([
+        "### Design B (the seed's)", "",
+        "**Verdict: SUCCESS**", "",
+        _A1_REASON,
+        "- B1 core LR AUC 0.5500 -> PASS (PASS < 0.6, FAIL > 0.65)",
+        "- B1 core_reliance 0.0100 -> PASS (PASS < 0.03, FAIL > 0.05)",
+        "- core gate PASS and core_reliance PASS: use the B1 config, proceed to full training", "",
+        *_TABLE_HEAD, "| lens_b1 | " + _GOOD_ROW, "| lens_a1 | " + _GOOD_ROW, "",
+        "### Design C: lens_c1-c4 in B1-B4's roles", "",
+        "(the reasons below name the roles: B1 is lens_c1 here)", "",
+        "**Verdict: STOP_SHORTCUT**", "",
+        _A1_REASON,
+        "- B1 core LR AUC 0.7000 -> FAIL (PASS < 0.6, FAIL > 0.65)",
+        "- B1 core_reliance 0.0800 -> FAIL (PASS < 0.03, FAIL > 0.05)",
+        "- core gate FAIL and core_reliance FAIL: the model is exploiting the core shortcut", "",
+        *_TABLE_HEAD,
+        "| lens_c1 | 0.7000 FAIL | 0.5200 PASS | 0.0800 FAIL | 0.8500 PASS | 0.1000 PASS | 0.9500 PASS | 0.9300 PASS |",
+        "| lens_a1 | " + _GOOD_ROW,
+    ])
+
+
+def test_lens_summary_of_a1_alone_is_incomplete_on_design_b():
+    out = lens_summary(arms={"experiment=lens_a1": arm_info("lens_a1", GOOD)}, jobs=[], thresholds=TH)
+    assert out["result"]["verdict"] == "INCOMPLETE" and out["result"]["missing"] == ["lens_b1"]
+    assert out["markdown"] == "\n".join([
+        "**Verdict: INCOMPLETE**", "", "Missing: ['lens_b1']", "", _A1_REASON,
+        "- lens_b1 (unpaired deployment baseline) is missing: the tree starts from B1", "",
+        *_TABLE_HEAD, "| lens_a1 | " + _GOOD_ROW,
+    ])
+
+
+def test_a_variant_spread_equal_to_b1s_is_not_better():
+    arms = {"lens_a1": GOOD, "lens_b1": {**B1_MASK, "test_thetae_spread": 0.10}, "lens_b3": arm(best_val_auroc=0.8),
+            "lens_b2": arm(), "lens_b4": arm(core_reliance=0.04)}
+    d = lens_decision(arms)
+    assert d["verdict"] == "TEST_MASKING_VARIANTS->NO_WINNER"
+    assert "lens_b2 θ_E spread 0.1000 vs B1 0.1000: not better" in d["reasons"]
+
+
+def test_a_missing_b1_spread_is_listed_as_missing():
+    b1 = {k: v for k, v in B1_MASK.items() if k != "test_thetae_spread"}
+    d = lens_decision({"lens_a1": GOOD, "lens_b1": b1, "lens_b3": arm(best_val_auroc=0.8), "lens_b2": arm()})
+    assert d["verdict"] == "TEST_MASKING_VARIANTS->PENDING"
+    assert d["missing"] == ["lens_b4", "lens_b1.test_thetae_spread"]

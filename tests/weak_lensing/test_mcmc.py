@@ -147,3 +147,119 @@ def test_summary_moments_match_numpy_and_refuse_too_few_maps() -> None:
         summary_moments(s[:4], np.array([0, 0, 1, 1]), params[:4])
     starts = hull_starts(cosmo, 5, seed=0)
     assert starts.shape == (5, 2) and all(any(np.allclose(r, c) for c in cosmo) for r in starts)
+
+
+# ---- chain figures and moments by hand (issue 27: mutation testing) ----
+
+import warnings  # noqa: E402
+
+from analysis.weak_lensing.mcmc import ChainResult  # noqa: E402
+
+
+def _chains(acceptance, ess) -> ChainResult:
+    acc = np.asarray(acceptance, dtype=float)
+    return ChainResult(mean=np.zeros((len(acc), 2)), std=np.ones((len(acc), 2)), acceptance=acc,
+                       traces=np.zeros((0, 0, 2)), ess=np.asarray(ess, dtype=float), n_steps=100, burn_in=20)
+
+
+def test_chain_checks_figures_by_hand_with_the_band_edges_inside() -> None:
+    res = _chains([0.1, 0.2, 0.35, 0.5, 0.6], [[100.0, 300.0], [50.0, 400.0]])
+    with pytest.warns(UserWarning) as caught:
+        out = chain_checks(res, (0.2, 0.5), ess_min=51)
+    assert out == {"acceptance_mean": pytest.approx(0.35, abs=1e-15), "acceptance_min": 0.1, "acceptance_max": 0.6,
+                   "acceptance_outside_band": 0.4, "ess_min": 50.0, "ess_median": 200.0}
+    want = ["MCMC: 40.0% of chains have acceptance outside [0.2, 0.5] (mean 0.350); tune the proposal std",
+            "MCMC: effective sample size 50 < 51 in a checked chain; run longer chains"]
+    assert res.warnings == want and [str(w.message) for w in caught] == want
+    # stacklevel 2: the caller's line, not mcmc.py (under mutmut a wrapper frame sits between)
+    assert all(w.filename == __file__ or "mutmut" in w.filename for w in caught)
+    ok = _chains([0.2, 0.5], [[50.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # on the band edges and at ess_min exactly: no warning
+        assert chain_checks(ok, (0.2, 0.5), ess_min=50)["acceptance_outside_band"] == 0.0
+    assert ok.warnings == []
+
+
+def test_chain_checks_without_ess_traces() -> None:
+    res = _chains([0.3, 0.4], np.zeros((0, 2)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = chain_checks(res, (0.2, 0.5), ess_min=1e9)
+    assert np.isnan(out["ess_min"]) and np.isnan(out["ess_median"]) and res.warnings == []
+
+
+def test_effective_sample_size_equals_emcee_and_is_capped_at_the_chain_length() -> None:
+    from emcee.autocorr import integrated_time
+
+    rng = np.random.default_rng(3)
+    x = np.empty(3000)
+    x[0] = 0.0
+    for i in range(1, len(x)):
+        x[i] = 0.8 * x[i - 1] + rng.standard_normal()
+    for c in (5.0, 3.0):
+        want = len(x) / float(integrated_time(x, c=c, tol=0, quiet=True)[0])
+        assert effective_sample_size(x, c=c)[0] == pytest.approx(want, rel=1e-12)
+    assert effective_sample_size(x)[0] == pytest.approx(effective_sample_size(x, c=5.0)[0], rel=1e-12)
+    assert effective_sample_size(x, c=3.0)[0] != pytest.approx(effective_sample_size(x)[0], rel=1e-6)
+    # anti-correlated: tau < 1, but a chain never has more independent samples than draws
+    alt = np.where(np.arange(400) % 2, 1.0, -1.0) + 0.01 * rng.standard_normal(400)
+    assert float(integrated_time(alt, c=5.0, tol=0, quiet=True)[0]) < 1
+    assert effective_sample_size(alt)[0] == 400.0
+    # (S, P): per column; a stuck column has none
+    two = effective_sample_size(np.column_stack([np.ones(400), x[:400]]))  # the stuck one first
+    assert two.shape == (2,) and two[0] == 0.0
+    assert two[1] == pytest.approx(400 / float(integrated_time(x[:400], c=5.0, tol=0, quiet=True)[0]), rel=1e-12)
+
+
+def test_summary_moments_by_hand_at_the_minimum_number_of_maps() -> None:
+    # two cosmologies given out of order, 1-D summaries: d + 1 = 2 maps each suffice
+    s = np.array([1.0, 3.0, 10.0, 14.0])
+    ids = np.array(["b", "b", "a", "a"])
+    params = np.array([[0.3, 0.8], [0.3, 0.8], [0.2, 0.7], [0.2, 0.7]])
+    cosmo, means, covs = summary_moments(s, ids, params)
+    np.testing.assert_array_equal(cosmo, [[0.2, 0.7], [0.3, 0.8]])  # sorted by cosmology id
+    # float32 inputs are summarised in float64 (a float32 mean of 0.1-spaced values is off by ~1e-8)
+    s32 = np.random.default_rng(4).uniform(0, 1, (6, 2)).astype(np.float32)
+    c32, m32, v32 = summary_moments(s32, np.zeros(6, int), np.full((6, 2), 0.3, dtype=np.float32))
+    assert c32.dtype == m32.dtype == v32.dtype == np.float64
+    np.testing.assert_allclose(m32[0], s32.astype(np.float64).mean(axis=0), rtol=1e-15)
+    np.testing.assert_allclose(v32[0], np.cov(s32.astype(np.float64), rowvar=False), rtol=1e-13)
+    np.testing.assert_array_equal(means, [[12.0], [2.0]])
+    np.testing.assert_array_equal(covs, [[[8.0]], [[2.0]]])  # ddof 1: (2^2 + 2^2) / 1, (1 + 1) / 1
+    with pytest.raises(ValueError, match=r"^cosmology \S*'a'\)? has 1 maps; at least 2 are needed for a 1x1 covariance$"):
+        summary_moments(s[:3], ids[:3], params[:3])
+    with pytest.raises(ValueError, match=r"^summary_moments: 4 summaries, 3 cosmology ids, 4 parameter rows$"):
+        summary_moments(s, ids[:3], params)
+    with pytest.raises(ValueError, match=r"^summary_moments: 4 summaries, 4 cosmology ids, 3 parameter rows$"):
+        summary_moments(s, ids, params[:3])
+
+
+def test_hull_starts_are_the_seeded_draws_of_cosmologies() -> None:
+    cosmo = np.array([[0.2, 0.7], [0.3, 0.8], [0.4, 0.9], [0.5, 0.75]], dtype=np.float32)
+    for seed, starts in ((0, hull_starts(cosmo, 6)), (5, hull_starts(cosmo, 6, seed=5))):
+        want = cosmo.astype(np.float64)[np.random.default_rng(seed).integers(0, 4, 6)]
+        np.testing.assert_array_equal(starts, want)
+        assert starts.dtype == np.float64
+    assert not np.array_equal(hull_starts(cosmo, 6), hull_starts(cosmo, 6, seed=1))
+
+
+def test_likelihood_moments_interpolate_means_and_covariances_like_scipy() -> None:
+    pts = _design(12, seed=2)
+    rng = np.random.default_rng(3)
+    means = rng.normal(size=(12, 2)).astype(np.float32)
+    a = rng.normal(size=(12, 2, 2))
+    covs = (a @ a.transpose(0, 2, 1) + 0.1 * np.eye(2)).astype(np.float32)
+    lik = GaussianSummaryLikelihood(pts.astype(np.float32), means, covs, grid_size=32)
+    assert lik.dim == 2 and lik.cosmologies.dtype == np.float64
+    p64 = pts.astype(np.float32).astype(np.float64)  # the nodes as given
+    centre = p64.mean(axis=0)  # convex combinations of nodes: inside the hull
+    x = np.vstack([centre, 0.7 * centre + 0.3 * p64[1], 0.5 * centre + 0.5 * p64[7], [[5.0, 5.0]]])
+    m, c, inside = lik.moments(x)
+    ref_m = LinearNDInterpolator(p64, means.astype(np.float64))(x[:3])
+    ref_c = LinearNDInterpolator(p64, covs.astype(np.float64).reshape(12, 4))(x[:3])
+    assert inside.tolist() == [True, True, True, False]
+    np.testing.assert_allclose(m[:3], ref_m, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(c[:3], ref_c.reshape(3, 2, 2), rtol=1e-12, atol=1e-12)
+    assert m.dtype == np.float64 and c.shape == (4, 2, 2)
+    with pytest.raises(ValueError, match=r"^covariances have shape \(12, 2\); expected \(12, 2, 2\)$"):
+        GaussianSummaryLikelihood(pts, means, covs[:, 0], grid_size=32)
