@@ -62,7 +62,7 @@ def summary_moments(summaries: np.ndarray, cosmology_ids: np.ndarray, params: np
     for k in keys:
         rows = ids == k
         if rows.sum() < d + 1:
-            raise ValueError(f"cosmology {k!r} has {int(rows.sum())} maps; at least {d + 1} are needed for a {d}x{d} covariance")
+            raise ValueError(f"cosmology {k.item() if hasattr(k, 'item') else k!r} has {int(rows.sum())} maps; at least {d + 1} are needed for a {d}x{d} covariance")
         cosmo.append(params[rows][0])
         means.append(summaries[rows].mean(axis=0))
         covs.append(np.atleast_2d(np.cov(summaries[rows], rowvar=False)))

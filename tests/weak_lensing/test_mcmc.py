@@ -226,7 +226,7 @@ def test_summary_moments_by_hand_at_the_minimum_number_of_maps() -> None:
     np.testing.assert_allclose(v32[0], np.cov(s32.astype(np.float64), rowvar=False), rtol=1e-13)
     np.testing.assert_array_equal(means, [[12.0], [2.0]])
     np.testing.assert_array_equal(covs, [[[8.0]], [[2.0]]])  # ddof 1: (2^2 + 2^2) / 1, (1 + 1) / 1
-    with pytest.raises(ValueError, match=r"^cosmology \S*'a'\)? has 1 maps; at least 2 are needed for a 1x1 covariance$"):
+    with pytest.raises(ValueError, match=r"^cosmology 'a' has 1 maps; at least 2 are needed for a 1x1 covariance$"):
         summary_moments(s[:3], ids[:3], params[:3])
     with pytest.raises(ValueError, match=r"^summary_moments: 4 summaries, 3 cosmology ids, 4 parameter rows$"):
         summary_moments(s, ids[:3], params)
