@@ -136,8 +136,10 @@ def _literal_class_attribute(target: str, name: str, depth: int = 0) -> Any:
     for statement in tree.body:
         if isinstance(statement, ast.ImportFrom) and statement.level == 0 and statement.module:
             for alias in statement.names:
-                if (alias.asname or alias.name) == base:
-                    return _literal_class_attribute(f"{statement.module}.{alias.name}", name, depth + 1)
+                base_target = f"{statement.module}.{alias.name}"
+                # a base outside the allowed packages (Lightning's) is not read: finding it would import its package
+                if (alias.asname or alias.name) == base and _under(base_target, allowed_targets()):
+                    return _literal_class_attribute(base_target, name, depth + 1)
     raise LookupError(target)
 
 

@@ -397,8 +397,6 @@ def test_a_start_that_left_no_checkpoint_hands_hydra_to_the_start_that_trains(tm
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One finished toy-family run (2 epochs), with the .hydra/config.yaml a real start writes (trained in this process)."""
-    from tests.conftest import train_in_process
-
     run = tmp_path_factory.mktemp("toy_run") / "run"
     train_in_process(toy_family("trainer.max_epochs=2"), run, save_config=True)
     return run

@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import Callback
 
 from rigor.launchers import Job, SweepLockError, comparable_overrides, completed_return, lock_sweep_dir
 from rigor.ledger import Ledger, job_fields
-from tests.conftest import ROOT, TOY_SEARCH
+from tests.conftest import ROOT, TOY_SEARCH, train_in_process
 from tests.helpers import run_script
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -231,8 +231,6 @@ def reference(tmp_path_factory) -> dict:
 
     Run once per session: test_ray_launcher.py uses it too, and finds it in the session's base directory.
     """
-    from tests.conftest import train_in_process
-
     run = tmp_path_factory.getbasetemp() / "sweeps_reference" / "run"
     if not (run / "metrics.json").is_file():
         train_in_process(tiny("seed=3", "logger=csv"), run)  # in this process: the sweeps' jobs are the processes

@@ -16,6 +16,7 @@ import torch
 
 from datamodules.lens.datamodule import LensDataModule, LensInputs
 from tasks.predict import check_inputs_fit
+from tests.conftest import train_in_process
 from tests.helpers import run_script, write_toy_lens_data
 from tests.lens.tiny import TEST_NET
 
@@ -121,8 +122,6 @@ def test_band_order_channels_and_stamp_size_must_match(tmp_path, toy_lens_manife
 
 @pytest.fixture(scope="module")
 def lens_run(tmp_path_factory, toy_lens_manifest) -> Path:
-    from tests.conftest import train_in_process
-
     run = tmp_path_factory.mktemp("lens_run") / "run"
     train_in_process([f"data.manifest_path={toy_lens_manifest}", "data.batch_size=16", *TEST_NET,
                       "debug=fast", "logger=csv", "cpu_threads=1"], run, save_config=True)
