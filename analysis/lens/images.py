@@ -7,6 +7,8 @@ model, the gates and the core-sensitivity curve all agree on what "the core" is.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -116,3 +118,75 @@ def robust_background(images: np.ndarray, inner_radius: float) -> tuple[np.ndarr
     mad = np.median(np.abs(pix - med[..., None]), axis=-1)
     sigma = np.maximum(1.4826 * mad, 1e-12)
     return med[..., None, None], sigma[..., None, None]
+
+
+def colour_residual(images: np.ndarray, ref_channel: int, fit_radius: float = 12.0) -> np.ndarray:
+    """Host removal by colour: each band minus the reference band's host model, scaled (arc-preserving).
+
+    A lens galaxy is red and of one colour across its body, a lensed source blue. The host's shape is taken
+    from the reddest band, where the arc is faintest against the host: its radial-median model M (as in
+    ``radial_median_model``). Each other band b becomes ``b - alpha_b * M``, with alpha_b the median of
+    b / M over the pixels within `fit_radius` (a median, so the few pixels an arc covers do not move it).
+    A ring-like arc in a blue band is kept, where the radial median of that band would absorb it (the idea
+    of colour-based host removal: RingFinder, Gavazzi et al. 2014, ApJ 785, 144). The reference band itself
+    gets ``ref - M``. PSF differences between bands are not matched: a host's core leaves the same small
+    pattern in lens and non-lens cutouts. How much arc S/N this keeps against the radial median:
+    ``arc_signal_kept`` (docs/results.md, issue 26 item 3).
+
+    Args:
+        images: Array (N, C, H, W), flux in each band.
+        ref_channel: Index of the reference (reddest) band.
+        fit_radius: Radius (pixels) of the central region where alpha is fitted.
+
+    Returns:
+        Array (N, C, H, W) float32.
+    """
+    x = np.asarray(images, dtype=np.float32)
+    if not 0 <= ref_channel < x.shape[1]:
+        raise ValueError(f"ref_channel {ref_channel} is not a channel of images with {x.shape[1]} channels")
+    core = radius_grid(x.shape[-1]) <= fit_radius
+    model = radial_median_model(x[:, ref_channel : ref_channel + 1])[:, 0]
+    # pixels where the host model is positive: a ratio to sky noise means nothing
+    usable = model[:, core] > 0
+    out = np.empty_like(x)
+    for c in range(x.shape[1]):
+        if c == ref_channel:
+            out[:, c] = x[:, c] - model
+            continue
+        ratio = np.where(usable, x[:, c][:, core] / np.where(usable, model[:, core], 1.0), np.nan)
+        with warnings.catch_warnings():  # a cutout with no positive host pixel: alpha 0 (nothing subtracted)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            alpha = np.nan_to_num(np.nanmedian(ratio, axis=1), nan=0.0)
+        out[:, c] = x[:, c] - alpha[:, None, None].astype(np.float32) * model
+    return out
+
+
+def arc_signal_kept(with_arc: np.ndarray, without_arc: np.ndarray, step: Callable[[np.ndarray], np.ndarray],
+                    background_radius: float = 20.0) -> np.ndarray:
+    """Fraction of each arc's matched-filter S/N that a preprocessing step keeps.
+
+    Needs the same cutouts with and without their arc (paired simulation with a shared noise field, so the
+    difference is the arc). The arc's signal after the step is ``step(with) - step(without)``; its S/N is
+    the root of the sum of its squares over the pixel noise variance of each band, that variance measured
+    outside `background_radius` on the arcless cutout after the same step (so a step that adds noise, such as
+    subtracting a scaled band, pays for it). The ratio to the same S/N with the identity step is returned:
+    1 for the identity, less for a step that removes arc light or adds noise.
+
+    Args:
+        with_arc: (N, C, H, W) cutouts with arcs.
+        without_arc: (N, C, H, W) the same cutouts without them.
+        step: The host removal, images -> images of the same shape (e.g. ``lambda x: x - radial_median_model(x)``).
+        background_radius: Radius beyond which the noise is measured.
+
+    Returns:
+        (N,) S/N after the step divided by S/N before it.
+    """
+    def snr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        _, sigma = robust_background(b, background_radius)
+        return np.sqrt((((a - b) / sigma) ** 2).sum(axis=(1, 2, 3)))
+
+    with_arc = np.asarray(with_arc, dtype=np.float32)
+    without_arc = np.asarray(without_arc, dtype=np.float32)
+    before = snr(with_arc, without_arc)
+    after = snr(step(with_arc), step(without_arc))
+    return after / np.maximum(before, 1e-30)

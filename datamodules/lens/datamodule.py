@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from analysis.lens.images import apply_core_mask, radial_median_model, robust_background
+from analysis.lens.images import apply_core_mask, colour_residual, radial_median_model, robust_background
 from datamodules.base import SPLITS, BaseDataModule, check_columns, check_group_leakage, sample_rngs
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,12 @@ class LensDataModule(BaseDataModule):
             from its training data's (tasks/predict.py, ``input_description``).
         cache_dir: Where simulated data is cached.
         mode: ``paired`` or ``unpaired`` (chooses the simulated data set).
-        preprocessing: ``raw`` or ``residual`` (subtract a radial-median host model estimated from the image).
+        preprocessing: ``raw``, ``residual`` (subtract a radial-median host model estimated from the image) or
+            ``colour`` (subtract the reference band's radial-median host model, scaled to each band: keeps the
+            arc light a ring-like arc loses to the per-band median; ``analysis.lens.images.colour_residual``).
+        colour_ref_band: The reference band of ``colour`` preprocessing (None: the last band, the reddest in
+            g, r, z order).
+        colour_fit_radius: Pixels within this radius fit each band's host scale in ``colour`` preprocessing.
         background_radius: Pixels beyond this radius define each image's background level and noise, used
             to normalise every band to units of its own noise.
         clip: Normalised values are clipped to [-clip, clip] (None: no clipping).
@@ -210,6 +215,8 @@ class LensDataModule(BaseDataModule):
         cache_dir: str = "data",
         mode: str = "unpaired",
         preprocessing: str = "residual",
+        colour_ref_band: str | None = None,
+        colour_fit_radius: float = 12.0,
         background_radius: float = 20.0,
         clip: float | None = 100.0,
         fraction: float = 1.0,
@@ -228,8 +235,10 @@ class LensDataModule(BaseDataModule):
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if mode not in ("paired", "unpaired"):
             raise ValueError(f"data.mode must be 'paired' or 'unpaired', got {mode!r}")
-        if preprocessing not in ("raw", "residual"):
-            raise ValueError(f"data.preprocessing must be 'raw' or 'residual', got {preprocessing!r}")
+        if preprocessing not in ("raw", "residual", "colour"):
+            raise ValueError(f"data.preprocessing must be 'raw', 'residual' or 'colour', got {preprocessing!r}")
+        if colour_fit_radius <= 0:
+            raise ValueError(f"data.colour_fit_radius must be > 0 pixels, got {colour_fit_radius}")
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"data.fraction must be in (0, 1], got {fraction}")
         if isinstance(bands, str):
@@ -239,6 +248,8 @@ class LensDataModule(BaseDataModule):
         self.cache_dir = cache_dir
         self.mode = mode
         self.preprocessing = preprocessing
+        self.colour_ref_band = colour_ref_band
+        self.colour_fit_radius = float(colour_fit_radius)
         self.background_radius = background_radius
         self.clip = clip
         self.fraction = fraction
@@ -333,6 +344,8 @@ class LensDataModule(BaseDataModule):
         if not (np.issubdtype(images.dtype, np.floating) or np.issubdtype(images.dtype, np.integer)):
             raise ValueError(f"{images_path}: expected a numeric array, got dtype {images.dtype}")
         self.bands = self._resolve_bands(frame, manifest_path, int(images.shape[1]))
+        if self.preprocessing == "colour" and self.colour_ref_band is not None and self.colour_ref_band not in self.bands:
+            raise ValueError(f"data.colour_ref_band={self.colour_ref_band!r} is not one of the data's bands {self.bands}")
         self.labelled = labelled
         self.image_shape = tuple(int(s) for s in images.shape[1:])
         if "image_index" not in frame.columns:
@@ -381,6 +394,9 @@ class LensDataModule(BaseDataModule):
         x = np.asarray(raw, dtype=np.float32)
         if self.preprocessing == "residual":
             x = x - radial_median_model(x)
+        elif self.preprocessing == "colour":
+            ref = len(self.bands) - 1 if self.colour_ref_band is None else self.bands.index(self.colour_ref_band)
+            x = colour_residual(x, ref, self.colour_fit_radius)
         med, sigma = robust_background(x, self.background_radius)
         x = ((x - med) / sigma).astype(np.float32)
         if self.clip is not None:
