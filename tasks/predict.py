@@ -28,6 +28,7 @@ contract of docs/contract.md (analysis/predictions.py).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 from pathlib import Path
@@ -42,7 +43,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from analysis.calibration import mc_triage, probabilities_from_logits
-from analysis.predictions import PredictionsWriter, prediction_record, prediction_table, top_candidates
+from analysis.predictions import PredictionsWriter, prediction_record, prediction_table, sidecar_path, top_candidates
 from callbacks.temperature_scaling import read_temperature
 from rigor.cache import content_hash
 from rigor.config import REPO_ROOT, check_targets, register_resolvers
@@ -277,6 +278,44 @@ class _StreamingWriter(L.Callback):
         self.bar.close()
 
 
+def prediction_request(ckpt_path: str | Path, data_cfg: DictConfig, identity: dict[str, Any] | None, split: str,
+                       trainer_cfg: DictConfig, temperature: float | None, n_passes: int, mc_cfg: Any,
+                       top_k: int) -> dict[str, Any]:
+    """Everything a predictions file depends on: the checkpoint's bytes, the data, the split, the trainer
+    (precision, device), the temperature, MC-Dropout and top_k. Its hash in the sidecar (``request_hash``)
+    lets ``reuse=true`` keep a file that the same request would write again."""
+    if identity is None:  # the run's own data: its resolved settings name it
+        identity = {"config_hash": content_hash(OmegaConf.to_container(data_cfg, resolve=True), length=64)}
+    mc = OmegaConf.to_container(mc_cfg, resolve=True) if isinstance(mc_cfg, DictConfig) else dict(mc_cfg or {})
+    return {"checkpoint_sha256": _file_sha256(Path(ckpt_path)),
+            "data": {k: v for k, v in identity.items() if k != "config"},
+            "split": str(split), "trainer": OmegaConf.to_container(trainer_cfg, resolve=True),
+            "temperature": temperature, "mc_passes": n_passes, "mc_dropout": mc if n_passes else None, "top_k": top_k}
+
+
+def reusable_predictions(out_dir: Path, split: str, request: dict[str, Any]) -> dict[str, Any] | None:
+    """The report of ``<out_dir>/predictions_<split>.csv`` if its sidecar was written for this very request.
+
+    A file from another checkpoint, data set, trainer or temperature (or from before request hashes were
+    recorded, or one whose CSV is newer than its sidecar: a write that stopped between the two) is not
+    reused, and task=predict writes it again.
+    """
+    csv_path = out_dir / f"predictions_{split}.csv"
+    sidecar = sidecar_path(csv_path)
+    if not (csv_path.is_file() and sidecar.is_file()):
+        return None
+    if csv_path.stat().st_mtime_ns > sidecar.stat().st_mtime_ns:  # the sidecar is written last: an older one is another file's
+        return None
+    try:
+        record = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return None
+    if record.get("request_hash") != content_hash(request, length=64):
+        return None
+    print(f"predictions: {csv_path} (reused: written for the same checkpoint, data, split and trainer; reuse=false recomputes)")
+    return {**record, **(record.get("metrics") or {}), "predictions_path": str(csv_path)}
+
+
 def run_predict(cfg: DictConfig) -> dict[str, Any]:
     """Write predictions_<split>.csv/.json of a checkpoint (on its own data or another) and print the metrics.
 
@@ -294,21 +333,34 @@ def run_predict(cfg: DictConfig) -> dict[str, Any]:
     replacement = cfg.get("data") if isinstance(cfg.get("data"), DictConfig) else None
     overrides = data_overrides(cfg)
     other = replacement is not None or bool(overrides)
+    data_cfg = apply_data_overrides(run_cfg, replacement, overrides).data if other else run_cfg.data
+    identity = data_identity(data_cfg, _data_choice()) if other else None
+    if cfg.get("out_dir"):
+        out_dir = Path(cfg.out_dir)
+    else:
+        out_dir = run_dir / "predictions" / identity["name"] if other else run_dir
+    mc_cfg = cfg.get("mc_dropout") or {}
+    n_passes = int(mc_cfg.get("n_passes") or 25) if mc_cfg.get("enabled", False) else 0
+    # the run's temperature.json beside the checkpoint (old runs: the value inside best.ckpt)
+    fit = read_temperature(cfg.ckpt_path, checkpoint)
+    temperature = None if fit is None else fit["temperature"]
+    trainer_cfg = trainer_config(run_cfg, cfg.get("trainer"))
+    request = prediction_request(cfg.ckpt_path, data_cfg, identity, split, trainer_cfg, temperature, n_passes,
+                                 mc_cfg, int(cfg.get("top_k") or 100))
+    if cfg.get("reuse"):
+        kept = reusable_predictions(out_dir, split, request)
+        if kept is not None:
+            return kept
+
     L.seed_everything(int(run_cfg.seed), workers=True)  # MC-Dropout masks are reproducible
     module: L.LightningModule = hydra.utils.instantiate(run_cfg.model)
+    datamodule: L.LightningDataModule = hydra.utils.instantiate(data_cfg)
+    datamodule.setup("predict")
     if other:
-        data_cfg = apply_data_overrides(run_cfg, replacement, overrides).data
-        identity = data_identity(data_cfg, _data_choice())
-        datamodule: L.LightningDataModule = hydra.utils.instantiate(data_cfg)
-        datamodule.setup("predict")
         own = hydra.utils.instantiate(run_cfg.data)  # one item of the run's own data: what the model expects
         own.setup("predict")
         own_split = split if split in own.datasets and len(own.datasets[split]) else next(
             s for s, d in own.datasets.items() if len(d))
-    else:
-        identity = None
-        datamodule = hydra.utils.instantiate(run_cfg.data)
-        datamodule.setup("predict")
     if split not in getattr(datamodule, "datasets", {}):
         raise ValueError(f"split={split!r}: the datamodule has {sorted(getattr(datamodule, 'datasets', {}))}")
     if not len(datamodule.datasets[split]):
@@ -316,8 +368,6 @@ def run_predict(cfg: DictConfig) -> dict[str, Any]:
     if other:
         check_inputs_fit(module, own, datamodule, own_split, split)
         del own
-    mc_cfg = cfg.get("mc_dropout") or {}
-    n_passes = int(mc_cfg.get("n_passes") or 25) if mc_cfg.get("enabled", False) else 0
     if n_passes:
         from lightning_modules.mc_dropout import MCDropout
 
@@ -327,16 +377,8 @@ def run_predict(cfg: DictConfig) -> dict[str, Any]:
     kind = module.output_kind
     frame = datamodule.split_frame(split)
     labelled = all(c in frame.columns for c in _target_columns(module))
-    # the run's temperature.json beside the checkpoint (old runs: the value inside best.ckpt)
-    fit = read_temperature(cfg.ckpt_path, checkpoint)
-    temperature = None if fit is None else fit["temperature"]
-    if cfg.get("out_dir"):
-        out_dir = Path(cfg.out_dir)
-    else:
-        out_dir = run_dir / "predictions" / identity["name"] if other else run_dir
     csv_target = out_dir / f"predictions_{split}.csv"
     writer = _StreamingWriter(module, frame, split, csv_target, temperature, labelled, int(cfg.get("top_k") or 100))
-    trainer_cfg = trainer_config(run_cfg, cfg.get("trainer"))
     trainer_cfg.enable_progress_bar = False  # the writer's bar counts samples, with rate and time left
     trainer: L.Trainer = hydra.utils.instantiate(trainer_cfg, logger=False, callbacks=[writer],
                                                  default_root_dir=str(run_dir), enable_checkpointing=False)
@@ -352,7 +394,7 @@ def run_predict(cfg: DictConfig) -> dict[str, Any]:
                                temperature=temperature, temperature_fitted_on=fitted_on, thresholds=thresholds,
                                label_scaler=_label_scaler(datamodule, module),
                                n=writer.writer.n, checkpoint=str(cfg.ckpt_path), experiment=run_cfg.get("experiment_name"),
-                               seed=int(run_cfg.seed), metrics=values)
+                               seed=int(run_cfg.seed), metrics=values, request_hash=content_hash(request, length=64))
     if n_passes:
         mean = np.concatenate([m for m, _ in writer.mc]) if writer.mc else np.empty(0)
         std = np.concatenate([s for _, s in writer.mc]) if writer.mc else np.empty(0)

@@ -11,6 +11,11 @@ seed and plumbing, as task=summarize groups them) are then compared with analysi
 ``analysis.lens.search_metrics.tpr0``): per seed exact McNemar and a paired bootstrap, across seeds the
 paired t-test on the per-seed values, Holm over the table, and the MDD beside every "not resolved". Writes ``arms.md`` and ``arms.json`` into
 ``<sweep_dir>/scores/<data label>/`` (or ``out_dir``).
+
+With ``reuse=true`` (the default here) a job whose predictions file on this data was written for the same
+request (checkpoint bytes, data, split, trainer, temperature: the sidecar's ``request_hash``,
+tasks.predict.prediction_request) is not predicted again, so adding runs to a comparison, or another
+reference or metric, costs only the new runs. ``reuse=false`` predicts every job.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ scipy (ttest_rel), statsmodels (exact McNemar, Holm, the paired t-test's power) 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +167,53 @@ def test_score_sweep_compares_arms_paired(toy_sweep):
         proc = _run("evaluate.py", TOY_SEARCH, "task=score_sweep", f"sweep_dir={toy_sweep}", 'data_overrides=["data.data_seed=8"]',
                     f"metrics=[{bad}]", check=False)
         assert proc.returncode != 0 and why in proc.stderr and "score_sweep: " not in proc.stdout, proc.stderr[-2000:]
+
+
+def test_score_sweep_reuses_only_what_the_same_request_would_write(toy_sweep):
+    """reuse: a job's file is kept only for the same checkpoint bytes, data, split and trainer."""
+    from tests.helpers import evaluate_in_process
+
+    args = (TOY_SEARCH, "task=score_sweep", f"sweep_dir={toy_sweep}", "trainer=cpu", 'data_overrides=["data.data_seed=11"]',
+            "n_bootstrap=50", f"out_dir={toy_sweep}/scores_reuse")
+    first = evaluate_in_process(*args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    files = sorted(toy_sweep.glob("*/predictions/*/predictions_test.csv"))
+    files = [f for f in files if json.loads(f.with_suffix(".json").read_text())["data"]["config"]["data_seed"] == 11]
+    assert len(files) == 4 and all(len(json.loads(f.with_suffix(".json").read_text())["request_hash"]) == 64 for f in files)
+    stamps = {f: f.stat().st_mtime_ns for f in files}
+    report = json.loads((toy_sweep / "scores_reuse" / "arms.json").read_text())
+
+    again = evaluate_in_process(*args)  # nothing changed: every file kept, the same comparison
+    assert again.stdout.count("(reused:") == 4
+    assert {f: f.stat().st_mtime_ns for f in files} == stamps
+    assert json.loads((toy_sweep / "scores_reuse" / "arms.json").read_text())["across_seeds"] == report["across_seeds"]
+
+    # another trainer (here the run's own), reuse=false: predicted again
+    third = evaluate_in_process(*args[:3], *args[4:])  # no trainer=cpu: the run's own trainer config
+    assert third.stdout.count("(reused:") == 0
+    fourth = evaluate_in_process(*args[:3], *args[4:])
+    assert fourth.stdout.count("(reused:") == 4
+    fifth = evaluate_in_process(*args[:3], *args[4:], "reuse=false")
+    assert fifth.stdout.count("(reused:") == 0
+    # a file whose CSV is newer than its sidecar (a write stopped between the two) is not trusted
+    os.utime(files[1], ns=(files[1].stat().st_atime_ns, files[1].with_suffix(".json").stat().st_mtime_ns + 10**9))
+    sixth = evaluate_in_process(*args[:3], *args[4:])
+    assert sixth.stdout.count("(reused:") == 3
+    # the request names the checkpoint by its bytes: a retrained checkpoint at the same path is another request
+    from omegaconf import OmegaConf
+
+    from tasks.predict import prediction_request
+
+    ckpt = toy_sweep / "ckpt_copy.ckpt"
+    same = dict(data_cfg=OmegaConf.create({"a": 1}), identity=None, split="test", trainer_cfg=OmegaConf.create({}),
+                temperature=None, n_passes=0, mc_cfg={}, top_k=100)
+    ckpt.write_bytes(b"weights one")
+    one = prediction_request(ckpt, **same)
+    ckpt.write_bytes(b"weights two")
+    assert prediction_request(ckpt, **same) != one
+    ckpt.write_bytes(b"weights one")
+    assert prediction_request(ckpt, **same) == one
+    assert prediction_request(ckpt, **{**same, "temperature": 1.5}) != one
 
 
 def test_mdd_paired_matches_statsmodels_at_two_seeds():
