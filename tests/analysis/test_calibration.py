@@ -374,6 +374,23 @@ def test_adaptive_ece_of_one_sample_and_of_tied_confidences():
     assert adaptive_ece(p, y) == pytest.approx(expected, abs=1e-12)
 
 
+def test_adaptive_ece_cuts_ties_in_input_order_even_where_the_order_matters():
+    """Ties split across groups whose errors change sign: only a stable sort gives the hand-worked value.
+
+    Where every group of a tie block errs the same way, the sum of |acc - conf| does not depend on which
+    tied sample lands in which group (the test above). Here confidences alternate 0.6, 0.7 and class 1 is
+    predicted everywhere, right for the first half of the inputs only. A stable sort lines up 500 right
+    then 500 wrong samples at 0.6, then the same at 0.7; 8 groups of 250 are 2 right at 0.6 (|1 - 0.6|),
+    2 wrong at 0.6 (0.6), 2 right at 0.7 (0.3) and 2 wrong at 0.7 (0.7): ECE = (0.8 + 1.2 + 0.6 + 1.4) / 8
+    = 0.5. numpy's default (unstable) argsort mixes the tie blocks and gives 0.15.
+    """
+    n = 2000
+    p = np.where(np.arange(n) % 2 == 0, 0.6, 0.7)
+    y = (np.arange(n) < n // 2).astype(int)
+    assert adaptive_ece(p, y, n_bins=8) == pytest.approx(0.5, abs=1e-12)
+    assert adaptive_ece(np.stack([1 - p, p], axis=1), y, n_bins=8) == pytest.approx(0.5, abs=1e-12)
+
+
 def test_fifteen_bins_by_default():
     """A caller that leaves n_bins out gets 15 bins, in every function that takes it (issue 27)."""
     from analysis.calibration import bin_edges, calibration_report, fit_temperature_ece_grid
