@@ -6,7 +6,7 @@ with the reference arm A sample by sample:
 - per seed s (a seed both arms ran): exact McNemar on the correctness of the two models
   (analysis.significance.paired_comparison, which refuses different samples or targets) and a paired
   bootstrap CI of metric(B_s) - metric(A_s); Holm over the per-seed McNemar p-values; the MDD of that seed's
-  comparison is mdd_normal of the paired bootstrap SE (analysis.power.paired_bootstrap_se);
+  comparison is mdd_normal of the paired bootstrap SE (the sd of the CI's own resampled differences);
 - across seeds: the paired t-test (scipy ``ttest_rel``) of the per-seed metric values, Holm over the table
   (every arm against the reference, every metric), and the MDD of the paired t-test at the seeds at hand
   (analysis.power.mdd_paired of the per-seed differences' variance) beside every "not resolved".
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from analysis.power import mdd_normal, mdd_note, mdd_paired, metric_value, paired_bootstrap_se
+from analysis.power import mdd_normal, mdd_note, mdd_paired, metric_value
 from analysis.significance import align_samples, paired_comparison
 
 
@@ -102,7 +102,7 @@ def compare_arms(runs: Sequence[Mapping[str, Any]], reference: str | None = None
                                    "mcnemar_p": result["mcnemar"]["p"]}
             for m in metrics:
                 boot = result["bootstrap"][named[m]]
-                se = paired_bootstrap_se(result["targets"], result["scores_a"], result["scores_b"], named[m], n_boot, seed)["se_diff"]
+                se = boot["se_diff"]  # the SE of the CI's own resamples (one bootstrap per metric, not two)
                 row.update({f"{m}_a": boot["a"], f"{m}_b": boot["b"], f"{m}_diff": boot["diff"], f"{m}_ci_low": boot["ci_low"],
                             f"{m}_ci_high": boot["ci_high"], f"{m}_mdd": mdd_normal(se, alpha, power) if math.isfinite(se) else math.inf})
                 values[m].append((boot["a"], boot["b"]))

@@ -241,7 +241,8 @@ def paired_bootstrap_ci(
 
     Returns:
         ``diff`` (B - A on the full data), ``ci_low``, ``ci_high``, ``a`` and ``b`` (full-data values),
-        ``n_boot``, ``n_valid`` (resamples where both values were defined), ``alpha``.
+        ``se_diff`` (the sd of B - A over the valid resamples, ddof=1: the paired bootstrap SE; NaN with
+        fewer than two), ``n_boot``, ``n_valid`` (resamples where both values were defined), ``alpha``.
     """
     targets = np.asarray(targets).astype(np.int64).ravel()
     scores_a = np.asarray(scores_a, dtype=np.float64)
@@ -305,6 +306,7 @@ def paired_bootstrap_ci(
         "ci_high": float(high),
         "a": value_a,
         "b": value_b,
+        "se_diff": float(diffs[valid].std(ddof=1)) if n_valid > 1 else float("nan"),
         "n_boot": int(n_boot),
         "n_valid": n_valid,
         "alpha": float(alpha),

@@ -30,6 +30,7 @@ from analysis.power import (
     seeds_needed,
     variance_split,
 )
+from analysis.significance import paired_bootstrap_ci
 from analysis.summary import seed_comparison
 
 SIMS = 2000  # simulated studies per point: Monte Carlo SE of a rate p is sqrt(p (1 - p) / 2000) <= 0.011
@@ -180,7 +181,14 @@ def test_a_function_metric_draws_the_same_resamples_as_the_built_in_one():
         for key in ("diff", "ci_low", "ci_high", "mdd"):
             assert r_named[f"auc_{key}"] == pytest.approx(r_plain[f"auroc_{key}"], rel=1e-9)
         s = r_named["seed"]
-        assert r_named["tpr0_diff"] == pytest.approx(tpr0(y, np.clip(pb + 0.01 * s, 0, 1)) - tpr0(y, np.clip(pa + 0.01 * s, 0, 1)))
+        sa, sb = np.clip(pa + 0.01 * s, 0, 1), np.clip(pb + 0.01 * s, 0, 1)
+        assert r_named["tpr0_diff"] == pytest.approx(tpr0(y, sb) - tpr0(y, sa))
+        # the per-seed MDD: mdd_normal of the sd of the CI's own resampled differences, at the call's alpha and power
+        ci = paired_bootstrap_ci(y, sa, sb, "auroc", n_boot=100, seed=0)
+        assert r_plain["auroc_mdd"] == pytest.approx(mdd_normal(ci["se_diff"]), rel=1e-12)
+    strict = compare_arms(runs, metrics=["auroc"], n_boot=100, alpha=0.01, power=0.9)
+    ci = paired_bootstrap_ci(y, np.clip(pa + 0.01, 0, 1), np.clip(pb + 0.01, 0, 1), "auroc", n_boot=100, seed=0)
+    assert strict["per_seed"][0]["auroc_mdd"] == pytest.approx(mdd_normal(ci["se_diff"], 0.01, 0.9), rel=1e-12)
     with pytest.raises(ValueError, match="unknown sample metric 'tpr0'"):
         paired_bootstrap_se(y, pa, pb, "tpr0", 10, 0)
 

@@ -349,6 +349,7 @@ def test_auroc_ci_with_several_blocks_equals_the_same_draws_exactly():
     assert res["n_valid"] == n_boot
     assert (res["ci_low"], res["ci_high"]) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
     assert res["diff"] == pytest.approx(roc_auc_score(y, pb) - roc_auc_score(y, pa), abs=1e-12)
+    assert res["se_diff"] == pytest.approx(np.std(diffs, ddof=1), abs=1e-12)
     # a 96.7% interval (percentiles alpha/3) or a 90% one is a different interval, far beyond rounding
     wider = _percentile_ci(diffs, 0.05 / 1.5)
     assert abs(wider[0] - low) > 1e-4 and abs(wider[1] - high) > 1e-4
@@ -411,6 +412,7 @@ def test_accuracy_and_balanced_accuracy_cis_on_imbalanced_classes_equal_the_same
         assert res["n_valid"] == valid.sum() == 3000
         low, high = _percentile_ci(diffs[valid], 0.1)
         assert (res["ci_low"], res["ci_high"]) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
+        assert res["se_diff"] == pytest.approx(np.std(diffs[valid], ddof=1), abs=1e-12)
     assert n_k[1] < n_k[0] / 5
     bal = paired_bootstrap_ci(y, pa, pb, "balanced_accuracy", n_boot=10)
     acc = paired_bootstrap_ci(y, pa, pb, "accuracy", n_boot=10)
@@ -426,6 +428,7 @@ def test_balanced_accuracy_resample_that_loses_a_class_is_dropped():
     assert 0.55 < res["n_valid"] / 500 < 0.75
     assert (res["a"], res["b"]) == (1.0, 0.0)
     assert res["ci_low"] == res["ci_high"] == -1.0
+    assert res["se_diff"] == 0.0  # every valid resample gives the same difference
 
 
 def test_callable_metric_ci_equals_the_same_draws():
