@@ -9,7 +9,9 @@ with the reference arm A sample by sample:
   comparison is mdd_normal of the paired bootstrap SE (the sd of the CI's own resampled differences);
 - across seeds: the paired t-test (scipy ``ttest_rel``) of the per-seed metric values, Holm over the table
   (every arm against the reference, every metric), and the MDD of the paired t-test at the seeds at hand
-  (analysis.power.mdd_paired of the per-seed differences' variance) beside every "not resolved".
+  (analysis.power.mdd_paired of the per-seed differences' variance) beside every "not resolved", with the
+  MDD at alpha/m (m tests in the table): Holm's bar for one row is between the two, so the first is the MDD
+  of that row alone and the second one that survives Holm whatever the other rows are.
 """
 
 from __future__ import annotations
@@ -37,10 +39,14 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return out.tolist()
 
 
-def _verdict(p_holm: float, mdd: float, alpha: float) -> str:
+def _verdict(p_holm: float, mdd: float, alpha: float, mdd_holm: float = math.nan, m: int = 1) -> str:
     if math.isfinite(p_holm) and p_holm < alpha:
         return "resolved"
-    return f"not resolved; MDD {mdd:.4g}" if math.isfinite(mdd) else "not resolved; MDD inf (fewer than 2 seeds)"
+    if not math.isfinite(mdd):
+        return "not resolved; MDD inf (fewer than 2 seeds)"
+    if m > 1 and math.isfinite(mdd_holm):
+        return f"not resolved; MDD {mdd:.4g} ({mdd_holm:.4g} at alpha/{m}, which Holm over the table needs at worst)"
+    return f"not resolved; MDD {mdd:.4g}"
 
 
 def compare_arms(runs: Sequence[Mapping[str, Any]], reference: str | None = None,
@@ -61,7 +67,7 @@ def compare_arms(runs: Sequence[Mapping[str, Any]], reference: str | None = None
     Returns:
         ``reference``, ``arms``, ``per_seed`` rows (arm, seed, n, McNemar b/c/p, p_holm, and per metric a, b,
         diff, ci_low, ci_high, mdd), ``across_seeds`` rows (arm, metric, n_seeds, mean_a, mean_b, mean_diff,
-        sd_diff, t, p, p_holm, mdd, verdict, seeds) and ``notes``.
+        sd_diff, t, p, p_holm, mdd, mdd_holm, verdict, seeds) and ``notes``.
 
     Raises:
         ValueError: No runs, an unknown reference, or two runs of a comparison on different samples/targets.
@@ -125,9 +131,15 @@ def compare_arms(runs: Sequence[Mapping[str, Any]], reference: str | None = None
                            "mdd_note": mdd_note(n, n, var if n > 1 else None)})
     for row, p in zip(per_seed, holm([r["mcnemar_p"] for r in per_seed])):
         row["mcnemar_p_holm"] = p
+    # Holm's bar for a row lies between alpha/m and alpha (m tests with a p-value): a difference with power
+    # `power` at alpha/m is resolved after Holm with at least that power, whatever the other rows give
+    m_tests = sum(math.isfinite(r["p"]) for r in across)
     for row, p in zip(across, holm([r["p"] for r in across])):
         row["p_holm"] = p
-        row["verdict"] = _verdict(p, row["mdd"], alpha)
+        var = row["sd_diff"] ** 2 if row["n_seeds"] > 1 else math.nan
+        row["mdd_holm"] = (mdd_paired(var, row["n_seeds"], alpha / max(m_tests, 1), power)
+                           if row["n_seeds"] > 1 and m_tests > 1 else row["mdd"])
+        row["verdict"] = _verdict(p, row["mdd"], alpha, row["mdd_holm"], m_tests)
     return {"reference": reference, "arms": arms, "metrics": list(metrics), "alpha": alpha, "power": power,
             "per_seed": per_seed, "across_seeds": across, "notes": notes}
 

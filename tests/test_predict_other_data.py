@@ -155,12 +155,18 @@ def test_score_sweep_compares_arms_paired(toy_sweep):
         # the summary's MDD is analysis.power.mdd_paired's (checked against statsmodels in
         # test_mdd_paired_matches_statsmodels_at_two_seeds below, which fails today at n = 2)
         assert row["mdd"] == pytest.approx(mdd_paired(float(np.var(b - a, ddof=1)), 2))
+        # and at alpha / m, m = the rows with a p-value (Holm's bar is between alpha / m and alpha)
+        m = sum(np.isfinite(r["p"]) for r in result["across_seeds"])
+        assert m >= 2 and row["mdd_holm"] == pytest.approx(mdd_paired(float(np.var(b - a, ddof=1)), 2, alpha=0.05 / m))
+        assert row["mdd_holm"] > row["mdd"]
     ps = [r["p"] for r in result["across_seeds"]]
     finite = [p for p in ps if np.isfinite(p)]
     assert [r["p_holm"] for r in result["across_seeds"] if np.isfinite(r["p"])] == pytest.approx(
         list(multipletests(finite, method="holm")[1]))
     for r in result["across_seeds"]:
         assert r["verdict"] == "resolved" or r["verdict"].startswith("not resolved; MDD")
+        if r["verdict"] != "resolved" and np.isfinite(r["mdd"]):
+            assert f"({r['mdd_holm']:.4g} at alpha/" in r["verdict"]
     assert "## Across seeds" in (out / "arms.md").read_text() and "tpr0 B-A [CI] (MDD)" in (out / "arms.md").read_text()
     # a metric that is neither built in nor an allowed function is refused before any job is scored
     for bad, why in (("tpr0", "is not one of"), ("os.system", "is refused: outside the allowed packages")):

@@ -294,3 +294,28 @@ def test_task_power_on_two_predictions_files(tmp_path):
     assert row["test_samples_needed"] == math.ceil(500 * (row["mdd"] / 0.01) ** 2)
     assert (tmp_path / "power.md").exists() and (tmp_path / "power.json").exists()
     warnings.simplefilter("default")
+
+
+def test_across_seed_mdd_at_alpha_over_m_beside_the_unadjusted_one():
+    """compare_arms' across-seed rows: the paired t-test's MDD at alpha and at alpha/m (m rows with a p-value)."""
+    from analysis.arms import compare_arms
+
+    rng = np.random.default_rng(7)
+    n = 200
+    y = rng.integers(0, 2, n)
+    runs = []
+    for s, shift in zip((1, 2, 3), (0.00, 0.03, 0.07)):
+        pa = np.clip(0.5 * y + rng.normal(0.25, 0.3, n), 0, 1)
+        pb = np.clip(pa + shift * (2 * y - 1) + rng.normal(0, 0.05, n), 0, 1)
+        runs += [{"arm": "a", "seed": s, "ids": np.arange(n), "targets": y, "scores": pa},
+                 {"arm": "b", "seed": s, "ids": np.arange(n), "targets": y, "scores": pb}]
+    out = compare_arms(runs, metrics=["accuracy", "auroc"], n_boot=50, alpha=0.1)
+    rows = out["across_seeds"]
+    m = sum(np.isfinite(r["p"]) for r in rows)
+    assert m == 2
+    for r in rows:
+        var = r["sd_diff"] ** 2
+        assert r["mdd"] == pytest.approx(mdd_paired(var, 3, alpha=0.1), rel=1e-9)
+        assert r["mdd_holm"] == pytest.approx(mdd_paired(var, 3, alpha=0.05), rel=1e-9) and r["mdd_holm"] > r["mdd"]
+        if r["verdict"] != "resolved":
+            assert r["verdict"] == f"not resolved; MDD {r['mdd']:.4g} ({r['mdd_holm']:.4g} at alpha/2, which Holm over the table needs at worst)"
