@@ -319,3 +319,21 @@ def test_across_seed_mdd_at_alpha_over_m_beside_the_unadjusted_one():
         assert r["mdd_holm"] == pytest.approx(mdd_paired(var, 3, alpha=0.05), rel=1e-9) and r["mdd_holm"] > r["mdd"]
         if r["verdict"] != "resolved":
             assert r["verdict"] == f"not resolved; MDD {r['mdd']:.4g} ({r['mdd_holm']:.4g} at alpha/2, which Holm over the table needs at worst)"
+
+
+def test_the_same_difference_in_every_seed_is_no_spread_not_a_resolved_test():
+    """11 -> 21 and 21 -> 31 correct of 50: both seeds +0.2, which float rounding makes 0.19999999999999998
+    and 0.2. A t-test on that would give p ~ 1e-15; it is a zero spread (no t statistic, MDD 0)."""
+    from analysis.arms import compare_arms
+
+    n = 50
+    y = np.ones(n, dtype=int)
+    assert 21 / n - 11 / n != 31 / n - 21 / n  # the rounding this test is about
+    runs = []
+    for s, (ka, kb) in enumerate(((11, 21), (21, 31)), start=1):
+        runs += [{"arm": "a", "seed": s, "ids": np.arange(n), "targets": y, "scores": (np.arange(n) < ka).astype(float)},
+                 {"arm": "b", "seed": s, "ids": np.arange(n), "targets": y, "scores": (np.arange(n) < kb).astype(float)}]
+    [row] = compare_arms(runs, metrics=["accuracy"], n_boot=20)["across_seeds"]
+    assert row["mean_diff"] == pytest.approx(0.2) and row["sd_diff"] == 0.0
+    assert math.isnan(row["t"]) and math.isnan(row["p"]) and row["mdd"] == 0.0
+    assert row["verdict"].startswith("not resolved; no spread across seeds")
