@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+
 def _check(truth: np.ndarray, mean: np.ndarray, std: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     truth = np.atleast_2d(np.asarray(truth, dtype=np.float64))
     mean = np.atleast_2d(np.asarray(mean, dtype=np.float64))
@@ -88,6 +89,38 @@ def coverage(truth: np.ndarray, mean: np.ndarray, std: np.ndarray, n_sigma: floa
     """Fraction of maps with |truth - mean| <= n_sigma * std, per target (T,). A calibrated Gaussian gives 0.683."""
     truth, mean, std = _check(truth, mean, std)
     return np.mean(np.abs(truth - mean) <= n_sigma * std, axis=0)
+
+
+#: The probability mass of a Gaussian within one sigma, erf(1 / sqrt 2): what 1-sigma coverage should be.
+ONE_SIGMA = 0.6826894921370859
+
+
+def fit_sigma_scale(truth: np.ndarray, mean: np.ndarray, std: np.ndarray, target: float = ONE_SIGMA) -> np.ndarray:
+    """Per target, the factor k that gives the predicted sigmas the nominal coverage on these maps.
+
+    The regression analogue of temperature scaling: fitted on validation maps, then ``k * std`` is the
+    calibrated sigma of any map. k is the ceil(target * N)-th smallest |truth - mean| / std (1-based): the
+    smallest k with at least a fraction `target` of the maps inside mean +- k std, so the coverage on the
+    fitting maps is ceil(target * N) / N (target up to one map; ties at k can only add maps).
+
+    Args:
+        truth, mean, std: (N, T) arrays (std finite and > 0).
+        target: Coverage to reach, in (0, 1); default the Gaussian 1-sigma mass.
+
+    Returns:
+        (T,) factors; < 1 where the sigmas were too wide (over-coverage), > 1 where too narrow.
+    """
+    truth, mean, std = _check(truth, mean, std)
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"target coverage must lie in (0, 1), got {target}")
+    n = truth.shape[0]
+    if n == 0:
+        raise ValueError("no maps to fit the sigma scale on")
+    if not (np.all(np.isfinite(truth)) and np.all(np.isfinite(mean))):
+        raise ValueError("truth and mean must be finite to fit the sigma scale")
+    z = np.sort(np.abs(truth - mean) / std, axis=0)
+    rank = int(np.ceil(target * n - 1e-9))  # 1-based; the tolerance keeps 0.5 * 4 at 2, not 3
+    return z[max(rank, 1) - 1]
 
 
 def wl_metrics(

@@ -1,12 +1,15 @@
 """Weak-lensing evaluation tasks (seed 001), run on predictions files by evaluate.py.
 
-    python evaluate.py task=weak_lensing_score predictions=<run>/predictions_test.csv
+    python evaluate.py task=weak_lensing_score predictions=<run>/predictions_test.csv [calibrate_on=<run>/predictions_val.csv]
     python evaluate.py task=weak_lensing_mcmc val=<run>/predictions_val.csv test=<run>/predictions_test.csv
 
 ``wl_score`` reads a predictions CSV of the regression kind with uncertainty (per target ``t``, ``t_mean``,
 ``t_std``) and reports the challenge score (mean over maps, floored), the standardised MSE, R^2 and
 1-sigma coverage per target; it writes ``<stem>_wl_score.json`` and the per-map scores
-``<stem>_wl_scores.csv`` next to the file. ``wl_mcmc`` runs the CNN + MCMC stage on a run's point
+``<stem>_wl_scores.csv`` next to the file. With ``calibrate_on=<validation predictions>`` it also fits, per
+target, the factor k that gives the validation maps' sigmas their nominal 1-sigma coverage
+(analysis.weak_lensing.score.fit_sigma_scale), scores this file with k * sigma, and writes
+``<stem>_calibrated.csv`` (its sidecar records k and where it was fitted) with its per-map scores. ``wl_mcmc`` runs the CNN + MCMC stage on a run's point
 predictions (``t_mean`` of the validation maps, grouped by ``cosmology_id``, give the likelihood; every
 test map gets a posterior) and writes ``<test stem>_mcmc.csv`` (regression kind with ``t_std``) and its score.
 The numbers come from analysis/weak_lensing/score.py and analysis/weak_lensing/mcmc.py.
@@ -32,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from analysis.weak_lensing.mcmc import MCMC_SETTINGS, summary_posteriors
 from analysis.predictions import prediction_record, prediction_table, read_predictions, write_predictions
-from analysis.weak_lensing.score import per_map_frame, wl_metrics
+from analysis.weak_lensing.score import ONE_SIGMA, coverage, fit_sigma_scale, per_map_frame, wl_metrics
 from rigor.jsonio import write_json
 
 log = logging.getLogger(__name__)
@@ -140,9 +143,53 @@ def run_wl_score(cfg: DictConfig) -> dict[str, Any]:
     per_map_frame(frame, names, float(score["scale"])).to_csv(out / f"{path.stem}_wl_scores.csv", index=False)
     report = {"predictions": str(path), "target_names": names, **metrics,
               "settings": {"wl_score": score, "label_loc": loc, "label_scale": scale}}
+    if cfg.get("calibrate_on"):
+        report["calibrated"] = _calibrated(cfg, path, preds, frame, names, score, loc, scale, out)
     write_json(out / f"{path.stem}_wl_score.json", report)
     _print(f"wl_score: {path}", metrics)
+    if "calibrated" in report:
+        cal = report["calibrated"]
+        _print(f"calibrated sigmas (k fitted on {cal['fitted_on']}, {cal['n_fit']} maps): {cal['predictions']}",
+               {**{f"sigma_scale_{t}": k for t, k in cal["sigma_scale"].items()}, **cal["metrics"]})
     return report
+
+
+def _calibrated(cfg: DictConfig, path: Path, preds: Any, frame: pd.DataFrame, names: list[str], score: Mapping[str, Any],
+                loc: Any, scale: Any, out: Path) -> dict[str, Any]:
+    """Sigmas scaled per target by k fitted on validation maps (fit_sigma_scale), scored on this file's maps.
+
+    Writes ``<stem>_calibrated.csv`` (the same rows, ``t_std`` times k; its sidecar records the factors and the
+    file they were fitted on) and its per-map scores, so task=weak_lensing_score, a submission or a paired
+    comparison can read the calibrated file like any other.
+    """
+    val_path = Path(str(cfg.calibrate_on))
+    if not val_path.exists():
+        raise FileNotFoundError(f"calibrate_on={val_path} does not exist")
+    if val_path.resolve() == path.resolve():
+        raise ValueError(f"calibrate_on={val_path} is the file being scored: fit the sigma scale on validation maps")
+    val = read_predictions(val_path, kind="regression")
+    if val.is_test_split:
+        raise ValueError(f"calibrate_on={val_path} is a test split: the sigma scale must be fitted on validation maps")
+    if val.stds is None:
+        raise ValueError(f"calibrate_on={val_path}: no t_std columns to calibrate")
+    if list(val.target_names) != names:
+        raise ValueError(f"calibrate_on={val_path} has targets {list(val.target_names)}; {path} has {names}")
+    k = fit_sigma_scale(val.targets, val.means, val.stds)
+    metrics = wl_metrics(preds.targets, preds.means, preds.stds * k, names, float(score["scale"]), float(score["floor"]), loc, scale)
+    cal = frame.copy()
+    for j, t in enumerate(names):
+        cal[f"{t}_std"] = cal[f"{t}_std"] * k[j]
+    record = {key: v for key, v in preds.sidecar.items() if key not in ("csv", "n", "schema_version")}
+    record.update({"kind": "regression", "split": str(preds.recorded_split or record.get("split") or "test"),
+                   "target_names": names, "sigma_scale": {t: float(k[j]) for j, t in enumerate(names)},
+                   "sigma_scale_fitted_on": str(val_path), "sigma_scale_n": int(val.targets.shape[0]),
+                   "sigma_scale_target": ONE_SIGMA, "calibrated_from": str(path)})
+    csv = write_predictions(out / f"{path.stem}_calibrated.csv", cal, record)
+    per_map_frame(cal, names, float(score["scale"])).to_csv(out / f"{path.stem}_calibrated_wl_scores.csv", index=False)
+    val_cov = coverage(val.targets, val.means, val.stds)
+    return {"predictions": str(csv), "fitted_on": str(val_path), "n_fit": int(val.targets.shape[0]),
+            "sigma_scale": {t: float(k[j]) for j, t in enumerate(names)},
+            "fit_coverage_before": {t: float(val_cov[j]) for j, t in enumerate(names)}, "metrics": metrics}
 
 
 def run_wl_mcmc(cfg: DictConfig) -> dict[str, Any]:
