@@ -8,12 +8,16 @@ over the targets t = (Omega_m, S_8). The reported score is the mean over maps, f
 mean, not the single maps). ``scale`` and ``floor`` are the kit's constants, written once in
 conf/thresholds/weak_lensing.yaml (score_scale, score_floor); every caller passes them. Beside it the kit reports the MSE of
 standardised labels, R^2 per target and the 1-sigma coverage (fraction of maps whose truth lies within
-mean +- std). Everything here is plain NumPy; inputs are (N, T) arrays.
+mean +- std). ``fit_sigma_scale`` / ``sigma_scale_record`` / ``apply_sigma_scale`` calibrate a direct head's
+sigmas (the regression analogue of temperature scaling): the callback and evaluate.py's score task both use
+them, and keep the record in ``<run>/checkpoints/sigma_scale.json``. Everything here is plain NumPy; inputs
+are (N, T) arrays.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -101,7 +105,9 @@ def fit_sigma_scale(truth: np.ndarray, mean: np.ndarray, std: np.ndarray, target
     The regression analogue of temperature scaling: fitted on validation maps, then ``k * std`` is the
     calibrated sigma of any map. k is the ceil(target * N)-th smallest |truth - mean| / std (1-based): the
     smallest k with at least a fraction `target` of the maps inside mean +- k std, so the coverage on the
-    fitting maps is ceil(target * N) / N (target up to one map; ties at k can only add maps).
+    fitting maps is ceil(target * N) / N (target up to one map; ties at k can only add maps). This is the
+    empirical quantile without interpolation, NumPy's ``np.quantile(z, target, method="inverted_cdf")``,
+    raised by a few ulps where floating point would otherwise leave the map that sets k outside k * std.
 
     Args:
         truth, mean, std: (N, T) arrays (std finite and > 0).
@@ -118,9 +124,61 @@ def fit_sigma_scale(truth: np.ndarray, mean: np.ndarray, std: np.ndarray, target
         raise ValueError("no maps to fit the sigma scale on")
     if not (np.all(np.isfinite(truth)) and np.all(np.isfinite(mean))):
         raise ValueError("truth and mean must be finite to fit the sigma scale")
-    z = np.sort(np.abs(truth - mean) / std, axis=0)
-    rank = int(np.ceil(target * n - 1e-9))  # 1-based; the tolerance keeps 0.5 * 4 at 2, not 3
-    return z[max(rank, 1) - 1]
+    dist = np.abs(truth - mean)
+    rank = max(int(np.ceil(target * n - 1e-9)), 1)  # 1-based; the tolerance keeps 0.5 * 4 at 2, not 3
+    k = np.sort(dist / std, axis=0)[rank - 1]
+    # std * (dist / std) can round one ulp below dist, and coverage() would then miss the map that sets k:
+    # raise k by ulps (a relative 1e-16 or so) until coverage's own comparison counts `rank` maps
+    short = np.sum(dist <= std * k, axis=0) < rank
+    while short.any():
+        k = np.where(short, np.nextafter(k, np.inf), k)
+        short = np.sum(dist <= std * k, axis=0) < rank
+    return k
+
+
+def sigma_scale_record(
+    truth: np.ndarray, mean: np.ndarray, std: np.ndarray, target_names: Sequence[str], target: float = ONE_SIGMA
+) -> dict[str, Any]:
+    """The per-target factors fitted on these maps and what they do there: what ``sigma_scale.json`` holds.
+
+    Args:
+        truth, mean, std: (N, T) arrays of the fitting (validation) maps.
+        target_names: The T target names, in column order.
+        target: Coverage to reach (see ``fit_sigma_scale``).
+
+    Returns:
+        ``{sigma_scale: {t: k}, n, target_coverage, coverage_before: {t: c}, coverage_after: {t: c}}``.
+    """
+    truth, mean, std = _check(truth, mean, std)
+    if len(target_names) != truth.shape[1]:
+        raise ValueError(f"{len(target_names)} target names {list(target_names)} for {truth.shape[1]} target columns")
+    k = fit_sigma_scale(truth, mean, std, target)
+    before, after = coverage(truth, mean, std), coverage(truth, mean, std * k)
+    per = lambda v: {t: float(v[j]) for j, t in enumerate(target_names)}  # noqa: E731
+    return {"sigma_scale": per(k), "n": int(truth.shape[0]), "target_coverage": float(target),
+            "coverage_before": per(before), "coverage_after": per(after)}
+
+
+def apply_sigma_scale(std: np.ndarray, target_names: Sequence[str], sigma_scale: Mapping[str, float]) -> np.ndarray:
+    """``std`` with column t multiplied by ``sigma_scale[t]``; the factors are matched by target name.
+
+    Raises:
+        ValueError: a target without a factor, a factor for a target these predictions do not have, or a
+            factor that is not finite and > 0.
+    """
+    std = np.atleast_2d(np.asarray(std, dtype=np.float64))
+    names = list(target_names)
+    if len(names) != std.shape[1]:
+        raise ValueError(f"{len(names)} target names {names} for {std.shape[1]} std columns")
+    missing = [t for t in names if t not in sigma_scale]
+    unknown = [t for t in sigma_scale if t not in names]
+    if missing or unknown:
+        raise ValueError(f"sigma scale for targets {sorted(sigma_scale)} does not match the predictions' targets {names}"
+                         f" (missing {missing}, unknown {unknown})")
+    k = np.array([float(sigma_scale[t]) for t in names])
+    if not np.all(np.isfinite(k)) or np.any(k <= 0):
+        raise ValueError(f"sigma scale must be finite and > 0, got {dict(zip(names, k.tolist()))}")
+    return std * k
 
 
 def wl_metrics(

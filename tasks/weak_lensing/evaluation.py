@@ -1,6 +1,7 @@
 """Weak-lensing evaluation tasks (seed 001), run on predictions files by evaluate.py.
 
     python evaluate.py task=weak_lensing_score predictions=<run>/predictions_test.csv [calibrate_on=<run>/predictions_val.csv]
+    python evaluate.py task=weak_lensing_score predictions=<file>.csv calibrate_on=<run>/checkpoints/sigma_scale.json
     python evaluate.py task=weak_lensing_mcmc val=<run>/predictions_val.csv test=<run>/predictions_test.csv
 
 ``wl_score`` reads a predictions CSV of the regression kind with uncertainty (per target ``t``, ``t_mean``,
@@ -8,8 +9,13 @@
 1-sigma coverage per target; it writes ``<stem>_wl_score.json`` and the per-map scores
 ``<stem>_wl_scores.csv`` next to the file. With ``calibrate_on=<validation predictions>`` it also fits, per
 target, the factor k that gives the validation maps' sigmas their nominal 1-sigma coverage
-(analysis.weak_lensing.score.fit_sigma_scale), scores this file with k * sigma, and writes
-``<stem>_calibrated.csv`` (its sidecar records k and where it was fitted) with its per-map scores. ``wl_mcmc`` runs the CNN + MCMC stage on a run's point
+(analysis.weak_lensing.score.fit_sigma_scale), scores this file with k * sigma, prints the metrics before
+and after side by side, and writes ``<stem>_calibrated.csv`` (its sidecar records k and where it was fitted)
+with its per-map scores. When the validation file is the run's own (its sidecar names the checkpoint, as
+task=predict writes it, and no other data), k is also kept beside that checkpoint in
+``checkpoints/sigma_scale.json``, the file the training callback writes (callbacks/weak_lensing/score.py).
+``calibrate_on=<run>/checkpoints/sigma_scale.json`` applies scales fitted before instead of fitting them.
+``wl_mcmc`` runs the CNN + MCMC stage on a run's point
 predictions (``t_mean`` of the validation maps, grouped by ``cosmology_id``, give the likelihood; every
 test map gets a posterior) and writes ``<test stem>_mcmc.csv`` (regression kind with ``t_std``) and its score.
 The numbers come from analysis/weak_lensing/score.py and analysis/weak_lensing/mcmc.py.
@@ -35,7 +41,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from analysis.weak_lensing.mcmc import MCMC_SETTINGS, summary_posteriors
 from analysis.predictions import prediction_record, prediction_table, read_predictions, write_predictions
-from analysis.weak_lensing.score import ONE_SIGMA, coverage, fit_sigma_scale, per_map_frame, wl_metrics
+from analysis.weak_lensing.score import apply_sigma_scale, per_map_frame, sigma_scale_record, wl_metrics
+from callbacks.weak_lensing.score import read_sigma_scale, sigma_scale_path
 from rigor.jsonio import write_json
 
 log = logging.getLogger(__name__)
@@ -151,20 +158,68 @@ def run_wl_score(cfg: DictConfig) -> dict[str, Any]:
         cal = report["calibrated"]
         _print(f"calibrated sigmas (k fitted on {cal['fitted_on']}, {cal['n_fit']} maps): {cal['predictions']}",
                {**{f"sigma_scale_{t}": k for t, k in cal["sigma_scale"].items()}, **cal["metrics"]})
+        _print_before_after(metrics, cal["metrics"], names)
+        if cal["sigma_scale_file"]:
+            print(f"sigma scale kept in {cal['sigma_scale_file']}")
     return report
+
+
+def _print_before_after(before: Mapping[str, float], after: Mapping[str, float], names: Sequence[str]) -> None:
+    keys = ["score", "coverage", *[f"{m}_{t}" for t in names for m in ("coverage", "mean_sigma")]]
+    print(f"  {'':32s} {'before':>12s} {'after':>12s}")
+    for key in keys:
+        print(f"  {key:32s} {before[key]:12.6g} {after[key]:12.6g}")
 
 
 def _calibrated(cfg: DictConfig, path: Path, preds: Any, frame: pd.DataFrame, names: list[str], score: Mapping[str, Any],
                 loc: Any, scale: Any, out: Path) -> dict[str, Any]:
     """Sigmas scaled per target by k fitted on validation maps (fit_sigma_scale), scored on this file's maps.
 
-    Writes ``<stem>_calibrated.csv`` (the same rows, ``t_std`` times k; its sidecar records the factors and the
+    ``calibrate_on`` is a validation predictions file (k is fitted on it here) or a sigma_scale.json (k fitted
+    before, by the callback or by this task). Writes ``<stem>_calibrated.csv`` (the same rows, ``t_std`` times k; its sidecar records the factors and the
     file they were fitted on) and its per-map scores, so task=weak_lensing_score, a submission or a paired
     comparison can read the calibrated file like any other.
     """
-    val_path = Path(str(cfg.calibrate_on))
-    if not val_path.exists():
-        raise FileNotFoundError(f"calibrate_on={val_path} does not exist")
+    source = Path(str(cfg.calibrate_on))
+    if not source.exists():
+        raise FileNotFoundError(f"calibrate_on={source} does not exist")
+    if source.suffix == ".json":
+        fit, kept = _stored_scale(source), None
+        ckpt = preds.sidecar.get("checkpoint")  # task=predict's files name theirs; the callback's do not
+        if ckpt and Path(str(ckpt)).resolve().parent != source.resolve().parent:
+            raise ValueError(f"calibrate_on={source} is another run's sigma scale: {path} holds predictions of {ckpt}")
+    else:
+        fit, kept = _fit_scale(source, path, preds, names)
+    std = apply_sigma_scale(preds.stds, names, fit["sigma_scale"])
+    metrics = wl_metrics(preds.targets, preds.means, std, names, float(score["scale"]), float(score["floor"]), loc, scale)
+    cal = frame.copy()
+    for j, t in enumerate(names):
+        cal[f"{t}_std"] = std[:, j]
+    record = {key: v for key, v in preds.sidecar.items() if key not in ("csv", "n", "schema_version")}
+    record.update({"kind": "regression", "split": str(preds.recorded_split or record.get("split") or "test"),
+                   "target_names": names, "sigma_scale": fit["sigma_scale"], "sigma_scale_fitted_on": fit["fitted_on"],
+                   "sigma_scale_n": fit.get("n"), "sigma_scale_target": fit.get("target_coverage"), "calibrated_from": str(path)})
+    csv = write_predictions(out / f"{path.stem}_calibrated.csv", cal, record)
+    per_map_frame(cal, names, float(score["scale"])).to_csv(out / f"{path.stem}_calibrated_wl_scores.csv", index=False)
+    return {"predictions": str(csv), "fitted_on": fit["fitted_on"], "n_fit": fit.get("n"), "sigma_scale": fit["sigma_scale"],
+            "fit_coverage_before": fit.get("coverage_before"), "fit_coverage_after": fit.get("coverage_after"),
+            "sigma_scale_file": None if kept is None else str(kept), "metrics": metrics}
+
+
+def _stored_scale(source: Path) -> dict[str, Any]:
+    """A sigma_scale.json written before (by the callback or by a fit here): its record, fitted_on always set."""
+    record = read_sigma_scale(source)
+    if record is None:
+        raise ValueError(f"calibrate_on={source} is not a sigma_scale.json record (expected a JSON object with 'sigma_scale')")
+    return {**record, "fitted_on": record.get("fitted_on") or f"{record.get('split') or '?'} split of the run ({source})"}
+
+
+def _fit_scale(val_path: Path, path: Path, preds: Any, names: list[str]) -> tuple[dict[str, Any], Path | None]:
+    """k fitted on a validation predictions file; kept beside the run's checkpoint when the file is the run's own.
+
+    Returns:
+        The record (sigma_scale_record plus split, fitted_on, checkpoint) and the sigma_scale.json written, or None.
+    """
     if val_path.resolve() == path.resolve():
         raise ValueError(f"calibrate_on={val_path} is the file being scored: fit the sigma scale on validation maps")
     val = read_predictions(val_path, kind="regression")
@@ -174,22 +229,18 @@ def _calibrated(cfg: DictConfig, path: Path, preds: Any, frame: pd.DataFrame, na
         raise ValueError(f"calibrate_on={val_path}: no t_std columns to calibrate")
     if list(val.target_names) != names:
         raise ValueError(f"calibrate_on={val_path} has targets {list(val.target_names)}; {path} has {names}")
-    k = fit_sigma_scale(val.targets, val.means, val.stds)
-    metrics = wl_metrics(preds.targets, preds.means, preds.stds * k, names, float(score["scale"]), float(score["floor"]), loc, scale)
-    cal = frame.copy()
-    for j, t in enumerate(names):
-        cal[f"{t}_std"] = cal[f"{t}_std"] * k[j]
-    record = {key: v for key, v in preds.sidecar.items() if key not in ("csv", "n", "schema_version")}
-    record.update({"kind": "regression", "split": str(preds.recorded_split or record.get("split") or "test"),
-                   "target_names": names, "sigma_scale": {t: float(k[j]) for j, t in enumerate(names)},
-                   "sigma_scale_fitted_on": str(val_path), "sigma_scale_n": int(val.targets.shape[0]),
-                   "sigma_scale_target": ONE_SIGMA, "calibrated_from": str(path)})
-    csv = write_predictions(out / f"{path.stem}_calibrated.csv", cal, record)
-    per_map_frame(cal, names, float(score["scale"])).to_csv(out / f"{path.stem}_calibrated_wl_scores.csv", index=False)
-    val_cov = coverage(val.targets, val.means, val.stds)
-    return {"predictions": str(csv), "fitted_on": str(val_path), "n_fit": int(val.targets.shape[0]),
-            "sigma_scale": {t: float(k[j]) for j, t in enumerate(names)},
-            "fit_coverage_before": {t: float(val_cov[j]) for j, t in enumerate(names)}, "metrics": metrics}
+    ckpt, other = val.sidecar.get("checkpoint"), preds.sidecar.get("checkpoint")
+    if ckpt and other and Path(str(ckpt)).resolve() != Path(str(other)).resolve():
+        raise ValueError(f"calibrate_on={val_path} holds predictions of {ckpt} but {path} those of {other}: "
+                         "the sigma scale belongs to one model")
+    fit = {**sigma_scale_record(val.targets, val.means, val.stds, names), "split": str(val.recorded_split or "val"),
+           "fitted_on": str(val_path), "checkpoint": None if not ckpt else Path(str(ckpt)).name}
+    # kept as the run's own only for its own validation maps (task=predict records the checkpoint; data null: the run's data)
+    if not ckpt or not Path(str(ckpt)).is_file() or val.sidecar.get("data") is not None:
+        log.info("%s names no checkpoint of the run's own data: sigma_scale.json is not written (k is in the report "
+                 "and in the calibrated file's sidecar)", val_path)
+        return fit, None
+    return fit, write_json(sigma_scale_path(Path(str(ckpt))), fit)
 
 
 def run_wl_mcmc(cfg: DictConfig) -> dict[str, Any]:

@@ -18,8 +18,8 @@ from tests.weak_lensing.wl_data import tiny_wl_manifest
 pytestmark = pytest.mark.slow
 
 
-def _train(overrides: list[str], run_dir: Path) -> dict:
-    train_in_process(overrides, run_dir)
+def _train(overrides: list[str], run_dir: Path, save_config: bool = False) -> dict:
+    train_in_process(overrides, run_dir, save_config=save_config)
     return json.loads((run_dir / "metrics.json").read_text())
 
 
@@ -75,7 +75,7 @@ def test_direct_run_writes_its_score(tmp_path) -> None:
     manifest = tiny_wl_manifest(tmp_path / "data")
     run = tmp_path / "run"
     metrics = _train(["experiment=weak_lensing_resnet_attn_direct", "debug=fast", "cpu_threads=1", f"data.manifest_path={manifest}",
-                           "data.map_shape=[356,44]"], run)
+                           "data.map_shape=[356,44]"], run, save_config=True)  # the config: task=predict rebuilds the run
     preds = read_predictions(run / "predictions_test.csv", kind="regression")
     assert preds.stds is not None
     assert metrics["test_score"] == pytest.approx(challenge_score(preds.targets, preds.means, preds.stds, 1000.0, -1.0e6))
@@ -93,3 +93,20 @@ def test_direct_run_writes_its_score(tmp_path) -> None:
     own = _evaluate(["task=weak_lensing_score", f"predictions={run / 'predictions_test.csv'}", f"out_dir={tmp_path / 'eval'}",
                      f"wl_score.label_loc={preds.targets.mean(axis=0).tolist()}", f"wl_score.label_scale={preds.targets.std(axis=0).tolist()}"])
     assert own["mse_std"] != scored["mse_std"] and own["score"] == scored["score"]
+    # the sigma scale (issue 22): fitted on the validation maps at the end of the run, kept beside best.ckpt, and the
+    # test metrics after it in metrics.json; evaluate.py applies the kept file, or refits it from task=predict's val file
+    kept = json.loads((run / "checkpoints" / "sigma_scale.json").read_text())
+    assert kept["split"] == "val" and kept["checkpoint"] == "best.ckpt" and kept["n"] == metrics["sigma_scale_n"]
+    for t in ("omega_m", "s8"):
+        assert kept["sigma_scale"][t] == metrics[f"sigma_scale_{t}"] > 0
+        assert abs(metrics[f"val_coverage_{t}_calibrated"] - 0.6827) <= 1 / kept["n"] + 1e-4
+    assert {"test_score_calibrated", "test_coverage_calibrated", "test_coverage_s8_calibrated"} <= set(metrics)
+    applied = _evaluate(["task=weak_lensing_score", f"predictions={run / 'predictions_test.csv'}", f"out_dir={tmp_path / 'cal'}",
+                         f"calibrate_on={run / 'checkpoints' / 'sigma_scale.json'}"])["calibrated"]
+    for key in ("score", "coverage", "coverage_omega_m", "mean_sigma_s8"):
+        assert applied["metrics"][key] == pytest.approx(metrics[f"test_{key}_calibrated"], rel=1e-9), key
+    _evaluate([f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}", "split=val"])
+    refit = _evaluate(["task=weak_lensing_score", f"predictions={run / 'predictions_test.csv'}", f"out_dir={tmp_path / 'refit'}",
+                       f"calibrate_on={run / 'predictions_val.csv'}"])["calibrated"]
+    assert refit["sigma_scale_file"] == str(run / "checkpoints" / "sigma_scale.json")
+    assert refit["sigma_scale"] == pytest.approx(kept["sigma_scale"], rel=1e-6)  # the same maps, float32 outputs either way
