@@ -28,7 +28,6 @@ contract of docs/contract.md (analysis/predictions.py).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 from pathlib import Path
@@ -49,6 +48,7 @@ from rigor.cache import content_hash
 from rigor.config import REPO_ROOT, check_targets, register_resolvers
 from tasks.evaluation import resolve_triage
 from rigor.guard import config_of_checkpoint, safe_load, saved_run_config
+from rigor.jsonio import read_record
 
 log = logging.getLogger(__name__)
 
@@ -306,11 +306,8 @@ def reusable_predictions(out_dir: Path, split: str, request: dict[str, Any]) -> 
         return None
     if csv_path.stat().st_mtime_ns > sidecar.stat().st_mtime_ns:  # the sidecar is written last: an older one is another file's
         return None
-    try:
-        record = json.loads(sidecar.read_text())
-    except (OSError, ValueError):
-        return None
-    if record.get("request_hash") != content_hash(request, length=64):
+    record = read_record(sidecar)  # None for a half-written or foreign file
+    if record is None or record.get("request_hash") != content_hash(request, length=64):
         return None
     print(f"predictions: {csv_path} (reused: written for the same checkpoint, data, split and trainer; reuse=false recomputes)")
     return {**record, **(record.get("metrics") or {}), "predictions_path": str(csv_path)}
