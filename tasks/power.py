@@ -122,7 +122,8 @@ def _sample_variances(name: str, runs: Sequence[Mapping[str, Any]], samples: Map
         values = [numeric_metrics(r["metrics"]).get(name, float("nan")) for r in runs]
         return ([binomial_variance(v, s["n_test"]) if math.isfinite(v) else float("nan") for v in values],
                 f"binomial p(1-p)/n, n = power.n_test = {s['n_test']}", float(s["n_test"]))
-    why = ("not every run has a " + PREDICTIONS_FILE) if kind else "no predictions-file metric of that name"
+    why = (f"not every run has a {PREDICTIONS_FILE}: `python evaluate.py ckpt_path=<job>/checkpoints/best.ckpt` "
+           "writes it") if kind else "no predictions-file metric of that name"
     return [], f"none ({why}; var_seed is the whole variance)", (float(s["n_test"]) if s["n_test"] else None)
 
 
