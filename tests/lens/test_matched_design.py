@@ -103,6 +103,34 @@ def test_lens_c1_is_b1_on_the_matched_data() -> None:
     assert _diff(b1, c1) == []
 
 
+def test_a_larger_training_set_leaves_val_and_test_cutouts_unchanged(tmp_path: Path) -> None:
+    # lens_c1_full and lens_c1 share their test set only because each sample has its own streams
+    frame, images = _simulate(tmp_path / "small", negative_hosts="matched")
+    big_frame, big = _simulate(tmp_path / "big", negative_hosts="matched", n_train=6)
+    assert (big_frame["split"] == "train").sum() == 6
+    for split in ("val", "test"):
+        a, b = (frame["split"] == split).to_numpy(), (big_frame["split"] == split).to_numpy()
+        np.testing.assert_array_equal(images[a], big[b])
+        pd.testing.assert_frame_equal(frame[a].drop(columns=["sample_id", "pair_id", "image_index"]).reset_index(drop=True),
+                                      big_frame[b].drop(columns=["sample_id", "pair_id", "image_index"]).reset_index(drop=True))
+    # the first training cutouts are the small set's too
+    np.testing.assert_array_equal(images[(frame["split"] == "train").to_numpy()],
+                                  big[(big_frame["split"] == "train").to_numpy()][:2])
+
+
+def test_lens_c1_full_is_c1_on_ten_times_the_training_set() -> None:
+    # the seed's phase 4: the selected config (C1) on the full data; nothing else may change
+    c1 = OmegaConf.to_container(compose(["experiment=lens_c1"]))
+    full = OmegaConf.to_container(compose(["experiment=lens_c1_full"]))
+    assert full["experiment_name"] == "lens_c1_full"
+    assert full["data"]["simulation"]["n_train"] == 10 * c1["data"]["simulation"]["n_train"] == 29100
+    assert full["trainer"]["max_epochs"] == 10
+    for cfg in (c1, full):
+        for key in ("experiment_name", "hydra", "tags"):
+            cfg.pop(key, None)
+    assert _diff(c1, full) == [".data.simulation.n_train", ".trainer.max_epochs"]
+
+
 def _diff(a, b, path: str = "") -> list[str]:
     """Paths where two nested containers differ."""
     if isinstance(a, dict) and isinstance(b, dict):
