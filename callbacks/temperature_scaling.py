@@ -20,7 +20,8 @@ import lightning as L
 import numpy as np
 import torch
 
-from analysis.calibration import calibration_report, fit_temperature, fit_temperature_ece_grid
+from analysis.calibration import calibration_report, fit_temperature, fit_temperature_ece_grid, probabilities_from_logits
+from analysis.predictions import prediction_record, prediction_table, write_predictions
 from callbacks.base import RigorCallback, split_outputs
 from rigor.jsonio import read_record, write_json
 
@@ -110,10 +111,14 @@ class TemperatureScaling(RigorCallback):
         n_bins: ECE bins (of the report and of the ECE grid).
         method: ``nll`` (minimise NLL) or ``ece_grid`` (the T of ``grid`` minimising ECE, seed 000's way).
         grid: ``[start, stop, step]`` of the ECE grid (stop included).
+        write_predictions: Also write ``<run>/predictions_test.csv`` (and its sidecar) with the probabilities at
+            T, as evaluate.py's predict would, for runs whose family writes no test predictions otherwise
+            (the lens runs: task=power and task=compare read it). Leave it off where another callback writes
+            that file (the MC-Dropout summary).
     """
 
     def __init__(self, fit_split: str = "val", n_bins: int = 15, method: str = "nll",
-                 grid: tuple[float, float, float] = (0.5, 3.0, 0.001)) -> None:
+                 grid: tuple[float, float, float] = (0.5, 3.0, 0.001), write_predictions: bool = False) -> None:
         if fit_split == "test":
             raise ValueError("callbacks.temperature_scaling.fit_split: the temperature must not be fitted on the test split")
         if method not in METHODS:
@@ -122,6 +127,7 @@ class TemperatureScaling(RigorCallback):
         self.n_bins = int(n_bins)
         self.method = method
         self.grid = tuple(float(g) for g in grid)
+        self.write_predictions = bool(write_predictions)
         self.results: dict[str, Any] = {}
 
     def fit(self, logits: np.ndarray, targets: np.ndarray) -> float:
@@ -158,6 +164,15 @@ class TemperatureScaling(RigorCallback):
             target = temperature_path(best if best.name else trainer.default_root_dir)
             write_json(target, {"temperature": temperature, "split": self.fit_split, "n": int(len(targets)),
                                 "method": self.method, "checkpoint": best.name or None})
+            if self.write_predictions and len(test["index"]):
+                tested = split_outputs(trainer, pl_module, "test")
+                frame = trainer.datamodule.split_frame("test").iloc[tested.index]
+                kind = pl_module.output_kind
+                table = prediction_table(kind, tested.outputs, frame, "test",
+                                         probs=probabilities_from_logits(tested.outputs, temperature))
+                write_predictions(Path(trainer.default_root_dir) / "predictions_test.csv", table,
+                                  prediction_record(kind, "test", temperature=temperature, temperature_fitted_on=self.fit_split,
+                                                    checkpoint=best.name or None, written_by="callbacks.temperature_scaling"))
 
     def summary(self) -> dict[str, Any]:
         return dict(self.results)

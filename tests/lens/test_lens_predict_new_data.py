@@ -181,3 +181,33 @@ def test_misfit_data_is_refused_before_any_forward_pass(lens_run, tmp_path, monk
     assert "does not fit the model" in proc.stderr
     assert "'bands': expected ['g', 'r', 'z'] (the run's data), found ['z', 'r', 'g']" in proc.stderr
     assert sorted(lens_run.glob("predictions/*/*")) == before  # nothing written
+
+
+def test_a_lens_run_writes_its_test_predictions_at_its_temperature(lens_run, toy_lens_manifest):
+    # callbacks.temperature_scaling.write_predictions (conf/callbacks/lens.yaml): task=power reads this file.
+    # The whole test split (debug=fast's limit_test_batches cuts only the test loop's own metrics short).
+    import hydra
+
+    from analysis.predictions import read_predictions
+    from callbacks.temperature_scaling import read_temperature
+    from tasks.predict import run_config
+
+    pred = read_predictions(lens_run / "predictions_test.csv", kind="binary")
+    temperature = read_temperature(lens_run)["temperature"]
+    assert pred.sidecar["temperature"] == temperature and pred.sidecar["temperature_fitted_on"] == "val"
+    frame = pd.read_csv(lens_run / "predictions_test.csv")
+    assert np.allclose(frame["prob"], 1 / (1 + np.exp(-pred.logits / temperature)))
+    assert {"theta_e", "psf_bin"} <= set(frame.columns)
+    # the rows are the test split's, in its order, with the best checkpoint's logits on its inputs
+    dm = _dm(toy_lens_manifest)
+    test = dm.split_frame("test")
+    assert pred.sample_id.tolist() == test["sample_id"].astype(str).tolist()
+    assert pred.targets.tolist() == test["target"].tolist()
+    ckpt = lens_run / "checkpoints" / "best.ckpt"
+    cfg, _ = run_config(ckpt)
+    module = hydra.utils.instantiate(cfg.model)
+    module.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
+    module.eval()
+    with torch.no_grad():
+        logits = module({"image": torch.from_numpy(dm.inputs["test"][:])}).numpy()
+    assert np.allclose(pred.logits, logits, atol=1e-4)
