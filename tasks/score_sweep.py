@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from analysis.arms import binary_or_class_scores, compare_arms
 from analysis.calibration import probabilities_from_logits
 from analysis.power import SAMPLE_METRICS
 from analysis.predictions import read_predictions
-from analysis.summary import group_runs, markdown_table
+from analysis.summary import group_runs, markdown_table, pick_reference
 from rigor.cache import content_hash
 from rigor.config import target_refusal
 from rigor.jsonio import write_json
@@ -93,6 +93,21 @@ def named_metric(name: str) -> tuple[str, str | Callable[..., float]]:
     return attr, getattr(importlib.import_module(module), attr)
 
 
+def resolve_reference(arms: Mapping[str, Any] | Sequence[str], reference: str | None) -> str | None:
+    """The arm ``reference=`` names, as task=summarize reads it (analysis.summary.pick_reference: an experiment
+    name, or overrides the arm carries); None: the first arm. Checked before any job is scored.
+
+    Raises:
+        ValueError: The reference names no arm, or several equally well; the message lists the arms.
+    """
+    if not reference:
+        return None
+    ref, note = pick_reference(list(arms), str(reference))
+    if ref is None:
+        raise ValueError(f"reference: {note}; the arms are {sorted(arms)}")
+    return ref
+
+
 def data_label(cfg: DictConfig) -> str:
     """A name for the data all jobs are scored on: the data=<name> choice and a hash of the data options."""
     node = cfg.get("data")
@@ -113,6 +128,7 @@ def run_score_sweep(cfg: DictConfig) -> dict[str, Any]:
         names = [name for name, _ in resolved]
         raise ValueError(f"metrics: two entries would be reported under one name: {sorted({n for n in names if names.count(n) > 1})}")
     jobs, base = _jobs(cfg)
+    reference = resolve_reference(group_runs(jobs, ignore=("seed", *PLUMBING)), cfg.get("reference"))  # before any scoring
     split = str(cfg.get("split") or "test")
     scored: list[dict[str, Any]] = []
     for job in jobs:
@@ -135,7 +151,7 @@ def run_score_sweep(cfg: DictConfig) -> dict[str, Any]:
             probs = probabilities_from_logits(pred.logits, temperature) if temperature is not None else None
             runs.append({"arm": arm, "seed": rec["seed"], "ids": pred.sample_id, "targets": pred.targets,
                          "scores": binary_or_class_scores(pred.kind, pred.logits, probs), "label": str(pred.path)})
-    result = compare_arms(runs, reference=cfg.get("reference"), metrics=metrics, alpha=float(cfg.get("alpha") or 0.05),
+    result = compare_arms(runs, reference=reference, metrics=metrics, alpha=float(cfg.get("alpha") or 0.05),
                           power=float(cfg.get("power") or 0.8), n_boot=int(cfg.get("n_bootstrap") or 2000),
                           seed=int(cfg.get("bootstrap_seed") or 0))
     label = data_label(cfg)

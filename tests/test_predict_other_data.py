@@ -173,6 +173,10 @@ def test_score_sweep_compares_arms_paired(toy_sweep):
         proc = _run("evaluate.py", TOY_SEARCH, "task=score_sweep", f"sweep_dir={toy_sweep}", 'data_overrides=["data.data_seed=8"]',
                     f"metrics=[{bad}]", check=False)
         assert proc.returncode != 0 and why in proc.stderr and "score_sweep: " not in proc.stdout, proc.stderr[-2000:]
+    # so is a reference that names no arm (read as task=summarize reads it: overrides the arm carries)
+    proc = _run("evaluate.py", TOY_SEARCH, "task=score_sweep", f"sweep_dir={toy_sweep}", 'data_overrides=["data.data_seed=8"]',
+                "reference='model.hidden=64'", check=False)
+    assert proc.returncode != 0 and "matches 0 arms" in proc.stderr and "score_sweep: " not in proc.stdout, proc.stderr[-2000:]
 
 
 def test_score_sweep_reuses_only_what_the_same_request_would_write(toy_sweep):
@@ -191,6 +195,11 @@ def test_score_sweep_reuses_only_what_the_same_request_would_write(toy_sweep):
 
     again = evaluate_in_process(*args)  # nothing changed: every file kept, the same comparison
     assert again.stdout.count("(reused:") == 4
+    # the reference by a part of its overrides, as task=summarize takes it
+    other = evaluate_in_process(*args[:-1], "reference='model.hidden=32'", f"out_dir={toy_sweep}/scores_ref")
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert json.loads((toy_sweep / "scores_ref" / "arms.json").read_text())["reference"].split() == \
+        [a for a in report["arms"] if "model.hidden=32" in a][0].split()
     assert {f: f.stat().st_mtime_ns for f in files} == stamps
     assert json.loads((toy_sweep / "scores_reuse" / "arms.json").read_text())["across_seeds"] == report["across_seeds"]
 

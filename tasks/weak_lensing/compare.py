@@ -40,6 +40,7 @@ from callbacks.weak_lensing.score import read_sigma_scale
 from rigor.jsonio import write_json
 from rigor.overrides import PLUMBING
 from rigor.sweeps import read_sweep
+from tasks.score_sweep import resolve_reference
 from tasks.weak_lensing.evaluation import SCORE_KEYS, resolve_settings
 
 # file stem in a run directory -> the suffix of the arm it gives
@@ -116,20 +117,6 @@ def run_files(cfg: DictConfig, rec: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _reference(arms: list[str], reference: str | None) -> str | None:
-    """The arm ``reference`` names: itself, or the one arm whose name holds all its words."""
-    if not reference:
-        return None
-    if reference in arms:
-        return reference
-    words = str(reference).split()
-    matches = [a for a in arms if all(w in a.split() or w in a for w in words)]
-    exact = [a for a in matches if len(a.split()) == min(len(m.split()) for m in matches)] if matches else []
-    if len(exact) != 1:
-        raise ValueError(f"reference={reference!r} names {len(matches)} arms ({matches}); the arms are {arms}")
-    return exact[0]
-
-
 def run_wl_compare(cfg: DictConfig) -> dict[str, Any]:
     """Score every arm's test maps and compare the arms with the reference (see the module docstring)."""
     records, default_out = _records(cfg)
@@ -142,7 +129,7 @@ def run_wl_compare(cfg: DictConfig) -> dict[str, Any]:
     unknown = [t for t in terms if t not in known]
     if unknown:
         raise ValueError(f"terms: {unknown} are not per-map terms; choose from {sorted(known)}")
-    result = compare_arms_by_terms(runs, reference=_reference(arms, cfg.get("reference")), terms=terms,
+    result = compare_arms_by_terms(runs, reference=resolve_reference(arms, cfg.get("reference")), terms=terms,
                                    alpha=float(cfg.get("alpha") or 0.05), power=float(cfg.get("power") or 0.8),
                                    n_boot=int(cfg.get("n_bootstrap") or 2000), seed=int(cfg.get("bootstrap_seed") or 0))
     result["arm_means"] = _arm_means(runs, terms)

@@ -148,7 +148,7 @@ def test_task_finds_each_runs_arms_and_scores_them_as_the_challenge_does(tmp_pat
         want = expected[row["seed"]][row["arm"]][0] - expected[row["seed"]]["experiment=wl_direct"][0]
         assert row["score_diff"] == pytest.approx(want, rel=1e-9)
     assert (tmp_path / "sweep" / "wl_compare" / "wl_arms.md").read_text().startswith("# Weak-lensing arms")
-    with pytest.raises(ValueError, match="names 0 arms"):
+    with pytest.raises(ValueError, match="matches 0 arms"):
         evaluate(compose(["task=weak_lensing_compare", f"sweep_dir={tmp_path / 'sweep'}", "reference=nope"],
                          config_name="evaluate"))
     with pytest.raises(ValueError, match="terms: \\['bias'\\]"):
