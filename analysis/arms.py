@@ -28,6 +28,7 @@ from scipy import stats
 
 from analysis.power import mdd_normal, mdd_note, mdd_paired, metric_value
 from analysis.significance import align_samples, paired_bootstrap_ci, paired_comparison
+from rigor.sweeps import natural_key
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -75,7 +76,7 @@ def _by_arm(runs: Sequence[Mapping[str, Any]], reference: str | None, who: str
 
 def _shared_seeds(by_arm: Mapping[str, Mapping[Any, Any]], arm: str, reference: str, notes: list[str]) -> list:
     """The seeds both arms ran; a note for those only one of them ran."""
-    shared = sorted(set(by_arm[arm]) & set(by_arm[reference]), key=str)
+    shared = sorted(set(by_arm[arm]) & set(by_arm[reference]), key=natural_key)
     unpaired = sorted(set(by_arm[arm]) ^ set(by_arm[reference]), key=str)
     if unpaired:
         notes.append(f"{arm} vs {reference}: seeds {unpaired} ran in only one of the two arms; left out of the pairing")

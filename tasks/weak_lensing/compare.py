@@ -39,7 +39,7 @@ from analysis.weak_lensing.score import apply_sigma_scale, challenge_scores
 from callbacks.weak_lensing.score import read_sigma_scale
 from rigor.jsonio import write_json
 from rigor.overrides import PLUMBING
-from rigor.sweeps import read_sweep
+from rigor.sweeps import natural_key, read_sweep
 from tasks.score_sweep import resolve_reference
 from tasks.weak_lensing.evaluation import SCORE_KEYS, resolve_settings
 
@@ -148,7 +148,7 @@ def _arm_means(runs: list[dict[str, Any]], terms: list[str]) -> list[dict[str, A
     """Per arm: the seeds, and per term the per-seed values, their mean and Student-t 95% CI."""
     rows = []
     for arm in sorted({r["arm"] for r in runs}):
-        mine = sorted((r for r in runs if r["arm"] == arm), key=lambda r: str(r["seed"]))
+        mine = sorted((r for r in runs if r["arm"] == arm), key=lambda r: natural_key(r["seed"]))
         row: dict[str, Any] = {"arm": arm, "seeds": [r["seed"] for r in mine]}
         for t in terms:
             values = [float(np.mean(r["terms"][t])) for r in mine]
