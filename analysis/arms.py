@@ -185,7 +185,8 @@ def mean_of(_targets: np.ndarray, values: np.ndarray) -> float:
 
 def compare_arms_by_terms(runs: Sequence[Mapping[str, Any]], reference: str | None = None,
                           terms: Sequence[str] = ("score",), alpha: float = 0.05, power: float = 0.8,
-                          n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+                          n_boot: int = 2000, seed: int = 0,
+                          pairs: Sequence[tuple[str, str]] | None = None) -> dict[str, Any]:
     """Every arm against the reference arm where each metric is the mean of a per-sample term.
 
     For metrics that are means over samples, such as the weak-lensing challenge score (the mean of per-map
@@ -200,10 +201,12 @@ def compare_arms_by_terms(runs: Sequence[Mapping[str, Any]], reference: str | No
         reference: The reference arm (default: the first in sorted order).
         terms: The terms to compare; every run must have them.
         alpha, power, n_boot, seed: As compare_arms.
+        pairs: ``(A, B)`` arm pairs to compare, B - A, instead of every arm against ``reference``: the table (and
+            Holm's family) is then exactly these comparisons, each with its own A.
 
     Returns:
-        ``reference``, ``arms``, ``metrics`` (the terms), ``per_seed`` rows (arm, seed, n, per term a, b, diff,
-        ci_low, ci_high, mdd), ``across_seeds`` rows as compare_arms', ``notes``.
+        ``reference``, ``arms``, ``metrics`` (the terms), ``pairs``, ``per_seed`` rows (arm, reference, seed, n, per
+        term a, b, diff, ci_low, ci_high, mdd), ``across_seeds`` rows as compare_arms', ``notes``.
 
     Raises:
         ValueError: No runs, an unknown reference, a missing or non-finite term, or two runs of a comparison on
@@ -211,6 +214,14 @@ def compare_arms_by_terms(runs: Sequence[Mapping[str, Any]], reference: str | No
     """
     terms = [str(t) for t in terms]
     by_arm, arms, reference = _by_arm(runs, reference, "compare_arms_by_terms")
+    if pairs is None:
+        pairs = [(reference, arm) for arm in arms if arm != reference]
+    else:
+        reference = None  # each pair names its own A
+    pairs = [(str(a), str(b)) for a, b in pairs]
+    unknown = sorted({x for pair in pairs for x in pair} - set(by_arm))
+    if unknown:
+        raise ValueError(f"compare_arms_by_terms: pairs name arms {unknown} that are not among {arms}")
     for run in runs:
         for t in terms:
             values = np.asarray(run["terms"][t], dtype=float) if t in run["terms"] else None
@@ -219,17 +230,15 @@ def compare_arms_by_terms(runs: Sequence[Mapping[str, Any]], reference: str | No
     per_seed: list[dict[str, Any]] = []
     across: list[dict[str, Any]] = []
     notes: list[str] = []
-    for arm in arms:
-        if arm == reference:
-            continue
-        shared = _shared_seeds(by_arm, arm, reference, notes)
+    for ref_arm, arm in pairs:
+        shared = _shared_seeds(by_arm, arm, ref_arm, notes)
         values: dict[str, list[tuple[float, float]]] = {t: [] for t in terms}
         for s in shared:
-            a, b = by_arm[reference][s], by_arm[arm][s]
-            names = (str(a.get("label", f"{reference} seed {s}")), str(b.get("label", f"{arm} seed {s}")))
+            a, b = by_arm[ref_arm][s], by_arm[arm][s]
+            names = (str(a.get("label", f"{ref_arm} seed {s}")), str(b.get("label", f"{arm} seed {s}")))
             key_a, key_b = (_truth_key(r["truth"]) for r in (a, b))
             pos = align_samples(a["ids"], key_a, b["ids"], key_b, names)
-            row: dict[str, Any] = {"arm": arm, "reference": reference, "seed": s, "n": len(pos)}
+            row: dict[str, Any] = {"arm": arm, "reference": ref_arm, "seed": s, "n": len(pos)}
             for t in terms:
                 ta, tb = np.asarray(a["terms"][t], dtype=float), np.asarray(b["terms"][t], dtype=float)[pos]
                 boot = paired_bootstrap_ci(np.zeros(len(ta), dtype=np.int64), ta, tb, metric=mean_of, n_boot=n_boot,
@@ -240,10 +249,10 @@ def compare_arms_by_terms(runs: Sequence[Mapping[str, Any]], reference: str | No
                 values[t].append((boot["a"], boot["b"]))
             per_seed.append(row)
         for t in terms:
-            across.append(_across_seeds(arm, reference, t, values[t], shared, alpha, power))
+            across.append(_across_seeds(arm, ref_arm, t, values[t], shared, alpha, power))
     _holm_and_verdicts(across, alpha, power)
-    return {"reference": reference, "arms": arms, "metrics": terms, "alpha": alpha, "power": power,
-            "per_seed": per_seed, "across_seeds": across, "notes": notes}
+    return {"reference": reference, "arms": arms, "metrics": terms, "pairs": pairs,
+            "alpha": alpha, "power": power, "per_seed": per_seed, "across_seeds": across, "notes": notes}
 
 
 def _truth_key(truth: Any) -> np.ndarray:

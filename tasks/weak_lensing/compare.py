@@ -13,7 +13,8 @@ training callback writes):
   ps_mcmc`` (the power spectrum through the same MCMC).
 
 A run's arm is its overrides less the seed and plumbing (as task=summarize groups runs). Each arm is compared
-with the reference arm by analysis.arms.compare_arms_by_terms on per-map terms whose means are the reported
+with the reference arm (or, with ``pairs=[[A, B], ...]``, exactly the listed comparisons: the seed's four are
+task=weak_lensing_seed_comparisons) by analysis.arms.compare_arms_by_terms on per-map terms whose means are the reported
 numbers: the challenge score (analysis.weak_lensing.score.challenge_scores, the run's score constants from
 the sidecar) and the 1-sigma coverage (mean over targets, and per target). Per seed a paired bootstrap over
 maps, across seeds the paired t-test of the per-seed values with Holm over the table and the MDD beside
@@ -129,9 +130,17 @@ def run_wl_compare(cfg: DictConfig) -> dict[str, Any]:
     unknown = [t for t in terms if t not in known]
     if unknown:
         raise ValueError(f"terms: {unknown} are not per-map terms; choose from {sorted(known)}")
+    pairs = None
+    if cfg.get("pairs"):
+        pairs = []
+        for pair in cfg.pairs:
+            if len(pair) != 2:
+                raise ValueError(f"pairs: each entry is [A, B] (B - A is reported), got {list(pair)}")
+            pairs.append(tuple(resolve_reference(arms, str(x)) for x in pair))
     result = compare_arms_by_terms(runs, reference=resolve_reference(arms, cfg.get("reference")), terms=terms,
                                    alpha=float(cfg.get("alpha") or 0.05), power=float(cfg.get("power") or 0.8),
-                                   n_boot=int(cfg.get("n_bootstrap") or 2000), seed=int(cfg.get("bootstrap_seed") or 0))
+                                   n_boot=int(cfg.get("n_bootstrap") or 2000), seed=int(cfg.get("bootstrap_seed") or 0),
+                                   pairs=pairs)
     result["arm_means"] = _arm_means(runs, terms)
     out = Path(str(cfg.out_dir)) if cfg.get("out_dir") else default_out
     out.mkdir(parents=True, exist_ok=True)
@@ -164,8 +173,10 @@ def _fmt(x: Any) -> str:
 def _markdown(result: dict[str, Any]) -> str:
     short, shared = short_arm_names(result["arms"])
     terms = result["metrics"]
+    which = (f"Reference arm A: `{short[result['reference']]}`" if result["reference"] is not None
+             else f"{len(result['pairs'])} comparisons (B - A), each its own A")
     lines = ["# Weak-lensing arms on the same test maps", "",
-             f"Reference arm: `{short[result['reference']]}`" + (f"; every arm also has `{' '.join(shared)}`" if shared else "")
+             which + (f"; every arm also has `{' '.join(shared)}`" if shared else "")
              + f". Per seed: paired bootstrap over maps of mean(B) - mean(A); across seeds: paired t-test (ttest_rel) of "
              f"the per-seed values, Holm over the table; MDD at alpha {result['alpha']} and power {result['power']}.", "",
              "## Arms (mean over seeds [95% Student-t CI]; per seed)", ""]
@@ -180,13 +191,14 @@ def _markdown(result: dict[str, Any]) -> str:
     lines.append(markdown_table(["arm", "seeds", *terms], rows))
     lines += ["", "## Across seeds (B - A)", ""]
     lines.append(markdown_table(
-        ["arm B", "metric", "seeds", "mean A", "mean B", "mean B-A", "sd(B-A)", "t", "p", "p Holm", "MDD", "MDD at alpha/m", "verdict"],
-        [[short[r["arm"]], r["metric"], r["n_seeds"], r["mean_a"], r["mean_b"], r["mean_diff"], r["sd_diff"], r["t"], r["p"],
+        ["arm B", "arm A", "metric", "seeds", "mean A", "mean B", "mean B-A", "sd(B-A)", "t", "p", "p Holm", "MDD", "MDD at alpha/m",
+         "verdict"],
+        [[short[r["arm"]], short[r["reference"]], r["metric"], r["n_seeds"], r["mean_a"], r["mean_b"], r["mean_diff"], r["sd_diff"], r["t"], r["p"],
           r["p_holm"], r["mdd"], r["mdd_holm"], r["verdict"]] for r in result["across_seeds"]]))
     lines += ["", "## Per seed (B - A over maps [95% CI] (MDD))", ""]
     lines.append(markdown_table(
-        ["arm B", "seed", "maps", *terms],
-        [[short[r["arm"]], r["seed"], r["n"],
+        ["arm B", "arm A", "seed", "maps", *terms],
+        [[short[r["arm"]], short[r["reference"]], r["seed"], r["n"],
           *[f"{_fmt(r[f'{t}_diff'])} [{_fmt(r[f'{t}_ci_low'])}, {_fmt(r[f'{t}_ci_high'])}] ({_fmt(r[f'{t}_mdd'])})" for t in terms]]
          for r in result["per_seed"]]))
     if result["notes"]:

@@ -154,3 +154,44 @@ def test_task_finds_each_runs_arms_and_scores_them_as_the_challenge_does(tmp_pat
     with pytest.raises(ValueError, match="terms: \\['bias'\\]"):
         evaluate(compose(["task=weak_lensing_compare", f"sweep_dir={tmp_path / 'sweep'}", "terms=[bias]"],
                          config_name="evaluate"))
+
+
+def test_pairs_make_the_table_exactly_those_comparisons(tmp_path: Path) -> None:
+    from evaluate import evaluate
+
+    rng = np.random.default_rng(6)
+    truth = np.column_stack([rng.uniform(0.2, 0.4, 40), rng.uniform(0.7, 0.9, 40)])
+    std = np.tile([0.05, 0.02], (40, 1))
+    for seed in (1, 2, 3):
+        mean = lambda s: truth + rng.normal(size=(40, 2)) * s  # noqa: E731
+        _write_run(tmp_path / "sweep", f"direct_{seed}", "wl_direct", seed, truth, {"predictions_test": (mean(0.05), std)})
+        _write_run(tmp_path / "sweep", f"mcmc_{seed}", "wl_mcmc", seed, truth,
+                   {"predictions_test_cnn_mcmc": (mean(0.03), std), "predictions_test_ps_mcmc": (mean(0.06), std)})
+    out = evaluate(compose(["task=weak_lensing_compare", f"sweep_dir={tmp_path / 'sweep'}", "terms=[score]", "n_bootstrap=100",
+                            "pairs=[[wl_direct,'wl_mcmc cnn_mcmc'],['wl_mcmc ps_mcmc','wl_mcmc cnn_mcmc']]"],
+                           config_name="evaluate"))
+    rows = [(r["reference"], r["arm"]) for r in out["across_seeds"]]
+    assert rows == [("experiment=wl_direct", "experiment=wl_mcmc cnn_mcmc"),
+                    ("experiment=wl_mcmc ps_mcmc", "experiment=wl_mcmc cnn_mcmc")]
+    assert out["reference"] is None and len(out["per_seed"]) == 6
+    means = {r["arm"]: r["score"]["values"] for r in out["arm_means"]}
+    second = out["across_seeds"][1]
+    diffs = np.subtract(means["experiment=wl_mcmc cnn_mcmc"], means["experiment=wl_mcmc ps_mcmc"])
+    assert second["mean_diff"] == pytest.approx(diffs.mean(), rel=1e-12)
+    assert second["p"] == pytest.approx(stats.ttest_1samp(diffs, 0).pvalue, rel=1e-9)
+    # Holm over exactly the two rows
+    ps = sorted(r["p"] for r in out["across_seeds"])
+    assert sorted(r["p_holm"] for r in out["across_seeds"]) == pytest.approx([min(1, 2 * ps[0]), min(1, max(2 * ps[0], ps[1]))])
+    with pytest.raises(ValueError, match="each entry is \\[A, B\\]"):
+        evaluate(compose(["task=weak_lensing_compare", f"sweep_dir={tmp_path / 'sweep'}", "pairs=[[wl_direct]]"],
+                         config_name="evaluate"))
+
+
+def test_the_seeds_four_comparisons_preset() -> None:
+    cfg = compose(["task=weak_lensing_seed_comparisons"], config_name="evaluate")
+    assert cfg.task._target_ == "tasks.weak_lensing.compare.run_wl_compare" and list(cfg.terms) == ["score"]
+    assert [list(p) for p in cfg.pairs] == [
+        ["weak_lensing_simple_cnn_direct", "weak_lensing_simple_cnn_mcmc cnn_mcmc"],
+        ["weak_lensing_simple_cnn_mcmc ps_mcmc", "weak_lensing_simple_cnn_mcmc cnn_mcmc"],
+        ["weak_lensing_simple_cnn_direct", "weak_lensing_resnet_attn_direct"],
+        ["weak_lensing_resnet_attn_direct", "experiment=weak_lensing_resnet_attn_direct data.batch_size=64"]]
