@@ -95,7 +95,9 @@ class _RunSamples:
     def __init__(self, job_dir: str, n_boot: int, seed: int) -> None:
         path = Path(job_dir) / PREDICTIONS_FILE
         self.path = path
-        self.pred = read_predictions(path, kind=("binary", "multiclass")) if path.is_file() else None
+        pred = read_predictions(path) if path.is_file() else None
+        # a regression file (weak lensing) has no class metric to bootstrap: the run counts as having none
+        self.pred = pred if pred is not None and pred.kind in ("binary", "multiclass") else None
         self.n_boot, self.seed, self.cache = n_boot, seed, {}
 
     @property

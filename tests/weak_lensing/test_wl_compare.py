@@ -94,11 +94,12 @@ def test_bad_terms_and_references_are_named() -> None:
 # --- the task on run directories ----------------------------------------------------------------------
 
 
-def _write_run(root: Path, name: str, experiment: str, seed: int, truth, files: dict, sigma_scale=None) -> Path:
+def _write_run(root: Path, name: str, experiment: str, seed: int, truth, files: dict, sigma_scale=None,
+               metrics: dict | None = None) -> Path:
     run = root / name
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text(f"- experiment={experiment}\n- seed={seed}\n- cpu_threads=1\n")
-    (run / "metrics.json").write_text(json.dumps({"seed": seed, "status": "completed"}))
+    (run / "metrics.json").write_text(json.dumps({"seed": seed, "status": "completed", **(metrics or {})}))
     for stem, (mean, std) in files.items():
         frame = pd.DataFrame({"sample_id": [f"c{i:03d}" for i in range(len(truth))], "split": "test"})
         for j, t in enumerate(NAMES):
@@ -195,3 +196,22 @@ def test_the_seeds_four_comparisons_preset() -> None:
         ["weak_lensing_simple_cnn_mcmc ps_mcmc", "weak_lensing_simple_cnn_mcmc cnn_mcmc"],
         ["weak_lensing_simple_cnn_direct", "weak_lensing_resnet_attn_direct"],
         ["weak_lensing_resnet_attn_direct", "experiment=weak_lensing_resnet_attn_direct data.batch_size=64"]]
+
+
+def test_power_reads_a_weak_lensing_sweep(tmp_path: Path) -> None:
+    # task=power on runs whose predictions_test.csv is regression: the seed variance only, no crash
+    from evaluate import evaluate
+
+    truth = np.zeros((5, 2)) + [0.3, 0.8]
+    scores = {1: 2.0, 2: 3.5, 3: 1.0}
+    for seed, score in scores.items():
+        _write_run(tmp_path / "sweep", f"direct_{seed}", "wl_direct", seed, truth,
+                   {"predictions_test": (truth + 0.01, np.full((5, 2), 0.05))}, metrics={"test_score": score})
+    out = evaluate(compose(["task=power", f"sweep_dir={tmp_path / 'sweep'}", "power.metrics=[test_score]", "power.delta=0.6"],
+                           config_name="evaluate"))
+    text = json.dumps(out)
+    assert "holds regression predictions" not in text
+    (row,) = [r for r in out["arms"] if r["metric"] == "test_score"]
+    assert row["n"] == 3
+    assert row["var_total"] == pytest.approx(np.var(list(scores.values()), ddof=1), rel=1e-12)
+    assert "var_seed is the whole variance" in row["sample_estimate"]
