@@ -83,6 +83,17 @@ def _shared_seeds(by_arm: Mapping[str, Mapping[Any, Any]], arm: str, reference: 
     return shared
 
 
+def _bootstrap_cells(metric: str, boot: Mapping[str, float], alpha: float, power: float) -> dict[str, float]:
+    """A per-seed row's cells for one metric: A, B, B - A, its CI and the MDD of the bootstrap SE.
+
+    The SE is that of the CI's own resamples (one bootstrap per metric, not two).
+    """
+    se = boot["se_diff"]
+    return {f"{metric}_a": boot["a"], f"{metric}_b": boot["b"], f"{metric}_diff": boot["diff"],
+            f"{metric}_ci_low": boot["ci_low"], f"{metric}_ci_high": boot["ci_high"],
+            f"{metric}_mdd": mdd_normal(se, alpha, power) if math.isfinite(se) else math.inf}
+
+
 def _across_seeds(arm: str, reference: str, metric: str, values: Sequence[tuple[float, float]], shared: list,
                   alpha: float, power: float) -> dict[str, Any]:
     """One across-seed row: the paired t-test of the per-seed (A, B) values and its MDD (Holm comes later)."""
@@ -164,9 +175,7 @@ def compare_arms(runs: Sequence[Mapping[str, Any]], reference: str | None = None
                                    "mcnemar_p": result["mcnemar"]["p"]}
             for m in metrics:
                 boot = result["bootstrap"][named[m]]
-                se = boot["se_diff"]  # the SE of the CI's own resamples (one bootstrap per metric, not two)
-                row.update({f"{m}_a": boot["a"], f"{m}_b": boot["b"], f"{m}_diff": boot["diff"], f"{m}_ci_low": boot["ci_low"],
-                            f"{m}_ci_high": boot["ci_high"], f"{m}_mdd": mdd_normal(se, alpha, power) if math.isfinite(se) else math.inf})
+                row.update(_bootstrap_cells(m, boot, alpha, power))
                 values[m].append((boot["a"], boot["b"]))
             per_seed.append(row)
         for m in metrics:
@@ -243,9 +252,7 @@ def compare_arms_by_terms(runs: Sequence[Mapping[str, Any]], reference: str | No
                 ta, tb = np.asarray(a["terms"][t], dtype=float), np.asarray(b["terms"][t], dtype=float)[pos]
                 boot = paired_bootstrap_ci(np.zeros(len(ta), dtype=np.int64), ta, tb, metric=mean_of, n_boot=n_boot,
                                            seed=seed, alpha=alpha, stratify=False)
-                se = boot["se_diff"]
-                row.update({f"{t}_a": boot["a"], f"{t}_b": boot["b"], f"{t}_diff": boot["diff"], f"{t}_ci_low": boot["ci_low"],
-                            f"{t}_ci_high": boot["ci_high"], f"{t}_mdd": mdd_normal(se, alpha, power) if math.isfinite(se) else math.inf})
+                row.update(_bootstrap_cells(t, boot, alpha, power))
                 values[t].append((boot["a"], boot["b"]))
             per_seed.append(row)
         for t in terms:

@@ -41,8 +41,15 @@ from rigor.sweeps import read_sweep
 from tasks.predict import _data_choice, _safe, data_overrides, run_predict
 
 
-def _jobs(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
-    """Completed jobs (with their overrides) of ``sweep_dir`` or ``runs``, and where the report goes by default."""
+def completed_runs(cfg: DictConfig, task: str) -> tuple[list[dict[str, Any]], Path]:
+    """Completed jobs (with their overrides) of ``sweep_dir`` or ``runs``, and the folder a report goes under.
+
+    The jobs that did not complete are named on stdout and left out. Shared by the tasks that compare a
+    sweep's arms (score_sweep, weak_lensing_compare); ``task`` names the caller in messages.
+
+    Raises:
+        ValueError: Neither option, or a folder that holds no job directories.
+    """
     if cfg.get("sweep_dir"):
         sweep = Path(str(cfg.sweep_dir))
         records = read_sweep(sweep)
@@ -58,11 +65,16 @@ def _jobs(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
             records += found
         base = Path(str(cfg.runs[0])).parent
     else:
-        raise ValueError("task=score_sweep needs sweep_dir=<sweep> or runs=[<run>, ...]")
-    done = [r for r in records if r["status"] == "completed"]
+        raise ValueError(f"task={task} needs sweep_dir=<sweep> or runs=[<run>, ...]")
     skipped = [f"{r['job_dir']} ({r['status']})" for r in records if r["status"] != "completed"]
     if skipped:
-        print(f"score_sweep: not scored (not completed): {skipped}")
+        print(f"{task}: left out (not completed): {skipped}")
+    return [r for r in records if r["status"] == "completed"], base
+
+
+def _jobs(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
+    """Completed jobs of ``sweep_dir`` or ``runs``, each with its best checkpoint, and the default report folder."""
+    done, base = completed_runs(cfg, "score_sweep")
     missing = [r["job_dir"] for r in done if not (Path(r["job_dir"]) / "checkpoints" / "best.ckpt").is_file()]
     if missing:
         raise FileNotFoundError(f"score_sweep: completed job(s) without checkpoints/best.ckpt: {missing}")

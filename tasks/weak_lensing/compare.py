@@ -40,35 +40,12 @@ from analysis.weak_lensing.score import apply_sigma_scale, challenge_scores
 from callbacks.weak_lensing.score import read_sigma_scale
 from rigor.jsonio import write_json
 from rigor.overrides import PLUMBING
-from rigor.sweeps import natural_key, read_sweep
-from tasks.score_sweep import resolve_reference
+from rigor.sweeps import natural_key
+from tasks.score_sweep import completed_runs, resolve_reference
 from tasks.weak_lensing.evaluation import SCORE_KEYS, resolve_settings
 
 # file stem in a run directory -> the suffix of the arm it gives
 ARM_FILES = {"predictions_test": "", "predictions_test_cnn_mcmc": "cnn_mcmc", "predictions_test_ps_mcmc": "ps_mcmc"}
-
-
-def _records(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
-    """Completed runs of ``sweep_dir`` or ``runs``, and the default output folder."""
-    if cfg.get("sweep_dir"):
-        base = Path(str(cfg.sweep_dir))
-        records = read_sweep(base)
-        if not records:
-            raise ValueError(f"sweep_dir: {base} holds no run directories (.hydra/overrides.yaml)")
-    elif cfg.get("runs"):
-        records = []
-        for run in cfg.runs:
-            found = read_sweep(Path(str(run)))
-            if not found:
-                raise ValueError(f"runs: {run} is not a run directory (no .hydra/overrides.yaml)")
-            records += found
-        base = Path(str(cfg.runs[0])).parent
-    else:
-        raise ValueError("task=weak_lensing_compare needs sweep_dir=<sweep> or runs=[<run>, ...]")
-    skipped = [f"{r['job_dir']} ({r['status']})" for r in records if r["status"] != "completed"]
-    if skipped:
-        print(f"weak_lensing_compare: left out (not completed): {skipped}")
-    return [r for r in records if r["status"] == "completed"], base / "wl_compare"
 
 
 def _seed(rec: Mapping[str, Any]) -> Any:
@@ -120,7 +97,8 @@ def run_files(cfg: DictConfig, rec: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def run_wl_compare(cfg: DictConfig) -> dict[str, Any]:
     """Score every arm's test maps and compare the arms with the reference (see the module docstring)."""
-    records, default_out = _records(cfg)
+    records, base = completed_runs(cfg, "weak_lensing_compare")
+    default_out = base / "wl_compare"
     runs = [f for rec in records for f in run_files(cfg, rec)]
     if not runs:
         raise ValueError("weak_lensing_compare: no completed run has a scoreable test predictions file")
