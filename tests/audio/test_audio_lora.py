@@ -241,3 +241,37 @@ def test_a_checkpoint_that_does_not_fit_the_module_is_refused_naming_the_keys(ba
     loaded = attention.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in own["state_dict"].items())
     attention.load_state_dict(attention.state_dict(), strict=False)
+
+
+def test_bf16_base_trains_its_adapters_in_float32_under_bf16_autocast(base_dir, batch) -> None:
+    """Issue 23 item 4: a bf16 checkpoint (model.net.dtype=bfloat16) under trainer=gpu_bf16's bf16-mixed.
+
+    Lightning's bf16-mixed is torch.autocast(bfloat16); on CPU the same autocast runs, so this checks what a GPU
+    run relies on: the frozen base stays bf16 (half the memory), the adapters are float32 (an AdamW step of 1e-3
+    on a bf16 weight near 1 would round away), the answer logits agree with the float32 net to bf16 precision,
+    and one optimiser step moves them.
+    """
+    torch.manual_seed(0)
+    ref = Qwen2AudioAnswer(base_dir, ANSWERS, PROMPT, _lora("attention"), dtype="float32").eval()
+    torch.manual_seed(0)
+    net = Qwen2AudioAnswer(base_dir, ANSWERS, PROMPT, _lora("attention"), dtype="bfloat16").eval()
+    frozen = {p.dtype for p in net.parameters() if not p.requires_grad}
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    assert frozen == {torch.bfloat16} and trainable and {p.dtype for p in trainable} == {torch.float32}
+    with torch.no_grad():
+        expected = ref(**batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = net(**batch)
+    assert got.dtype == torch.float32 and torch.isfinite(got).all()
+    # bf16 keeps 8 bits of mantissa: agreement to 1 per cent of the logits' scale, not to float32's 1e-6
+    scale = float(expected.abs().max()) + 1.0
+    assert float((got - expected).abs().max()) < 0.01 * scale
+    opt = torch.optim.AdamW(trainable, lr=1e-2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(net(**batch), torch.tensor([1.0, 0.0, 1.0]))
+    loss.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in trainable)
+    opt.step()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        after = net(**batch)
+    assert not torch.equal(after, got)
