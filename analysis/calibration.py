@@ -129,7 +129,7 @@ def ece(probs: np.ndarray, targets: np.ndarray, n_bins: int = 15) -> float:
     count = bins["count"]
     n = count.sum()
     if n == 0:
-        return float("nan")
+        return math.nan
     full = count > 0
     return float(np.sum(count[full] / n * np.abs(bins["accuracy"][full] - bins["confidence"][full])))
 
@@ -149,7 +149,7 @@ def adaptive_ece(probs: np.ndarray, targets: np.ndarray, n_bins: int = 15) -> fl
     targets = _check_targets(targets, conf.shape[0])
     n = conf.shape[0]
     if n == 0:
-        return float("nan")
+        return math.nan
     correct = (pred == targets).astype(np.float64)
     order = np.argsort(conf, kind="stable")
     total = 0.0
@@ -208,7 +208,7 @@ def accuracy(probs: np.ndarray, targets: np.ndarray) -> float:
     """Fraction of top-label predictions equal to the target (binary threshold p >= 0.5)."""
     _, pred = top_label(probs)
     targets = _check_targets(targets, pred.shape[0])
-    return float(np.mean(pred == targets)) if targets.size else float("nan")
+    return float(np.mean(pred == targets)) if targets.size else math.nan
 
 
 def fit_temperature(
@@ -331,7 +331,7 @@ def mc_triage(
     out: dict[str, float] = {k: int(np.sum(labels == k)) for k in TRIAGE_CLASSES}
     out["n"] = n
     for k in TRIAGE_CLASSES:
-        out[f"frac_{k}"] = out[k] / n if n else float("nan")
+        out[f"frac_{k}"] = out[k] / n if n else math.nan
     return out
 
 

@@ -28,7 +28,7 @@ def auroc(targets: np.ndarray, scores: np.ndarray) -> float:
     if scores.ndim == 1:
         if present.size < 2:
             warnings.warn(f"AUROC undefined: {targets.size} samples of a single class; reporting NaN", RuntimeWarning, stacklevel=2)
-            return float("nan")
+            return math.nan
         return float(roc_auc_score(targets, scores))
     n_classes = scores.shape[1]
     if present.size < n_classes:
@@ -37,7 +37,7 @@ def auroc(targets: np.ndarray, scores: np.ndarray) -> float:
             RuntimeWarning,
             stacklevel=2,
         )
-        return float("nan")
+        return math.nan
     return float(roc_auc_score(targets, scores, multi_class="ovr", average="macro", labels=np.arange(n_classes)))
 
 
@@ -123,7 +123,7 @@ def stratified_metrics(
         neg = (targets == 0) & (in_bin if negatives == "same_bin" else True)
         n_pos, n_neg = int(pos.sum()), int(neg.sum())
         if n_pos == 0 or n_neg == 0:
-            value = float("nan")
+            value = math.nan
         else:
             sel = pos | neg
             value = float(roc_auc_score(targets[sel], scores[sel]))
@@ -131,7 +131,7 @@ def stratified_metrics(
         if threshold is not None:
             detected = int(np.sum(scores[pos] > threshold))
             row["n_detected"] = detected
-            row["completeness"] = detected / n_pos if n_pos and not math.isnan(threshold) else float("nan")
+            row["completeness"] = detected / n_pos if n_pos and not math.isnan(threshold) else math.nan
         rows.append(row)
     return rows
 
@@ -155,7 +155,7 @@ def spread_summary(rows: list[dict]) -> dict[str, float]:
     """Minimum AUROC and max-minus-min spread over the bins that have a value."""
     values = [r["auroc"] for r in rows if not math.isnan(r["auroc"])]
     if not values:
-        return {"min_auroc": float("nan"), "spread": float("nan")}
+        return {"min_auroc": math.nan, "spread": math.nan}
     return {"min_auroc": min(values), "spread": max(values) - min(values)}
 
 

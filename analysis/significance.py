@@ -13,6 +13,7 @@ take seconds instead of the many minutes a per-resample sklearn call would.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -84,7 +85,7 @@ def per_class_accuracy(targets: np.ndarray, preds: np.ndarray, n_classes: int | 
     out = {}
     for k in range(n_classes):
         mask = targets == k
-        out[k] = float(np.mean(preds[mask] == k)) if mask.any() else float("nan")
+        out[k] = float(np.mean(preds[mask] == k)) if mask.any() else math.nan
     return out
 
 
@@ -297,7 +298,7 @@ def paired_bootstrap_ci(
             stacklevel=2,
         )
     if n_valid == 0:
-        low = high = float("nan")
+        low = high = math.nan
     else:
         low, high = np.percentile(diffs[valid], [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return {
@@ -306,7 +307,7 @@ def paired_bootstrap_ci(
         "ci_high": float(high),
         "a": value_a,
         "b": value_b,
-        "se_diff": float(diffs[valid].std(ddof=1)) if n_valid > 1 else float("nan"),
+        "se_diff": float(diffs[valid].std(ddof=1)) if n_valid > 1 else math.nan,
         "n_boot": int(n_boot),
         "n_valid": n_valid,
         "alpha": float(alpha),

@@ -40,9 +40,9 @@ def summarize_metric(values: Iterable[float], confidence: float = 0.95) -> dict[
     x = np.asarray([float(v) for v in values], dtype=np.float64)
     x = x[~np.isnan(x)]
     n = int(x.size)
-    mean = float(x.mean()) if n else float("nan")
+    mean = float(x.mean()) if n else math.nan
     if n < 2:
-        std = half = float("nan")
+        std = half = math.nan
     else:
         std = float(x.std(ddof=1))
         half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1) * std / math.sqrt(n))
@@ -93,7 +93,7 @@ def numeric_metrics(metrics: Mapping[str, Any] | None, exclude: Sequence[str] = 
     if not metrics:
         return {}
     return {
-        k: float("nan") if v is None else float(v)
+        k: math.nan if v is None else float(v)
         for k, v in metrics.items()
         if k not in exclude
         and (v is None or (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)))
@@ -210,7 +210,7 @@ def metrics_table(
     def cell(s: Mapping[str, float] | None) -> str:
         if s is None or math.isnan(s["mean"]):
             return "n/a" if s is None else f"nan (n={s['n']})"
-        ci = "" if math.isnan(s.get("ci_half", float("nan"))) else f" [{fmt(s['ci_low'])}, {fmt(s['ci_high'])}]"
+        ci = "" if math.isnan(s.get("ci_half", math.nan)) else f" [{fmt(s['ci_low'])}, {fmt(s['ci_high'])}]"
         return f"{fmt(s['mean'])}{ci} (n={s['n']})"
 
     rows = [[arm] + [cell(values[m]) for m in metrics] for arm, values in result.items()]
@@ -277,9 +277,9 @@ def welch_test(a: Iterable[float], b: Iterable[float], confidence: float = 0.95)
     y = np.asarray([float(v) for v in b], dtype=np.float64)
     x, y = x[~np.isnan(x)], y[~np.isnan(y)]
     out = {"n_a": int(x.size), "n_b": int(y.size),
-           "mean_a": float(x.mean()) if x.size else float("nan"), "mean_b": float(y.mean()) if y.size else float("nan")}
+           "mean_a": float(x.mean()) if x.size else math.nan, "mean_b": float(y.mean()) if y.size else math.nan}
     out["diff"] = out["mean_b"] - out["mean_a"]
-    nan = float("nan")
+    nan = math.nan
     if x.size < 2 or y.size < 2 or (np.ptp(x) == 0 and np.ptp(y) == 0):
         return {**out, "ci_low": nan, "ci_high": nan, "t": nan, "df": nan, "p": nan}
     with warnings.catch_warnings():  # one arm without spread (TPR0 = 0 in every seed) is a valid case
@@ -340,22 +340,22 @@ def seed_comparison(
     else:
         pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
     tests = [{"a": a, "b": b, "metric": m,
-              **welch_test([r.get(m, float("nan")) for r in values[a]], [r.get(m, float("nan")) for r in values[b]],
+              **welch_test([r.get(m, math.nan) for r in values[a]], [r.get(m, math.nan) for r in values[b]],
                            confidence)}
              for a, b in pairs for m in metrics]
     tests = [t for t in tests if t["n_a"] and t["n_b"]]  # an arm without the metric (another family's): no row
     finite = [i for i, t in enumerate(tests) if not math.isnan(t["p"])]
     holm = multipletests([tests[i]["p"] for i in finite], method="holm")[1] if finite else []
     for t in tests:
-        t["p_holm"] = float("nan")
+        t["p_holm"] = math.nan
     for i, p in zip(finite, holm):
         tests[i]["p_holm"] = float(p)
     for t in tests:
         # what the seeds could have resolved: the difference Welch's test detects with the given power
-        va, vb = (float(np.nanvar([r.get(t["metric"], float("nan")) for r in values[t[k]]], ddof=1))
-                  if t[f"n_{k}"] >= 2 else float("nan") for k in ("a", "b"))
+        va, vb = (float(np.nanvar([r.get(t["metric"], math.nan) for r in values[t[k]]], ddof=1))
+                  if t[f"n_{k}"] >= 2 else math.nan for k in ("a", "b"))
         t["mdd"] = (mdd_welch(va, vb, t["n_a"], t["n_b"], 1 - confidence, power)
-                    if t["n_a"] >= 2 and t["n_b"] >= 2 else float("inf"))
+                    if t["n_a"] >= 2 and t["n_b"] >= 2 else math.inf)
         resolved = not math.isnan(t["p_holm"]) and t["p_holm"] < 1 - confidence
         t["verdict"] = "resolved" if resolved else f"not resolved; MDD {fmt(t['mdd'])}"
 

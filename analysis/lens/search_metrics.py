@@ -63,7 +63,7 @@ def threshold_for_fp(neg_scores: np.ndarray, max_fp: int) -> float:
     neg = np.sort(np.asarray(neg_scores, dtype=np.float64).ravel())[::-1]
     if max_fp < 0:
         raise ValueError(f"max_fp must be >= 0, got {max_fp}")
-    return float(neg[max_fp]) if neg.size > max_fp else float("nan")
+    return float(neg[max_fp]) if neg.size > max_fp else math.nan
 
 
 def tpr_at_fp_count(targets: np.ndarray, scores: np.ndarray, max_fp: int) -> float:
@@ -76,7 +76,7 @@ def tpr_at_fp_count(targets: np.ndarray, scores: np.ndarray, max_fp: int) -> flo
         warnings.warn(
             f"TPR with at most {max_fp} false positive(s) undefined: {pos.size} positives, {neg.size} negatives "
             f"(needs at least {max_fp + 1}); reporting NaN", RuntimeWarning, stacklevel=2)
-        return float("nan")
+        return math.nan
     return float(np.mean(pos > threshold_for_fp(neg, max_fp)))
 
 
@@ -118,7 +118,7 @@ def threshold_at_fpr(neg_scores: np.ndarray, fpr: float) -> float:
     if k < 1:
         warnings.warn(f"FPR={fpr:g} unresolved: {neg.size} negatives (needs at least {math.ceil(1 / fpr - 1e-9)}); "
                       "reporting NaN", RuntimeWarning, stacklevel=2)
-        return float("nan")
+        return math.nan
     return threshold_for_fp(neg, k)
 
 
@@ -127,9 +127,9 @@ def tpr_at_fpr(targets: np.ndarray, scores: np.ndarray, fpr: float) -> float:
     pos, neg = _split_scores(targets, scores)
     if pos.size == 0:
         warnings.warn("TPR undefined: no positives; reporting NaN", RuntimeWarning, stacklevel=2)
-        return float("nan")
+        return math.nan
     threshold = threshold_at_fpr(neg, fpr)
-    return float("nan") if math.isnan(threshold) else float(np.mean(pos > threshold))
+    return math.nan if math.isnan(threshold) else float(np.mean(pos > threshold))
 
 
 def purity(tpr: np.ndarray | float, fpr: np.ndarray | float, prevalence: float) -> np.ndarray | float:
@@ -158,7 +158,7 @@ def _purity_ci(values: np.ndarray, alpha: float) -> tuple[float, float, int]:
     """
     ranked = np.where(np.isnan(values), np.inf, values)
     low, high = np.quantile(ranked, [alpha / 2, 1 - alpha / 2], method="inverted_cdf")
-    bound = lambda v: float(v) if np.isfinite(v) else float("nan")  # noqa: E731
+    bound = lambda v: float(v) if np.isfinite(v) else math.nan  # noqa: E731
     return bound(low), bound(high), int(np.sum(~np.isnan(values)))
 
 
@@ -196,7 +196,7 @@ def purity_at_completeness(
     rows: list[dict[str, float]] = []
     if pos.size == 0 or neg.size == 0:
         warnings.warn(f"purity undefined: {pos.size} positives, {neg.size} negatives; reporting NaN", RuntimeWarning, stacklevel=2)
-        nan = float("nan")
+        nan = math.nan
         return [dict(completeness=c, prevalence=p, purity=nan, ci_low=nan, ci_high=nan, tpr=nan, fpr=nan, n_fp=0,
                      n_pos=int(pos.size), n_neg=int(neg.size), n_boot_valid=0) for c in completeness for p in prevalences]
     pos_desc, neg_asc = np.sort(pos)[::-1], np.sort(neg)
@@ -214,8 +214,8 @@ def purity_at_completeness(
         if n_fp == 0:
             unresolved.append(c)
         for p in prevalences:
-            row = dict(completeness=float(c), prevalence=float(p), purity=purity(tpr, fpr, p), ci_low=float("nan"),
-                       ci_high=float("nan"), tpr=tpr, fpr=fpr, n_fp=n_fp, n_pos=int(pos.size), n_neg=int(neg.size), n_boot_valid=0)
+            row = dict(completeness=float(c), prevalence=float(p), purity=purity(tpr, fpr, p), ci_low=math.nan,
+                       ci_high=math.nan, tpr=tpr, fpr=fpr, n_fp=n_fp, n_pos=int(pos.size), n_neg=int(neg.size), n_boot_valid=0)
             if c in boot and n_fp > 0:
                 row["ci_low"], row["ci_high"], row["n_boot_valid"] = _purity_ci(purity(*boot[c], p), alpha)
             rows.append(row)

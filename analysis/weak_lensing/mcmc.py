@@ -20,6 +20,7 @@ The pipeline of the challenge kit's CNN_MCMC notebook, in plain NumPy/SciPy:
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -462,14 +463,14 @@ def chain_checks(result: ChainResult, acceptance_band: Sequence[float], ess_min:
     acc = result.acceptance
     outside = float(np.mean((acc < lo) | (acc > hi)))
     ess = result.ess
-    ess_low = float(ess.min()) if ess.size else float("nan")
+    ess_low = float(ess.min()) if ess.size else math.nan
     out = {
         "acceptance_mean": float(acc.mean()),
         "acceptance_min": float(acc.min()),
         "acceptance_max": float(acc.max()),
         "acceptance_outside_band": outside,
         "ess_min": ess_low,
-        "ess_median": float(np.median(ess)) if ess.size else float("nan"),
+        "ess_median": float(np.median(ess)) if ess.size else math.nan,
     }
     if outside > 0:
         msg = f"MCMC: {outside:.1%} of chains have acceptance outside [{lo}, {hi}] (mean {acc.mean():.3f}); tune the proposal std"
