@@ -239,6 +239,14 @@ class GaussianSummaryLikelihood:
         mean, cov, inside = self.moments(theta)
         r = data - mean
         c = cov
+        # a singular covariance divides by zero below: that is the -inf the last line keeps, not a fault to report
+        with np.errstate(invalid="ignore", divide="ignore"):
+            lp = self._log_density(r, c, inside)
+        # outside the hull the prior is zero; a singular covariance inside counts as impossible, never NaN
+        return np.where(inside & np.isfinite(lp), lp, -np.inf)
+
+    def _log_density(self, r: np.ndarray, c: np.ndarray, inside: np.ndarray) -> np.ndarray:
+        """-0.5 log det C - 0.5 r^T C^-1 r per row (C replaced by 1 or the identity outside the hull)."""
         if self.dim == 2:
             # closed form for the common case (2 CNN summaries): no batched LAPACK call per step
             a, b, dd = c[:, 0, 0], c[:, 0, 1], c[:, 1, 1]
@@ -250,10 +258,7 @@ class GaussianSummaryLikelihood:
             sign, logdet = np.linalg.slogdet(c)
             chi2 = np.einsum("ni,ni->n", r, np.linalg.solve(c, r[..., None])[..., 0])
             logdet = np.where(sign > 0, logdet, np.nan)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            lp = -0.5 * logdet - 0.5 * chi2
-        # outside the hull the prior is zero; a singular covariance inside counts as impossible, never NaN
-        return np.where(inside & np.isfinite(lp), lp, -np.inf)
+        return -0.5 * logdet - 0.5 * chi2
 
 
 # --------------------------------------------------------------------------------------------------

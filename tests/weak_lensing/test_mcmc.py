@@ -17,6 +17,7 @@ from analysis.weak_lensing.mcmc import (
     metropolis,
     scipy_log_prob,
     summary_moments,
+    summary_posteriors,
 )
 
 
@@ -263,3 +264,183 @@ def test_likelihood_moments_interpolate_means_and_covariances_like_scipy() -> No
     assert m.dtype == np.float64 and c.shape == (4, 2, 2)
     with pytest.raises(ValueError, match=r"^covariances have shape \(12, 2\); expected \(12, 2, 2\)$"):
         GaussianSummaryLikelihood(pts, means, covs[:, 0], grid_size=32)
+
+
+# ---- the samplers against a hand-written loop on the same random draws (issue 27, item 3) ----
+
+def _box_gaussian(d: np.ndarray, sig: np.ndarray):
+    """Chain i's target: N(d_i, diag sig^2) cut to the box |theta| <= 1 (-inf outside)."""
+    def log_prob(th: np.ndarray) -> np.ndarray:
+        lp = -0.5 * np.sum(((th - d) / sig) ** 2, axis=1)
+        return np.where(np.all(np.abs(th) <= 1.0, axis=1), lp, -np.inf)
+    return log_prob
+
+
+def _reference_chain(log_prob, x0, n_steps, step, seed):
+    """Every state of a random-walk Metropolis chain, drawing as documented: N(0, 1) proposals, then U(0, 1)."""
+    rng = np.random.default_rng(seed)
+    x = np.array(x0, dtype=np.float64)
+    lp = log_prob(x)
+    states, accepted = [], np.zeros(len(x))
+    for _ in range(n_steps):
+        prop = x + rng.standard_normal(x.shape) * step
+        lp_prop = log_prob(prop)
+        u = rng.random(len(x))
+        ok = np.log(u) < lp_prop - lp
+        x = np.where(ok[:, None], prop, x)
+        lp = np.where(ok, lp_prop, lp)
+        accepted += ok
+        states.append(x)
+    return np.stack(states), accepted / n_steps
+
+
+def test_metropolis_equals_a_hand_written_loop_on_the_same_draws() -> None:
+    rng = np.random.default_rng(11)
+    d = rng.uniform(-0.5, 0.5, (5, 2))
+    sig = np.array([0.2, 0.5])  # wide enough that some proposals leave the box and are refused
+    log_prob = _box_gaussian(d, sig)
+    step = np.array([0.3, 0.6])
+    # 0.2 * 203 = 40.6: the burn-in rounds to 41 (truncation would keep one state more)
+    res = metropolis(log_prob, d + 0.01, n_steps=203, proposal_std=step, burn_in=0.2, seed=4, n_trace=3)
+    states, acceptance = _reference_chain(log_prob, d + 0.01, 203, step, seed=4)
+    kept = states[41:]
+    assert res.burn_in == 41 and res.n_steps == 203
+    np.testing.assert_allclose(res.mean, kept.mean(axis=0), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(res.std, kept.std(axis=0), rtol=1e-9)
+    np.testing.assert_array_equal(res.acceptance, acceptance)
+    assert 0.05 < acceptance.min() and acceptance.max() < 0.95
+    assert res.traces.shape == (3, 162, 2)
+    np.testing.assert_array_equal(res.traces, kept[:, :3].transpose(1, 0, 2))
+    np.testing.assert_array_equal(res.ess, [effective_sample_size(kept[:, i]) for i in range(3)])
+    # a scalar proposal std is used for every parameter; another seed gives other chains
+    scalar = metropolis(log_prob, d + 0.01, n_steps=50, proposal_std=0.3, burn_in=0.5, seed=4, n_trace=1)
+    states1, _ = _reference_chain(log_prob, d + 0.01, 50, np.array([0.3, 0.3]), seed=4)
+    np.testing.assert_allclose(scalar.mean, states1[25:].mean(axis=0), rtol=1e-12, atol=1e-14)
+    other = metropolis(log_prob, d + 0.01, n_steps=50, proposal_std=0.3, burn_in=0.5, seed=5, n_trace=1)
+    assert not np.allclose(other.mean, scalar.mean)
+    # the default seed is 0
+    default = metropolis(log_prob, d, n_steps=30, proposal_std=0.3, burn_in=0.5, n_trace=1)
+    np.testing.assert_allclose(default.mean, _reference_chain(log_prob, d, 30, 0.3, seed=0)[0][15:].mean(axis=0), rtol=1e-12)
+
+
+def test_metropolis_keeps_at_most_n_chains_traces_and_refuses_what_it_cannot_run() -> None:
+    d = np.zeros((2, 2))
+    log_prob = _box_gaussian(d, np.array([0.2, 0.2]))
+    many = metropolis(log_prob, d, n_steps=40, proposal_std=0.1, burn_in=0.25, seed=0, n_trace=10)
+    assert many.traces.shape == (2, 30, 2) and many.ess.shape == (2, 2)
+    none = metropolis(log_prob, d, n_steps=40, proposal_std=0.1, burn_in=0.25, seed=0, n_trace=0)
+    assert none.traces.shape == (0, 30, 2) and none.ess.shape == (0, 2)
+    np.testing.assert_array_equal(none.mean, many.mean)  # the traces do not change the chains
+    with pytest.raises(ValueError, match=r"^metropolis: burn_in 1.0 leaves no samples of 40 steps$"):
+        metropolis(log_prob, d, n_steps=40, proposal_std=0.1, burn_in=1.0, n_trace=1)
+    starts = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 0.0], [0.0, -3.0]])
+    with pytest.raises(ValueError, match=r"^metropolis: 2 starting state\(s\) have log density -inf/NaN \(e\.g\. chain \[1, 3\]\); start inside the prior$"):
+        metropolis(_box_gaussian(np.zeros((4, 2)), np.ones(2)), starts, n_steps=10, proposal_std=0.1, burn_in=0.2, n_trace=1)
+
+
+def test_kit_metropolis_equals_the_same_loop_with_its_truncated_burn_in() -> None:
+    rng = np.random.default_rng(12)
+    d = rng.uniform(-0.5, 0.5, (4, 2))
+    log_prob = _box_gaussian(d, np.array([0.2, 0.5]))
+    mean, std, acc = kit_metropolis(log_prob, d, n_steps=203, proposal_std=0.4, burn_in=0.2, seed=3)
+    states, acceptance = _reference_chain(log_prob, d, 203, 0.4, seed=3)
+    kept = states[40:]  # the kit truncates 40.6 to 40
+    np.testing.assert_allclose(mean, kept.mean(axis=0), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(std, kept.std(axis=0), rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(acc, acceptance)
+    assert 0.05 < acceptance.min() and acceptance.max() < 0.95
+    m0, _, _ = kit_metropolis(log_prob, d, n_steps=20, proposal_std=0.4, burn_in=0.5)  # the default seed is 0
+    np.testing.assert_allclose(m0, _reference_chain(log_prob, d, 20, 0.4, seed=0)[0][10:].mean(axis=0), rtol=1e-12)
+
+
+def test_emcee_posterior_is_emcee_from_the_documented_start_and_discard() -> None:
+    import emcee
+
+    mu, sig = np.array([0.3, 0.8]), np.array([0.04, 0.02])
+
+    def lp(t: np.ndarray) -> float:
+        return float(-0.5 * np.sum(((t - mu) / sig) ** 2))
+
+    def by_hand(n_walkers, n_steps, burn_in, init_scale, seed):
+        start = mu + init_scale * np.random.default_rng(seed).standard_normal((n_walkers, 2))
+        s = emcee.EnsembleSampler(n_walkers, 2, lp)
+        s.random_state = np.random.RandomState(seed).get_state()
+        s.run_mcmc(start, n_steps, progress=False)
+        chain = s.get_chain(discard=int(burn_in * n_steps), flat=True)
+        return chain.mean(axis=0), chain.std(axis=0), float(np.mean(s.acceptance_fraction))
+
+    got = emcee_posterior(lp, mu, n_walkers=8, n_steps=103, burn_in=0.3, init_scale=0.01, seed=7)
+    want = by_hand(8, 103, 0.3, 0.01, 7)  # 30.9 steps discarded: 30
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-12)
+    # the defaults: 16 walkers, 2000 steps, burn-in 0.2, start scatter 1e-3, seed 0
+    for g, w in zip(emcee_posterior(lp, mu), by_hand(16, 2000, 0.2, 1e-3, 0)):
+        np.testing.assert_allclose(g, w, rtol=1e-12)
+    assert not np.allclose(emcee_posterior(lp, mu, n_steps=103, seed=8)[0], emcee_posterior(lp, mu, n_steps=103, seed=7)[0])
+
+
+def _posterior_problem(seed: int = 0, n_maps: int = 8):
+    """Validation maps of 12 cosmologies whose 2 summaries are the parameters plus noise, and test summaries."""
+    rng = np.random.default_rng(seed)
+    cosmo = np.column_stack([rng.uniform(0.1, 0.6, 12), rng.uniform(0.7, 0.95, 12)])
+    ids = np.repeat(np.arange(12), n_maps)
+    params = cosmo[ids]
+    summaries = params + rng.normal(0, [0.03, 0.02], params.shape)
+    test = cosmo[:5].mean(axis=0) + rng.normal(0, 0.01, (6, 2))
+    return summaries, ids, params, test
+
+
+SETTINGS = dict(n_steps=300, proposal_std=0.02, burn_in=0.3, seed=4, acceptance_band=(0.05, 0.95), ess_min=1.0,
+                grid_size=32, n_trace=3)
+
+
+def test_summary_posteriors_is_the_moments_likelihood_and_chains_it_documents() -> None:
+    summaries, ids, params, test = _posterior_problem()
+    mean, std, diag, warns = summary_posteriors(summaries, ids, params, test, **SETTINGS)
+    cosmo, means, covs = summary_moments(summaries, ids, params)
+    lik = GaussianSummaryLikelihood(cosmo, means, covs, grid_size=32)
+    start = hull_starts(cosmo, 6, seed=4)
+    assert np.all(np.isfinite(lik.log_prob(start, test)))  # no start needs moving here
+    res = metropolis(lambda th: lik.log_prob(th, test), start, n_steps=300, proposal_std=0.02, burn_in=0.3, seed=4, n_trace=3)
+    np.testing.assert_array_equal(mean, res.mean)
+    np.testing.assert_array_equal(std, res.std)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = chain_checks(res, (0.05, 0.95), 1.0)
+    assert diag == {**want, "n_cosmologies": 12.0, "summary_dim": 2.0}
+    assert warns == res.warnings
+    # 1-D test summaries of a 1-D summary are read as one column each
+    m1, s1, d1, _ = summary_posteriors(summaries[:, :1], ids, params, test[:, 0], **{**SETTINGS, "n_steps": 40})
+    assert m1.shape == (6, 2) and d1["summary_dim"] == 1.0
+
+
+def test_summary_posteriors_moves_a_start_whose_likelihood_is_impossible() -> None:
+    summaries, ids, params, test = _posterior_problem(seed=1)
+    # cosmology 0's maps all have the same summary: its covariance is singular, so log_prob is -inf exactly there
+    summaries[ids == 0] = summaries[ids == 0][0]
+    cosmo, means, covs = summary_moments(summaries, ids, params)
+    lik = GaussianSummaryLikelihood(cosmo, means, covs, grid_size=32)
+    seed = next(s for s in range(100) if (np.random.default_rng(s).integers(0, 12, 6) == 0).any())
+    start = hull_starts(cosmo, 6, seed=seed)
+    bad = ~np.isfinite(lik.log_prob(start, test))
+    assert bad.any() and not bad.all()
+    # the cosmology that suits each map best, by a loop over the nodes
+    best = np.array([cosmo[np.argmax([lik.log_prob(c[None], t[None])[0] for c in cosmo])] for t in test])
+    moved = np.where(bad[:, None], best, start)
+    settings = {**SETTINGS, "seed": seed}
+    mean, std, _, _ = summary_posteriors(summaries, ids, params, test, **settings)
+    res = metropolis(lambda th: lik.log_prob(th, test), moved, n_steps=300, proposal_std=0.02, burn_in=0.3, seed=seed, n_trace=3)
+    np.testing.assert_array_equal(mean, res.mean)
+    np.testing.assert_array_equal(std, res.std)
+
+
+def test_summary_posteriors_warns_of_chains_that_never_moved() -> None:
+    summaries, ids, params, test = _posterior_problem(seed=2)
+    # proposals 100 x the hull's size: every one lands outside, so no chain ever moves
+    with pytest.warns(UserWarning, match=r"^MCMC: 6 chain\(s\) never moved; their std is set to 1e-6$"):
+        mean, std, diag, warns = summary_posteriors(summaries, ids, params, test, **{**SETTINGS, "proposal_std": 100.0})
+    cosmo, _, _ = summary_moments(summaries, ids, params)
+    np.testing.assert_array_equal(mean, hull_starts(cosmo, 6, seed=4))
+    np.testing.assert_array_equal(std, np.full((6, 2), 1e-6))
+    assert "MCMC: 6 chain(s) never moved; their std is set to 1e-6" in warns
+    assert diag["acceptance_max"] == 0.0
