@@ -139,8 +139,8 @@ class _WeightedOvrAuroc:
         pos_w = w[:, self.pos]
         num = np.sum(pos_w * (below + 0.5 * (upto - below)), axis=1)
         den = pos_w.sum(axis=1) * cum[:, -1]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+        # a resample without positives or negatives has den 0: NaN, and no division by zero happens
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
 class _WeightedAuroc:
@@ -190,8 +190,7 @@ def _from_correct_counts(metric: str, right: np.ndarray, totals: np.ndarray) -> 
         return right.sum(axis=-1) / totals.sum(axis=-1)
     # balanced accuracy: mean recall over the classes present in the targets; a class that a
     # non-stratified resample lost makes that resample NaN (it is then dropped and counted).
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recall = np.where(totals > 0, right / np.where(totals > 0, totals, 1.0), np.nan)
+    recall = np.where(totals > 0, right / np.where(totals > 0, totals, 1.0), np.nan)
     return np.mean(recall, axis=-1)
 
 

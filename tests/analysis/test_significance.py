@@ -633,3 +633,23 @@ def test_paired_comparison_returns_arrays_in_a_row_order_and_its_defaults():
     assert c["correct_b"].tolist() == [False, False, True, True, True, False]
     with pytest.raises(ValueError, match=r"^runA scores \(6,\) and runB scores \(6, 2\) differ in shape$"):
         paired_comparison(IDS, TARGETS, P_A, IDS, TARGETS, np.column_stack([1 - P_B, P_B]), names=("runA", "runB"))
+
+
+def test_a_resample_that_loses_a_class_warns_once_and_never_divides_by_zero():
+    """Only the counted "resamples ... dropped" warning: the NaN of a lost class comes from a guarded division."""
+    from analysis.significance import _WeightedAuroc
+
+    y = np.array([0] * 12 + [1])
+    p = np.where(y == 1, 0.9, 0.2)
+    for metric in ("balanced_accuracy", "auroc"):
+        with warnings.catch_warnings(record=True) as record, np.errstate(all="raise"):
+            warnings.simplefilter("always")
+            res = paired_bootstrap_ci(y, p, 1 - p, metric, n_boot=200, seed=0, stratify=False)
+        assert 0 < res["n_valid"] < 200
+        assert [str(w.message) for w in record] == [f"{200 - res['n_valid']} of 200 resamples gave an undefined {metric} and were dropped"]
+    # the weighted AUROC itself (its resamples run with warnings silenced): rows without positives, without
+    # negatives, and empty give NaN without dividing by zero; a full row gives the AUROC
+    w = np.array([np.where(y == 1, 0.0, 1.0), np.where(y == 1, 3.0, 0.0), np.zeros(13), np.ones(13)])
+    with np.errstate(all="raise"):
+        out = _WeightedAuroc(y, p)(w)
+    assert np.isnan(out[:3]).all() and out[3] == 1.0
