@@ -444,3 +444,29 @@ def test_summary_posteriors_warns_of_chains_that_never_moved() -> None:
     np.testing.assert_array_equal(std, np.full((6, 2), 1e-6))
     assert "MCMC: 6 chain(s) never moved; their std is set to 1e-6" in warns
     assert diag["acceptance_max"] == 0.0
+
+
+def test_summary_posteriors_sets_only_the_stuck_chains_std_and_shows_progress_only_when_asked(capsys) -> None:
+    summaries, ids, params, test = _posterior_problem(seed=3)
+    cosmo, means, covs = summary_moments(summaries, ids, params)
+    lik = GaussianSummaryLikelihood(cosmo, means, covs, grid_size=32)
+    short = {**SETTINGS, "n_steps": 3, "burn_in": 0.0, "proposal_std": 0.05, "ess_min": 0.0}
+    for seed in range(50):  # 3 steps: some chains accept nothing, others move
+        res = metropolis(lambda th: lik.log_prob(th, test), hull_starts(cosmo, 6, seed=seed), n_steps=3,
+                         proposal_std=0.05, burn_in=0.0, seed=seed, n_trace=3)
+        stuck = (res.std <= 0).any(axis=1)
+        if 0 < stuck.sum() < 6 and np.all(np.isfinite(lik.log_prob(hull_starts(cosmo, 6, seed=seed), test))):
+            break
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        mean, std, _, warns = summary_posteriors(summaries, ids, params, test, **{**short, "seed": seed})
+    msg = f"MCMC: {int(stuck.sum())} chain(s) never moved; their std is set to 1e-6"
+    assert msg in warns
+    (w,) = [r for r in record if str(r.message) == msg]
+    assert w.filename == __file__ or "mutmut" in w.filename  # the caller's line, not mcmc.py
+    np.testing.assert_array_equal(mean, res.mean)
+    assert std.dtype == np.float64
+    np.testing.assert_array_equal(std, np.where(res.std <= 0, 1e-6, res.std))
+    assert capsys.readouterr().err == ""  # no progress bar by default
+    summary_posteriors(summaries, ids, params, test, **{**short, "seed": seed}, progress=True)
+    assert "metropolis" in capsys.readouterr().err
