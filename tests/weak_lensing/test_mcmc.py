@@ -470,3 +470,59 @@ def test_summary_posteriors_sets_only_the_stuck_chains_std_and_shows_progress_on
     assert capsys.readouterr().err == ""  # no progress bar by default
     summary_posteriors(summaries, ids, params, test, **{**short, "seed": seed}, progress=True)
     assert "metropolis" in capsys.readouterr().err
+
+
+def _hard_points(pts: np.ndarray, tri, lo: np.ndarray, hi: np.ndarray, g: int, rng) -> np.ndarray:
+    """Points where a lookup can go wrong: nodes, edge midpoints and thirds, cell corners, the box's edges."""
+    simp = pts[tri.simplices]
+    edges = np.concatenate([simp[:, [0, 1]], simp[:, [1, 2]], simp[:, [2, 0]]])
+    on_edges = np.concatenate([edges.mean(axis=1), (2 * edges[:, 0] + edges[:, 1]) / 3])
+    cell = (hi - lo) / g
+    grid = np.stack(np.meshgrid(*[lo[j] + cell[j] * np.arange(g + 1) for j in range(2)], indexing="ij"), -1).reshape(-1, 2)
+    box = np.concatenate([np.column_stack([np.linspace(lo[0], hi[0], 50), np.full(50, v)]) for v in (lo[1], hi[1])]
+                         + [np.column_stack([np.full(50, v), np.linspace(lo[1], hi[1], 50)]) for v in (lo[0], hi[0])])
+    near = pts + rng.normal(0, 1e-9, pts.shape)
+    return np.concatenate([pts, on_edges, grid, box, near, [hi, lo, [np.nan, lo[1]], [lo[0], np.inf]]])
+
+
+@pytest.mark.parametrize("grid_size", [1, 2, 7, 64])
+def test_interpolator_equals_scipy_on_nodes_edges_cell_corners_and_the_box(grid_size) -> None:
+    from scipy.spatial import Delaunay
+
+    pts = _design(25, seed=9)
+    rng = np.random.default_rng(9)
+    values = rng.normal(size=(25, 2, 2))  # matrix values keep their shape
+    interp = SimplexInterpolator(pts, values, grid_size=grid_size)
+    tri = Delaunay(pts)
+    x = _hard_points(pts, tri, pts.min(axis=0), pts.max(axis=0), grid_size, rng)
+    out, inside = interp(x)
+    ref = LinearNDInterpolator(pts, values.reshape(25, 4))(x)
+    ref_inside = np.all(np.isfinite(ref), axis=1)
+    np.testing.assert_array_equal(inside, ref_inside)
+    assert out.shape == (len(x), 2, 2)
+    np.testing.assert_allclose(out[inside].reshape(-1, 4), ref[inside], rtol=1e-9, atol=1e-12)
+    assert np.all(out[~inside] == 0)
+    # the triangle found holds the point (on a shared edge either neighbour does): barycentric coordinates >= 0
+    s = interp.find_simplex(x)
+    np.testing.assert_array_equal(s >= 0, ref_inside)
+    b = np.einsum("nij,nj->ni", tri.transform[s[inside], :2], x[inside] - tri.transform[s[inside], 2])
+    bary = np.column_stack([b, 1 - b.sum(axis=1)])
+    assert bary.min() >= -1e-12
+    # a single point and a point given as a 1-D array
+    one, ok = interp(pts[3])
+    assert ok.tolist() == [True] and one.shape == (1, 2, 2)
+    np.testing.assert_allclose(one[0], values[3], atol=1e-12)
+
+
+def test_interpolator_in_three_dimensions_and_its_errors() -> None:
+    rng = np.random.default_rng(10)
+    pts = rng.uniform(0, 1, (30, 3))
+    values = rng.normal(size=(30, 2))
+    x = np.concatenate([rng.uniform(-0.2, 1.2, (400, 3)), pts])
+    out, inside = SimplexInterpolator(pts, values, grid_size=64)(x)  # no grid in 3-D: scipy's find_simplex
+    ref = LinearNDInterpolator(pts, values)(x)
+    np.testing.assert_array_equal(inside, np.all(np.isfinite(ref), axis=1))
+    assert 0 < inside.sum() < len(x)
+    np.testing.assert_allclose(out[inside], ref[inside], rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match=r"^30 points but 29 value rows$"):
+        SimplexInterpolator(pts, values[:29], grid_size=8)
