@@ -256,8 +256,11 @@ class GaussianSummaryLikelihood:
         else:
             c = np.where(inside[:, None, None], c, np.eye(self.dim))
             sign, logdet = np.linalg.slogdet(c)
+            ok = sign > 0
+            # a singular covariance would stop solve() with LinAlgError: solve with the identity, then discard
+            c = np.where(ok[:, None, None], c, np.eye(self.dim))
             chi2 = np.einsum("ni,ni->n", r, np.linalg.solve(c, r[..., None])[..., 0])
-            logdet = np.where(sign > 0, logdet, np.nan)
+            logdet = np.where(ok, logdet, np.nan)
         return -0.5 * logdet - 0.5 * chi2
 
 

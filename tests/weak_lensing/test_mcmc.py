@@ -526,3 +526,57 @@ def test_interpolator_in_three_dimensions_and_its_errors() -> None:
     np.testing.assert_allclose(out[inside], ref[inside], rtol=1e-9, atol=1e-12)
     with pytest.raises(ValueError, match=r"^30 points but 29 value rows$"):
         SimplexInterpolator(pts, values[:29], grid_size=8)
+
+
+def test_metropolis_with_integer_starts_one_kept_state_and_many_bad_starts() -> None:
+    d = np.zeros((3, 2))
+    log_prob = _box_gaussian(d, np.array([0.2, 0.2]))
+    # integer starting states are moved in float64, not truncated back to integers
+    res = metropolis(log_prob, np.zeros((3, 2), dtype=np.int64), n_steps=30, proposal_std=0.1, burn_in=0.5, seed=2, n_trace=1)
+    states, _ = _reference_chain(log_prob, np.zeros((3, 2)), 30, 0.1, seed=2)
+    np.testing.assert_allclose(res.mean, states[15:].mean(axis=0), rtol=1e-12, atol=1e-14)
+    assert np.all(res.std > 0)
+    # one state kept after the burn-in is enough (its std is 0)
+    one = metropolis(log_prob, d, n_steps=4, proposal_std=0.1, burn_in=0.75, seed=2, n_trace=1)
+    assert one.burn_in == 3 and one.traces.shape == (1, 1, 2)
+    np.testing.assert_array_equal(one.mean, _reference_chain(log_prob, d, 4, 0.1, seed=2)[0][3])
+    np.testing.assert_array_equal(one.std, np.zeros((3, 2)))
+    # the message names at most five of the bad chains
+    starts = np.full((7, 2), 5.0)
+    with pytest.raises(ValueError, match=r"^metropolis: 7 starting state\(s\) have log density -inf/NaN \(e\.g\. chain \[0, 1, 2, 3, 4\]\)"):
+        metropolis(_box_gaussian(np.zeros((7, 2)), np.ones(2)), starts, n_steps=10, proposal_std=0.1, burn_in=0.2, n_trace=1)
+
+
+def test_samplers_show_a_progress_bar_only_when_asked(capsys) -> None:
+    import emcee  # noqa: F401  (emcee's own bar goes to stderr too)
+
+    d = np.zeros((2, 2))
+    log_prob = _box_gaussian(d, np.array([0.2, 0.2]))
+    metropolis(log_prob, d, n_steps=20, proposal_std=0.1, burn_in=0.5, n_trace=1)
+    emcee_posterior(lambda t: float(log_prob(np.tile(t, (2, 1)))[0]), d[0], n_walkers=4, n_steps=20)
+    assert capsys.readouterr().err == ""
+    metropolis(log_prob, d, n_steps=20, proposal_std=0.1, burn_in=0.5, n_trace=1, progress=True)
+    err = capsys.readouterr().err
+    assert "metropolis: " in err and "20/20" in err and "step/s" in err
+
+
+def test_likelihood_at_a_singular_covariance_is_minus_inf_without_numpy_warnings_or_errors() -> None:
+    """A summary that never varies has a singular covariance: impossible (-inf), in 2-D and in general dimension."""
+    pts = _design(12, seed=5)
+    covs = np.repeat(np.diag([1e-3, 0.0])[None], 12, axis=0)  # the second summary is constant in every cosmology
+    lik = GaussianSummaryLikelihood(pts, pts.copy(), covs, grid_size=16)
+    covs3 = np.repeat(np.diag([1e-3, 1e-3, 0.0])[None], 12, axis=0)
+    means3 = np.column_stack([pts, pts[:, 0]])
+    lik3 = GaussianSummaryLikelihood(pts, means3, covs3, grid_size=16)
+    x = np.vstack([pts[:3], pts[:3].mean(axis=0)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(all="warn"):
+            lp = lik.log_prob(x, np.vstack([pts[:3], pts[:3].mean(axis=0)]) + [0.0, 0.01])
+            lp_exact = lik.log_prob(x, np.vstack([pts[:3], pts[:3].mean(axis=0)]))  # 0 / 0 in the chi2
+            lp3 = lik3.log_prob(x, np.vstack([means3[:3], means3[:3].mean(axis=0)]))
+    assert np.all(lp == -np.inf) and np.all(lp_exact == -np.inf) and np.all(lp3 == -np.inf)
+    # the same in 3-D with a regular covariance is finite, and equals scipy's
+    covs3[:, 2, 2] = 2e-3
+    ok = GaussianSummaryLikelihood(pts, means3, covs3, grid_size=16).log_prob(x, means3[[0, 1, 2, 3]])
+    np.testing.assert_allclose(ok, scipy_log_prob(pts, means3, covs3)(x, means3[[0, 1, 2, 3]]), rtol=1e-10)
