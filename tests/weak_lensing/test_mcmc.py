@@ -580,3 +580,49 @@ def test_likelihood_at_a_singular_covariance_is_minus_inf_without_numpy_warnings
     covs3[:, 2, 2] = 2e-3
     ok = GaussianSummaryLikelihood(pts, means3, covs3, grid_size=16).log_prob(x, means3[[0, 1, 2, 3]])
     np.testing.assert_allclose(ok, scipy_log_prob(pts, means3, covs3)(x, means3[[0, 1, 2, 3]]), rtol=1e-10)
+
+
+@pytest.mark.parametrize("grid_size", [1, 3, 9])
+def test_interpolator_lookup_table_against_scipy_cell_by_cell(grid_size) -> None:
+    """The lookup itself, not only its answers: a resolved cell lies wholly in its triangle, an unresolved cell lists
+    every triangle that reaches into it and none that stays away, and the answers outside the hull are -1.
+
+    A wrong table can still give right values (a cell sent to its candidates is tested point by point), so the
+    values test alone cannot see a lookup that has silently stopped resolving anything.
+    """
+    from scipy.spatial import Delaunay
+
+    pts = _design(25, seed=9)
+    interp = SimplexInterpolator(pts, np.zeros((25, 1)), grid_size=grid_size)
+    tri = Delaunay(pts)
+    g = grid_size
+    assert interp.table is not None and interp.table.shape == (g, g)
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    cell = (hi - lo) / g
+    # the four corners of each cell, located by scipy
+    edges = [lo[j] + cell[j] * np.arange(g + 1) for j in range(2)]
+    corner = tri.find_simplex(np.stack(np.meshgrid(*edges, indexing="ij"), -1).reshape(-1, 2)).reshape(g + 1, g + 1)
+    t = np.linspace(0.0, 1.0, 9)
+    for i in range(g):
+        for j in range(g):
+            four = {corner[i, j], corner[i + 1, j], corner[i, j + 1], corner[i + 1, j + 1]}
+            resolved = len(four) == 1 and min(four) >= 0
+            assert (interp.table[i, j] >= 0) == resolved
+            inner = lo + cell * np.stack(np.meshgrid(i + 0.01 + 0.98 * t, j + 0.01 + 0.98 * t, indexing="ij"), -1).reshape(-1, 2)
+            found = tri.find_simplex(inner)
+            if resolved:
+                assert interp.table[i, j] == corner[i, j] and np.all(found == corner[i, j])
+                continue
+            assert interp.table[i, j] == -2
+            cand = set(interp.candidates[i, j][interp.candidates[i, j] >= 0].tolist())
+            assert set(found[found >= 0].tolist()) <= cand  # every triangle seen inside the cell is listed
+            # ... and every listed triangle comes within a tenth of a cell of it
+            box_lo, box_hi = lo + cell * [i - 0.1, j - 0.1], lo + cell * [i + 1.1, j + 1.1]
+            u, v = np.meshgrid(t, t)
+            keep = (u + v) <= 1
+            for k in cand:
+                a, b, c = pts[tri.simplices[k]]
+                inside_tri = a + np.outer(u[keep], b - a) + np.outer(v[keep], c - a)
+                assert np.any(np.all((inside_tri >= box_lo) & (inside_tri <= box_hi), axis=1)), (i, j, k)
+    far = np.array([[lo[0] - 1, lo[1]], [hi[0] + 1e-9, hi[1]], [np.nan, 0.8], [0.0, 0.0]])
+    np.testing.assert_array_equal(interp.find_simplex(far), [-1, -1, -1, -1])
