@@ -109,9 +109,10 @@ def reliability_bins(probs: np.ndarray, targets: np.ndarray, n_bins: int = 15) -
     count = np.bincount(idx, minlength=n_bins).astype(np.int64)
     conf_sum = np.bincount(idx, weights=conf, minlength=n_bins)
     acc_sum = np.bincount(idx, weights=(pred == targets).astype(np.float64), minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = np.where(count > 0, conf_sum / count, np.nan)
-        mean_acc = np.where(count > 0, acc_sum / count, np.nan)
+    # an empty bin is NaN; its denominator is replaced first, so nothing is divided by zero
+    denominator = np.maximum(count, 1)
+    mean_conf = np.where(count > 0, conf_sum / denominator, np.nan)
+    mean_acc = np.where(count > 0, acc_sum / denominator, np.nan)
     return {"lower": edges[:-1], "upper": edges[1:], "confidence": mean_conf, "accuracy": mean_acc, "count": count}
 
 

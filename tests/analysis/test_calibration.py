@@ -409,3 +409,126 @@ def test_fifteen_bins_by_default():
     grid = np.array([0.5, 1.0, 2.0])
     assert fit_temperature_ece_grid(logits, t, grid) == fit_temperature_ece_grid(logits, t, grid, n_bins=15)
     assert fit_temperature_ece_grid(logits, t, grid)[1] != fit_temperature_ece_grid(logits, t, grid, n_bins=16)[1]
+
+
+# ---- mutation-testing round 2 (issue 27): the survivors of a full run of this module ----
+
+def test_errors_name_what_is_wrong_exactly():
+    from analysis.calibration import _check_targets, fit_temperature_ece_grid, top_label
+
+    with pytest.raises(ValueError, match=r"^targets must be integer class labels$"):
+        _check_targets(np.array([0.5, 1.0]), 2)
+    with pytest.raises(ValueError, match=r"^probs must be 1-D \(binary\) or 2-D \(N, C\), got shape \(2, 2, 1\)$"):
+        top_label(np.full((2, 2, 1), 0.5))
+    with pytest.raises(ValueError, match=r"^probs must be finite and lie in \[0, 1\]; pass probabilities, not logits$"):
+        top_label(np.array([0.2, 1.5]))
+    with pytest.raises(ValueError, match=r"^cannot fit a temperature on zero samples$"):
+        fit_temperature(np.zeros(0), np.zeros(0, dtype=int))
+    with pytest.raises(ValueError, match=r"^the temperature grid must hold finite values > 0$"):
+        fit_temperature_ece_grid(np.zeros(3), np.array([0, 1, 0]), grid=np.array([1.0, -1.0]))
+
+
+def test_top_label_predictions_are_integer_class_indices():
+    from analysis.calibration import top_label
+
+    for probs in (np.array([0.2, 0.5, 0.9]), np.array([[0.7, 0.3], [0.1, 0.9], [0.2, 0.8]])):
+        _, pred = top_label(probs)
+        assert pred.dtype == np.int64 and pred.tolist() == [0, 1, 1]
+
+
+def test_reliability_bins_edges_and_empty_bins_without_numpy_warnings():
+    from analysis.calibration import bin_edges
+
+    probs, y = np.array([0.05, 0.95, 0.9, 0.55]), np.array([0, 1, 0, 1])  # confidences 0.95, 0.95, 0.9, 0.55
+    with warnings.catch_warnings(), np.errstate(all="raise"):
+        warnings.simplefilter("error")
+        bins = reliability_bins(probs, y, n_bins=5)
+    np.testing.assert_array_equal(bins["lower"], bin_edges(5)[:-1])
+    np.testing.assert_array_equal(bins["upper"], bin_edges(5)[1:])
+    assert set(bins) == {"lower", "upper", "confidence", "accuracy", "count"}
+    assert bins["count"].tolist() == [0, 0, 1, 0, 3]
+    assert np.isnan(bins["confidence"][[0, 1, 3]]).all() and np.isnan(bins["accuracy"][[0, 1, 3]]).all()
+    np.testing.assert_allclose(bins["confidence"][[2, 4]], [0.55, (0.95 + 0.95 + 0.9) / 3], rtol=1e-15)
+    np.testing.assert_allclose(bins["accuracy"][[2, 4]], [1.0, 2 / 3], rtol=1e-15)
+
+
+def test_accuracy_of_nothing_is_nan_without_a_numpy_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(accuracy(np.zeros(0), np.zeros(0, dtype=int)))
+
+
+def _nll_optimal_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """1 / beta where d NLL / d beta = 0 (the NLL is convex in beta = 1 / T): a root, found to 1e-14."""
+    from scipy.optimize import brentq
+    from scipy.special import expit, softmax
+
+    if logits.ndim == 1:
+        grad = lambda b: float(np.sum((y - expit(b * logits)) * logits))  # noqa: E731
+    else:
+        grad = lambda b: float(np.sum(logits[np.arange(len(y)), y] - np.sum(softmax(b * logits, axis=1) * logits, axis=1)))  # noqa: E731
+    return 1.0 / brentq(grad, 1e-3, 1e3, xtol=1e-14, rtol=1e-14)
+
+
+@pytest.mark.parametrize("classes", [0, 4])
+def test_fit_temperature_equals_the_root_of_the_nll_gradient_to_1e7(classes):
+    rng = np.random.default_rng(3)
+    if classes:
+        y = rng.integers(0, classes, 3000)
+        logits = rng.normal(0, 1, (3000, classes))
+        logits[np.arange(3000), y] += 1.5
+        logits *= 2.7  # over-confident: T near 2
+    else:
+        z = rng.normal(0, 2, 3000)
+        y = (rng.random(3000) < 1 / (1 + np.exp(-z))).astype(int)
+        logits = 0.6 * z  # under-confident: T below 1
+    want = _nll_optimal_temperature(logits, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # far from the search bounds: no warning
+        got = fit_temperature(logits, y)
+    assert got == pytest.approx(want, rel=1e-7)  # scipy's default xatol (1e-5 in log T) is not this tight
+
+
+def test_fit_temperature_bound_warning_points_at_the_caller():
+    z = np.random.default_rng(4).normal(0, 1, 500)
+    with pytest.warns(RuntimeWarning, match="on the search bound") as record:
+        fit_temperature(z, (z < 0).astype(int))  # anti-correlated: the largest T allowed
+    assert record[0].filename == __file__ or "mutmut" in record[0].filename
+    # T = 60 (log T 4.1, within one unit of the bound 5 but not on it): fitted, and no warning
+    y = (np.random.default_rng(5).random(500) < 1 / (1 + np.exp(-z))).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = fit_temperature(60.0 * z, y)
+    assert t == pytest.approx(_nll_optimal_temperature(60.0 * z, y), rel=1e-7) and 4.0 < math.log(t) < 4.999
+
+
+def test_fit_temperature_ece_grid_default_grid_is_0_5_to_3_in_steps_of_0_001():
+    from analysis.calibration import fit_temperature_ece_grid
+
+    rng = np.random.default_rng(6)
+    z = rng.normal(0, 1.5, 2000)
+    y = (rng.random(2000) < 1 / (1 + np.exp(-z))).astype(int)
+    grid = np.arange(500, 3001) / 1000  # independent of the function's own arange
+
+    def brute(logits):
+        values = np.array([ece(probabilities_from_logits(logits, t), y) for t in grid])
+        return grid[int(np.argmin(values))], float(values.min())
+
+    for scale in (0.7, 30.0):  # under-confident (best T inside, below 1); very over-confident (best T at 3.0)
+        t, e = fit_temperature_ece_grid(scale * z, y)
+        want_t, want_e = brute(scale * z)
+        assert (t, e) == (pytest.approx(want_t, abs=1e-12), pytest.approx(want_e, abs=1e-15))
+    assert fit_temperature_ece_grid(30.0 * z, y)[0] == 3.0
+    assert 0.5 < fit_temperature_ece_grid(0.7 * z, y)[0] < 1.0
+
+
+def test_calibration_report_passes_its_bins_to_both_eces():
+    from analysis.calibration import calibration_report
+
+    rng = np.random.default_rng(7)
+    logits = rng.normal(0, 2, 400)
+    y = (rng.random(400) < 0.5).astype(int)
+    report = calibration_report(logits, y, temperature=1.3, n_bins=7)
+    probs = probabilities_from_logits(logits, 1.3)
+    assert report["adaptive_ece"] == adaptive_ece(probs, y, 7) != adaptive_ece(probs, y, 15)
+    assert report["ece"] == ece(probs, y, 7)
