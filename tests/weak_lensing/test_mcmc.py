@@ -505,6 +505,7 @@ def test_interpolator_equals_scipy_on_nodes_edges_cell_corners_and_the_box(grid_
     # the triangle found holds the point (on a shared edge either neighbour does): barycentric coordinates >= 0
     s = interp.find_simplex(x)
     np.testing.assert_array_equal(s >= 0, ref_inside)
+    assert np.all(s[~ref_inside] == -1)  # -1 outside the hull, inside the bounding box too (documented)
     b = np.einsum("nij,nj->ni", tri.transform[s[inside], :2], x[inside] - tri.transform[s[inside], 2])
     bary = np.column_stack([b, 1 - b.sum(axis=1)])
     assert bary.min() >= -1e-12
@@ -626,3 +627,19 @@ def test_interpolator_lookup_table_against_scipy_cell_by_cell(grid_size) -> None
                 assert np.any(np.all((inside_tri >= box_lo) & (inside_tri <= box_hi), axis=1)), (i, j, k)
     far = np.array([[lo[0] - 1, lo[1]], [hi[0] + 1e-9, hi[1]], [np.nan, 0.8], [0.0, 0.0]])
     np.testing.assert_array_equal(interp.find_simplex(far), [-1, -1, -1, -1])
+
+
+def test_likelihood_with_correlated_two_by_two_covariances_equals_scipy() -> None:
+    """The 2-D closed form's off-diagonal terms (det = a d - b^2, chi2's -2 b r0 r1), which diagonal covariances skip."""
+    pts = _design(20, seed=11)
+    rng = np.random.default_rng(11)
+    sd = rng.uniform(0.02, 0.05, (20, 2))
+    rho = rng.uniform(-0.8, 0.8, 20)
+    covs = np.stack([[sd[:, 0] ** 2, rho * sd[:, 0] * sd[:, 1]], [rho * sd[:, 0] * sd[:, 1], sd[:, 1] ** 2]]).transpose(2, 0, 1)
+    means = pts @ np.array([[1.0, 0.3], [-0.2, 1.0]])
+    lik = GaussianSummaryLikelihood(pts, means, covs, grid_size=32)
+    x = _design(300, seed=12)
+    d = x @ np.array([[1.0, 0.3], [-0.2, 1.0]]) + rng.normal(0, 0.03, (300, 2))
+    got, want = lik.log_prob(x, d), scipy_log_prob(pts, means, covs)(x, d)
+    assert np.isfinite(want).sum() > 100
+    np.testing.assert_allclose(got, want, rtol=1e-10)
