@@ -351,3 +351,15 @@ def test_targets_other_than_zero_and_one_are_refused_before_any_cast():
         tpr0(np.arange(7) % 7, np.zeros(7))
     with pytest.raises(ValueError, match=r"^scores must be finite, got 1 non-finite value\(s\)$"):
         tpr0(np.array([0, 1, 0, 1]), np.array([0.1, np.inf, 0.2, 0.3]))  # 1 non-finite, 3 finite
+
+
+def test_named_rate_metrics_are_tpr_at_their_fpr_hand_worked():
+    """tpr_at_fpr_1e3 / 1e2 (the names evaluate.py's score_sweep takes): 1,000 negatives allow 1 and 10 false positives."""
+    from analysis.lens.search_metrics import tpr_at_fpr_1e2, tpr_at_fpr_1e3
+
+    neg = np.arange(1000) / 1000.0  # 0.000 ... 0.999; the 2nd and 11th highest are 0.998 and 0.989
+    pos = np.array([0.9995, 0.9985, 0.995, 0.985, 0.5])
+    y = np.r_[np.zeros(1000, int), np.ones(5, int)]
+    s = np.r_[neg, pos]
+    assert tpr_at_fpr_1e3(y, s) == 2 / 5  # above 0.998
+    assert tpr_at_fpr_1e2(y, s) == 3 / 5  # above 0.989
