@@ -238,26 +238,25 @@ class GaussianSummaryLikelihood:
         data = np.asarray(data, dtype=np.float64).reshape(len(theta), self.dim)
         mean, cov, inside = self.moments(theta)
         r = data - mean
-        c = cov
         # a singular covariance divides by zero below: that is the -inf the last line keeps, not a fault to report
         with np.errstate(invalid="ignore", divide="ignore"):
-            lp = self._log_density(r, c, inside)
+            lp = self._log_density(r, cov)
         # outside the hull the prior is zero; a singular covariance inside counts as impossible, never NaN
         return np.where(inside & np.isfinite(lp), lp, -np.inf)
 
-    def _log_density(self, r: np.ndarray, c: np.ndarray, inside: np.ndarray) -> np.ndarray:
-        """-0.5 log det C - 0.5 r^T C^-1 r per row (C replaced by 1 or the identity outside the hull)."""
+    def _log_density(self, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """-0.5 log det C - 0.5 r^T C^-1 r per row; not finite where C is singular (outside the hull the caller discards it)."""
         if self.dim == 2:
             # closed form for the common case (2 CNN summaries): no batched LAPACK call per step
             a, b, dd = c[:, 0, 0], c[:, 0, 1], c[:, 1, 1]
-            det = np.where(inside, a * dd - b * b, 1.0)  # outside the hull the moments are 0: keep log finite
+            det = a * dd - b * b
             chi2 = (dd * r[:, 0] ** 2 - 2.0 * b * r[:, 0] * r[:, 1] + a * r[:, 1] ** 2) / det
             logdet = np.log(det)
         else:
-            c = np.where(inside[:, None, None], c, np.eye(self.dim))
             sign, logdet = np.linalg.slogdet(c)
             ok = sign > 0
-            # a singular covariance would stop solve() with LinAlgError: solve with the identity, then discard
+            # a singular covariance (outside the hull the moments are 0) would stop solve() with LinAlgError:
+            # solve with the identity there, then discard
             c = np.where(ok[:, None, None], c, np.eye(self.dim))
             chi2 = np.einsum("ni,ni->n", r, np.linalg.solve(c, r[..., None])[..., 0])
             logdet = np.where(ok, logdet, np.nan)
