@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from statsmodels.stats.contingency_tables import mcnemar
+from scipy.stats import binomtest
 
 from analysis.metrics import auroc as auroc_safe  # noqa: F401  (re-exported: one AUROC for the project)
 
@@ -49,15 +49,12 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, flo
     b_ = np.asarray(correct_b, dtype=bool)
     if a.shape != b_.shape or a.ndim != 1:
         raise ValueError(f"correct_a and correct_b must be 1-D of the same length, got {a.shape} and {b_.shape}")
-    both = int(np.sum(a & b_))
     b = int(np.sum(a & ~b_))
     c = int(np.sum(~a & b_))
-    neither = int(np.sum(~a & ~b_))
-    if b + c == 0:
-        p = 1.0  # no discordant pairs: no evidence of any difference
-    else:
-        p = float(mcnemar(np.array([[both, b], [c, neither]]), exact=True).pvalue)
-    return {"b": b, "c": c, "p": min(p, 1.0), "n": int(a.size)}
+    # The exact test is a binomial test of b successes in the b + c discordant pairs (the concordant
+    # cells do not enter). With no discordant pair, binomtest(0, 1) gives p = 1: no evidence either way.
+    p = float(binomtest(b, max(b + c, 1)).pvalue)
+    return {"b": b, "c": c, "p": p, "n": int(a.size)}
 
 
 def predictions_from_scores(scores: np.ndarray) -> np.ndarray:
@@ -100,11 +97,11 @@ def stratified_bootstrap_indices(
     targets = np.asarray(targets).astype(np.int64)
     n = targets.size
     if not stratify:
-        return rng.integers(0, n, size=(n_boot, n))
+        return rng.integers(n, size=(n_boot, n))
     idx = np.empty((n_boot, n), dtype=np.int64)
     for k in np.unique(targets):
         members = np.flatnonzero(targets == k)
-        idx[:, members] = members[rng.integers(0, members.size, size=(n_boot, members.size))]
+        idx[:, members] = members[rng.integers(members.size, size=(n_boot, members.size))]
     return idx
 
 
@@ -126,9 +123,10 @@ class _WeightedOvrAuroc:
     def __init__(self, scores: np.ndarray, positive: np.ndarray) -> None:
         self.pos = np.flatnonzero(positive)
         neg = np.flatnonzero(~positive)
-        self.neg = neg[np.argsort(scores[neg], kind="stable")]
+        # tied negatives are summed together between the two searchsorted bounds, so any sort order works
+        self.neg = neg[np.argsort(scores[neg])]
         sorted_neg = scores[self.neg]
-        self.left = np.searchsorted(sorted_neg, scores[self.pos], side="left")
+        self.left = np.searchsorted(sorted_neg, scores[self.pos])
         self.right = np.searchsorted(sorted_neg, scores[self.pos], side="right")
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
@@ -139,8 +137,9 @@ class _WeightedOvrAuroc:
         pos_w = w[:, self.pos]
         num = np.sum(pos_w * (below + 0.5 * (upto - below)), axis=1)
         den = pos_w.sum(axis=1) * cum[:, -1]
-        # a resample without positives or negatives has den 0: NaN, and no division by zero happens
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+        # den is 0 only for a resample without positives or negatives, where num is 0 too: 0/0 is the NaN
+        with np.errstate(invalid="ignore"):
+            return num / den
 
 
 class _WeightedAuroc:
@@ -190,7 +189,8 @@ def _from_correct_counts(metric: str, right: np.ndarray, totals: np.ndarray) -> 
         return right.sum(axis=-1) / totals.sum(axis=-1)
     # balanced accuracy: mean recall over the classes present in the targets; a class that a
     # non-stratified resample lost makes that resample NaN (it is then dropped and counted).
-    recall = np.where(totals > 0, right / np.where(totals > 0, totals, 1.0), np.nan)
+    with np.errstate(invalid="ignore"):
+        recall = right / totals  # a lost class has right = totals = 0: 0/0 is the NaN
     return np.mean(recall, axis=-1)
 
 

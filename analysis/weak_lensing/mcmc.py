@@ -62,11 +62,15 @@ def summary_moments(summaries: np.ndarray, cosmology_ids: np.ndarray, params: np
     cosmo, means, covs = [], [], []
     for k in keys:
         rows = ids == k
+        name = k.item() if hasattr(k, "item") else k  # a numpy scalar, or a str from an object array
         if rows.sum() < d + 1:
-            raise ValueError(f"cosmology {k.item() if hasattr(k, 'item') else k!r} has {int(rows.sum())} maps; at least {d + 1} are needed for a {d}x{d} covariance")
-        cosmo.append(params[rows][0])
+            raise ValueError(f"cosmology {name!r} has {int(rows.sum())} maps; at least {d + 1} are needed for a {d}x{d} covariance")
+        theta = np.unique(params[rows], axis=0)
+        if len(theta) != 1:
+            raise ValueError(f"cosmology {name!r} has {len(theta)} different parameter rows; expected one")
+        cosmo.append(theta[0])
         means.append(summaries[rows].mean(axis=0))
-        covs.append(np.atleast_2d(np.cov(summaries[rows], rowvar=False)))
+        covs.append(np.atleast_2d(np.cov(summaries[rows].T)))  # columns are the variables
     return np.array(cosmo), np.array(means), np.array(covs)
 
 
@@ -96,7 +100,7 @@ class SimplexInterpolator:
         if values.shape[0] != self.points.shape[0]:
             raise ValueError(f"{self.points.shape[0]} points but {values.shape[0]} value rows")
         self.value_shape = values.shape[1:]
-        self.values = values.reshape(len(values), -1)
+        self.values = values.reshape(len(values), math.prod(self.value_shape))
         self.tri = Delaunay(self.points)
         self.ndim = p = self.points.shape[1]
         self.lo = self.points.min(axis=0)
@@ -106,8 +110,8 @@ class SimplexInterpolator:
         rot, r0 = t[:, :p], t[:, p]
         v = self.values[self.tri.simplices]  # (S, P+1, V)
         diff = v[:, :p] - v[:, p:]  # (S, P, V)
-        self.slope = np.einsum("skv,skp->svp", diff, rot)  # (S, V, P)
-        self.offset = v[:, p] - np.einsum("svp,sp->sv", self.slope, r0)
+        self.slope = np.swapaxes(diff, 1, 2) @ rot  # (S, V, P)
+        self.offset = v[:, p] - (self.slope @ r0[..., None])[..., 0]
         self.table: np.ndarray | None = None
         if p == 2 and grid_size > 0:
             self._build_table(int(grid_size))
@@ -117,32 +121,33 @@ class SimplexInterpolator:
         self.cell = (self.hi - self.lo) / g
         edges = [self.lo[j] + self.cell[j] * np.arange(g + 1) for j in range(2)]
         corners = np.stack(np.meshgrid(*edges, indexing="ij"), axis=-1)
-        s = self.tri.find_simplex(corners.reshape(-1, 2)).reshape(g + 1, g + 1)
+        s = self.tri.find_simplex(corners.reshape((g + 1) ** 2, 2)).reshape(g + 1, g + 1)
         four = np.stack([s[:-1, :-1], s[1:, :-1], s[:-1, 1:], s[1:, 1:]])
         # a convex cell whose four corners lie in one (convex) triangle lies wholly inside it
-        same = np.all(four == four[0], axis=0) & (four[0] >= 0)
-        self.table = np.where(same, four[0], -2)
+        low, high = four.min(axis=0), four.max(axis=0)
+        self.table = np.where((low == high) & (low >= 0), low, -2)
         # every other cell: the triangles whose bounding box overlaps it (a superset of those that cut it)
         verts = self.points[self.tri.simplices]
-        first = np.clip(np.floor((verts.min(axis=1) - self.lo) / self.cell).astype(np.int64), 0, g - 1)
-        last = np.clip(np.floor((verts.max(axis=1) - self.lo) / self.cell).astype(np.int64), 0, g - 1)
+        box = np.floor((np.stack([verts.min(axis=1), verts.max(axis=1)]) - self.lo) / self.cell).astype(np.int64)
+        first, last = np.minimum(box, g - 1)  # a vertex on the box's upper edge lies in the last cell
         hits = []
         for k, (a, b) in enumerate(zip(first, last)):
-            ii, jj = np.meshgrid(np.arange(a[0], b[0] + 1), np.arange(a[1], b[1] + 1), indexing="ij")
+            # every cell of the triangle's bounding box (the order of the pairs does not matter)
+            ii, jj = np.meshgrid(np.arange(a[0], b[0] + 1), np.arange(a[1], b[1] + 1))
             ii, jj = ii.ravel(), jj.ravel()
             keep = self._cells_touching(verts[k], ii, jj)
             hits.append((ii[keep], jj[keep], np.full(int(keep.sum()), k)))
         ii, jj, kk = (np.concatenate(h) for h in zip(*hits))
         counts = np.zeros((g, g), dtype=np.int64)
         np.add.at(counts, (ii, jj), 1)
-        self.candidates = np.full((g, g, max(int(counts.max()), 1)), -1, dtype=np.int64)
+        self.candidates = np.full((g, g, counts.max()), -1)  # every triangle meets a cell: max >= 1
         order = np.lexsort((kk, jj, ii))
         ii, jj, kk = ii[order], jj[order], kk[order]
         flat = ii * g + jj
         slot = np.arange(len(flat)) - np.searchsorted(flat, flat)  # rank of each hit within its cell
         self.candidates[ii, jj, slot] = kk
         # barycentric transform of every triangle, flattened for plain arithmetic
-        self._rot = self.tri.transform[:, :2].reshape(-1, 4)
+        self._rot = self.tri.transform[:, :2].reshape(len(self.tri.simplices), 4)
         self._r0 = self.tri.transform[:, 2]
 
     def _cells_touching(self, tri: np.ndarray, ii: np.ndarray, jj: np.ndarray) -> np.ndarray:
@@ -151,8 +156,7 @@ class SimplexInterpolator:
         corners = lo[:, None, :] + self.cell * np.array([[0, 0], [1, 0], [0, 1], [1, 1]])  # (n, 4, 2)
         keep = np.ones(len(ii), dtype=bool)
         slack = 1e-9 * float(np.max(self.hi - self.lo))  # conservative: a touching cell is never dropped
-        for e in range(3):
-            edge = tri[(e + 1) % 3] - tri[e]
+        for edge in tri[[1, 2, 0]] - tri:  # the three edges
             normal = np.array([-edge[1], edge[0]])
             t_proj = tri @ normal
             c_proj = corners @ normal
@@ -161,10 +165,9 @@ class SimplexInterpolator:
 
     def _test_candidates(self, x: np.ndarray, cells: np.ndarray) -> np.ndarray:
         cand = self.candidates[cells[:, 0], cells[:, 1]]  # (n, M)
-        c = np.maximum(cand, 0)
-        rot, r0 = self._rot[c], self._r0[c]  # (n, M, 4), (n, M, 2)
-        dx = x[:, 0:1] - r0[..., 0]
-        dy = x[:, 1:2] - r0[..., 1]
+        rot, r0 = self._rot[cand], self._r0[cand]  # (n, M, 4), (n, M, 2); the -1 slots read the last triangle, masked below
+        dx = x[:, 0, None] - r0[..., 0]
+        dy = x[:, 1, None] - r0[..., 1]
         b0 = rot[..., 0] * dx + rot[..., 1] * dy
         b1 = rot[..., 2] * dx + rot[..., 3] * dy
         eps = 100 * np.finfo(np.float64).eps  # scipy's find_simplex tolerance
@@ -177,15 +180,14 @@ class SimplexInterpolator:
         x = np.asarray(x, dtype=np.float64)
         if self.table is None:
             return self.tri.find_simplex(x).astype(np.int64)
-        in_box = np.all((x >= self.lo) & (x <= self.hi), axis=1)  # False for NaN too
-        rel = np.where(in_box[:, None], (x - self.lo) / self.cell, 0.0)
-        idx = rel.astype(np.int64)  # truncation = floor for the in-box points
-        np.clip(idx, 0, self.grid_size - 1, out=idx)
-        s = self.table[idx[:, 0], idx[:, 1]]
-        s[~in_box] = -1
-        ambiguous = np.flatnonzero(s == -2)
-        if len(ambiguous):
-            s[ambiguous] = self._test_candidates(x[ambiguous], idx[ambiguous])
+        s = np.full(len(x), -1)
+        in_box = np.flatnonzero(np.all((x >= self.lo) & (x <= self.hi), axis=1))  # not NaN either
+        idx = ((x[in_box] - self.lo) / self.cell).astype(np.int64)  # truncation = floor inside the box
+        np.minimum(idx, self.grid_size - 1, out=idx)  # the box's upper edge lies in the last cell
+        s[in_box] = self.table[idx[:, 0], idx[:, 1]]
+        ambiguous = s[in_box] == -2
+        if ambiguous.any():
+            s[in_box[ambiguous]] = self._test_candidates(x[in_box[ambiguous]], idx[ambiguous])
         return s
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -193,7 +195,7 @@ class SimplexInterpolator:
         x = np.atleast_2d(np.asarray(x, dtype=np.float64))
         s = self.find_simplex(x)
         inside = s >= 0
-        si = np.where(inside, s, 0)
+        si = np.maximum(s, 0)  # outside (-1): any triangle, the values are zeroed below
         slope = self.slope[si]
         out = self.offset[si] + slope[..., 0] * x[:, 0:1]
         for j in range(1, self.ndim):
@@ -224,13 +226,13 @@ class GaussianSummaryLikelihood:
         if covariances.shape != (len(means), self.dim, self.dim):
             raise ValueError(f"covariances have shape {covariances.shape}; expected {(len(means), self.dim, self.dim)}")
         # one interpolator for mean and covariance: one triangle search per call
-        self.interp = SimplexInterpolator(self.cosmologies, np.concatenate([means, covariances.reshape(len(means), -1)], axis=1), grid_size)
+        self.interp = SimplexInterpolator(self.cosmologies, np.concatenate([means, covariances.reshape(len(means), self.dim**2)], axis=1), grid_size)
 
     def moments(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(mean (N, D), covariance (N, D, D), inside (N,)) at the parameters theta (N, P)."""
         values, inside = self.interp(theta)
         d = self.dim
-        return values[:, :d], values[:, d:].reshape(-1, d, d), inside
+        return values[:, :d], values[:, d:].reshape(len(values), d, d), inside
 
     def log_prob(self, theta: np.ndarray, data: np.ndarray) -> np.ndarray:
         """log prior + log likelihood (up to a constant) for every row; -inf outside the hull, never NaN."""
@@ -258,7 +260,7 @@ class GaussianSummaryLikelihood:
             # a singular covariance (outside the hull the moments are 0) would stop solve() with LinAlgError:
             # solve with the identity there, then discard
             c = np.where(ok[:, None, None], c, np.eye(self.dim))
-            chi2 = np.einsum("ni,ni->n", r, np.linalg.solve(c, r[..., None])[..., 0])
+            chi2 = np.sum(r * np.linalg.solve(c, r[..., None])[..., 0], axis=1)
             logdet = np.where(ok, logdet, np.nan)
         return -0.5 * logdet - 0.5 * chi2
 
@@ -308,7 +310,7 @@ def effective_sample_size(trace: np.ndarray, c: float = 5.0) -> np.ndarray:
         if np.ptp(x) == 0:
             taus.append(np.inf)  # a chain that never moved has no independent samples
             continue
-        taus.append(float(integrated_time(x, c=c, tol=0, quiet=True)[0]))
+        taus.append(float(integrated_time(x, c=c, tol=0)[0]))  # tol=0: never refuses a short chain
     return len(trace) / np.maximum(np.array(taus), 1.0)
 
 
@@ -407,7 +409,7 @@ def scipy_log_prob(cosmologies: np.ndarray, means: np.ndarray, covariances: np.n
     """The kit's likelihood with scipy's LinearNDInterpolator (the reference the fast one must equal)."""
     d = means.shape[1]
     mean_interp = LinearNDInterpolator(cosmologies, means)
-    cov_interp = LinearNDInterpolator(cosmologies, covariances.reshape(len(covariances), -1))
+    cov_interp = LinearNDInterpolator(cosmologies, covariances.reshape(len(covariances), d * d))
 
     def log_prob(theta: np.ndarray, data: np.ndarray) -> np.ndarray:
         theta = np.atleast_2d(theta)
@@ -415,9 +417,9 @@ def scipy_log_prob(cosmologies: np.ndarray, means: np.ndarray, covariances: np.n
         out = np.full(len(theta), -np.inf)
         inside = np.all(np.isfinite(mu), axis=1)
         if inside.any():
-            cov = cov_interp(theta[inside]).reshape(-1, d, d)
+            cov = cov_interp(theta[inside]).reshape(int(inside.sum()), d, d)
             r = np.asarray(data, dtype=np.float64).reshape(len(theta), d)[inside] - mu[inside]
-            chi2 = np.einsum("ni,ni->n", r, np.linalg.solve(cov, r[..., None])[..., 0])
+            chi2 = np.sum(r * np.linalg.solve(cov, r[..., None])[..., 0], axis=1)
             out[inside] = -0.5 * np.linalg.slogdet(cov)[1] - 0.5 * chi2
         return out
 
@@ -448,7 +450,7 @@ def emcee_posterior(
     start = x0 + init_scale * rng.standard_normal((n_walkers, len(x0)))
     sampler = emcee.EnsembleSampler(n_walkers, len(x0), log_prob)
     sampler.random_state = np.random.RandomState(seed).get_state()  # emcee's own generator, seeded
-    sampler.run_mcmc(start, n_steps, progress=False)
+    sampler.run_mcmc(start, n_steps)
     chain = sampler.get_chain(discard=int(burn_in * n_steps), flat=True)
     return chain.mean(axis=0), chain.std(axis=0), float(np.mean(sampler.acceptance_fraction))
 
@@ -535,13 +537,13 @@ def summary_posteriors(
     """
     cosmo, means, covs = summary_moments(val_summaries, val_cosmology, val_params)
     lik = GaussianSummaryLikelihood(cosmo, means, covs, grid_size=grid_size)
-    data = np.asarray(test_summaries, dtype=np.float64).reshape(len(test_summaries), -1)
+    data = np.asarray(test_summaries, dtype=np.float64).reshape(len(test_summaries), means.shape[1])
     start = hull_starts(cosmo, len(data), seed=seed)
     # a start where a map's likelihood underflows is moved to the cosmology that suits that map best
-    lp0 = lik.log_prob(start, data)
-    if not np.all(np.isfinite(lp0)):
+    bad = ~np.isfinite(lik.log_prob(start, data))
+    if bad.any():
         per = np.stack([lik.log_prob(np.repeat(c[None], len(data), 0), data) for c in cosmo], axis=1)
-        start = np.where(np.isfinite(lp0)[:, None], start, cosmo[np.argmax(per, axis=1)])
+        start = np.where(bad[:, None], cosmo[np.argmax(per, axis=1)], start)
     result = metropolis(lambda th: lik.log_prob(th, data), start, n_steps=n_steps, proposal_std=proposal_std,
                         burn_in=burn_in, seed=seed, n_trace=n_trace, progress=progress)
     diag = chain_checks(result, acceptance_band, ess_min)

@@ -129,11 +129,11 @@ def fit_sigma_scale(truth: np.ndarray, mean: np.ndarray, std: np.ndarray, target
     k = np.sort(dist / std, axis=0)[rank - 1]
     # std * (dist / std) can round one ulp below dist, and coverage() would then miss the map that sets k:
     # raise k by ulps (a relative 1e-16 or so) until coverage's own comparison counts `rank` maps
-    short = np.sum(dist <= std * k, axis=0) < rank
-    while short.any():
-        k = np.where(short, np.nextafter(k, np.inf), k)
+    while True:
         short = np.sum(dist <= std * k, axis=0) < rank
-    return k
+        if not short.any():
+            return k
+        k = np.where(short, np.nextafter(k, np.inf), k)
 
 
 def sigma_scale_record(
@@ -166,7 +166,7 @@ def apply_sigma_scale(std: np.ndarray, target_names: Sequence[str], sigma_scale:
         ValueError: a target without a factor, a factor for a target these predictions do not have, or a
             factor that is not finite and > 0.
     """
-    std = np.atleast_2d(np.asarray(std, dtype=np.float64))
+    std = np.atleast_2d(std)  # std * k below is float64 whatever std's type
     names = list(target_names)
     if len(names) != std.shape[1]:
         raise ValueError(f"{len(names)} target names {names} for {std.shape[1]} std columns")

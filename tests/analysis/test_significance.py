@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -47,11 +48,8 @@ def test_mcnemar_exact_matches_binomial_test(seed):
     b = np.where(rng.random(n) < 0.8, a, ~a)  # mostly agree
     res = mcnemar_exact(a, b)
     assert res["b"] == np.sum(a & ~b) and res["c"] == np.sum(~a & b)
-    if res["b"] + res["c"] == 0:
-        assert res["p"] == 1.0
-    else:
-        expected = stats.binomtest(res["b"], res["b"] + res["c"], 0.5).pvalue
-        assert res["p"] == pytest.approx(expected, rel=1e-9)
+    table = [[np.sum(a & b), np.sum(a & ~b)], [np.sum(~a & b), np.sum(~a & ~b)]]
+    assert res["p"] == pytest.approx(mcnemar(table, exact=True).pvalue, rel=1e-9)  # statsmodels, from the full table
 
 
 def test_mcnemar_hand_case_and_no_disagreement():
@@ -636,7 +634,7 @@ def test_paired_comparison_returns_arrays_in_a_row_order_and_its_defaults():
 
 
 def test_a_resample_that_loses_a_class_warns_once_and_never_divides_by_zero():
-    """Only the counted "resamples ... dropped" warning: the NaN of a lost class comes from a guarded division."""
+    """Only the counted "resamples ... dropped" warning: the NaN of a lost class is a quiet 0/0."""
     from analysis.significance import _WeightedAuroc
 
     y = np.array([0] * 12 + [1])
@@ -653,3 +651,38 @@ def test_a_resample_that_loses_a_class_warns_once_and_never_divides_by_zero():
     with np.errstate(all="raise"):
         out = _WeightedAuroc(y, p)(w)
     assert np.isnan(out[:3]).all() and out[3] == 1.0
+
+
+def test_se_diff_with_two_one_and_no_valid_resamples_without_numpy_warnings():
+    """se_diff is the ddof-1 sd of the valid differences: defined from two of them, NaN (quietly) below that.
+
+    The metric is defined only on a resample that drew one sample three times (probability 1/9), so the valid rows
+    are known from the same draws: rows of ``rng.integers(3, size=(n_boot, 3))`` (unstratified, one block).
+    """
+    y = np.array([0, 1, 0])
+    pa, pb = np.array([0.1, 0.2, 0.3]), np.array([0.2, 0.5, 0.9])
+
+    def one_sample_only(yy, p):
+        return float(p.mean()) if p.min() == p.max() else math.nan
+
+    found = set()
+    for seed in range(200):
+        idx = np.random.default_rng(seed).integers(3, size=(12, 3))
+        valid = idx.min(axis=1) == idx.max(axis=1)
+        k = int(valid.sum())
+        if k > 2 or k in found or (k == 2 and idx[valid, 0][0] == idx[valid, 0][1]):
+            continue  # two valid rows must differ, or their sd is 0 for any ddof
+        found.add(k)
+        with warnings.catch_warnings(record=True) as record, np.errstate(all="raise"):
+            warnings.simplefilter("always")
+            res = paired_bootstrap_ci(y, pa, pb, one_sample_only, n_boot=12, seed=seed, stratify=False)
+        assert [str(w.message) for w in record] == [f"{12 - k} of 12 resamples gave an undefined one_sample_only and were dropped"]
+        assert res["n_valid"] == k
+        if k == 2:
+            d = (pb - pa)[idx[valid, 0]]
+            assert res["se_diff"] == pytest.approx(abs(d[0] - d[1]) / math.sqrt(2), rel=1e-12)
+        else:
+            assert math.isnan(res["se_diff"])
+        if found == {0, 1, 2}:
+            break
+    assert found == {0, 1, 2}

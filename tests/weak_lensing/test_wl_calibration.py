@@ -284,3 +284,18 @@ def test_score_task_refuses_scales_of_another_model_or_targets(tmp_path: Path) -
     other.write_text(json.dumps({"temperature": 1.5}))
     with pytest.raises(ValueError, match="'sigma_scale' mapping"):
         _evaluate(["task=weak_lensing_score", f"predictions={test}", f"calibrate_on={other}"])
+
+
+def test_fit_sigma_scale_messages_and_the_record_passes_its_target() -> None:
+    with pytest.raises(ValueError, match=r"^no maps to fit the sigma scale on$"):
+        fit_sigma_scale(np.zeros((0, 2)), np.zeros((0, 2)), np.ones((0, 2)))
+    with pytest.raises(ValueError, match=r"^truth and mean must be finite to fit the sigma scale$"):
+        fit_sigma_scale(np.array([[np.nan, 0.0]]), np.zeros((1, 2)), np.ones((1, 2)))
+    # |z| = 0.5, 1, 2, 4 and 0.1, 0.2, 0.3, 0.4: target 0.5 -> the 2nd smallest, not the default's 3rd
+    truth = np.zeros((4, 2))
+    mean = np.array([[0.5, 0.1], [-1.0, 0.2], [2.0, -0.3], [4.0, 0.4]])
+    rec = sigma_scale_record(truth, mean, np.ones((4, 2)), NAMES, target=0.5)
+    assert rec["sigma_scale"] == {"omega_m": 1.0, "s8": 0.2} and rec["target_coverage"] == 0.5
+    assert rec["coverage_after"] == {"omega_m": 0.5, "s8": 0.5}
+    # integer sigmas are scaled as floats
+    assert apply_sigma_scale(np.array([[1, 2]]), NAMES, {"omega_m": 0.5, "s8": 1.5}).tolist() == [[0.5, 3.0]]
