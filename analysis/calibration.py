@@ -109,10 +109,9 @@ def reliability_bins(probs: np.ndarray, targets: np.ndarray, n_bins: int = 15) -
     count = np.bincount(idx, minlength=n_bins).astype(np.int64)
     conf_sum = np.bincount(idx, weights=conf, minlength=n_bins)
     acc_sum = np.bincount(idx, weights=(pred == targets).astype(np.float64), minlength=n_bins)
-    # an empty bin is NaN; its denominator is replaced first, so nothing is divided by zero
-    denominator = np.maximum(count, 1)
-    mean_conf = np.where(count > 0, conf_sum / denominator, np.nan)
-    mean_acc = np.where(count > 0, acc_sum / denominator, np.nan)
+    # an empty bin has sums 0 and count 0: 0/0 is its NaN (as in analysis.significance's undefined resamples)
+    with np.errstate(invalid="ignore"):
+        mean_conf, mean_acc = conf_sum / count, acc_sum / count
     return {"lower": edges[:-1], "upper": edges[1:], "confidence": mean_conf, "accuracy": mean_acc, "count": count}
 
 

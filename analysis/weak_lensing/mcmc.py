@@ -126,7 +126,8 @@ class SimplexInterpolator:
         # a convex cell whose four corners lie in one (convex) triangle lies wholly inside it
         low, high = four.min(axis=0), four.max(axis=0)
         self.table = np.where((low == high) & (low >= 0), low, -2)
-        # every other cell: the triangles whose bounding box overlaps it (a superset of those that cut it)
+        # every cell (used where the table says -2): the triangles that meet it, from the cells of each triangle's
+        # bounding box kept by a separating-axis test
         verts = self.points[self.tri.simplices]
         box = np.floor((np.stack([verts.min(axis=1), verts.max(axis=1)]) - self.lo) / self.cell).astype(np.int64)
         first, last = np.minimum(box, g - 1)  # a vertex on the box's upper edge lies in the last cell
