@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -75,7 +76,11 @@ class SlurmChaos(Callback):
         self.marker_dir.mkdir(parents=True, exist_ok=True)
         marker.touch()
         if command:
-            subprocess.run(command, check=True)
+            # scancel signals every process of the job, itself included when it has not exited yet (a loaded
+            # machine): its death by that SIGTERM is the cancel working, any other failure is an error
+            done = subprocess.run(command)
+            if done.returncode not in (0, -signal.SIGTERM):
+                raise subprocess.CalledProcessError(done.returncode, command)
         end = time.monotonic() + self.wait_s
         while not trainer.received_sigterm and time.monotonic() < end:  # until SLURM's signal reached the run
             time.sleep(0.2)
